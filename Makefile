@@ -1,0 +1,34 @@
+# perseid-jobs — developer entry points. Every target sets itself up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint demo chaos bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## venv + package + dev tools
+
+test: $(STAMP) ## the whole test suite, against private redis-server processes
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check perseid_jobs tests
+	$(BIN)/ruff format --check perseid_jobs tests
+	$(BIN)/mypy
+
+demo: $(STAMP) ## example jobs on an embedded default
+	$(BIN)/perseid-jobs demo
+
+chaos: $(STAMP) ## fault-injection tests only
+	$(BIN)/pytest -q -m chaos
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+-include mk/*.mk
