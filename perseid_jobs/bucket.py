@@ -1,0 +1,213 @@
+"""Where finished task logs are kept: a directory or an S3 bucket.
+
+Retention is the bucket's business (lifecycle rules), not the scheduler's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+__all__ = [
+    "LOG_CONTENT_TYPE",
+    "Bucket",
+    "BucketError",
+    "FileBucket",
+    "S3Bucket",
+    "object_key",
+    "open_bucket",
+]
+
+LOG_CONTENT_TYPE = "application/x-ndjson"
+"""Content type of uploaded logs: one JSON document per line."""
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+"""Logs at least this large are uploaded in parts, several at a time."""
+
+
+class BucketError(Exception):
+    """A log could not be stored in or read from the bucket; the message says why."""
+
+
+def object_key(job: str, task_id: str, started_at_ms: int) -> str:
+    """Key of a task's log: ``<job>/<YYYY>/<MM>/<DD>/<task id>.log``, by UTC start date.
+
+    Grouping by job then day lets lifecycle rules and listings work per job and
+    keeps any one prefix small.
+    """
+    day = datetime.fromtimestamp(started_at_ms / 1000, tz=UTC)
+    return f"{job}/{day:%Y/%m/%d}/{task_id}.log"
+
+
+class Bucket(Protocol):
+    """A place logs are uploaded to and read back from."""
+
+    url: str
+    """The bucket's own URL, e.g. ``file:///var/log/perseid`` or ``s3://bucket/prefix``."""
+
+    def upload(self, local_path: Path, key: str) -> str:
+        """Store the file under ``key``; return the object's URL. Raises BucketError."""
+        ...
+
+    def read(self, key_or_url: str) -> bytes:
+        """Return an object's bytes, by key or by the URL ``upload`` returned.
+
+        Raises BucketError, e.g. when there is no such object.
+        """
+        ...
+
+
+class FileBucket:
+    """A directory used as a bucket (a local disk or a shared mount)."""
+
+    def __init__(self, root: Path) -> None:
+        """Use directory ``root`` (created on first upload) as the bucket."""
+        # Resolved once, so URLs handed out and URLs read back compare equal.
+        self.root = root.resolve()
+        self.url = self.root.as_uri()
+
+    def upload(self, local_path: Path, key: str) -> str:
+        """Copy the file into place atomically: readers see the whole log or nothing."""
+        dest = self._path(key)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with local_path.open("rb") as src, tmp.open("wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)  # the rename itself must survive a crash
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise BucketError(f"cannot store {local_path} in {self.url}: {exc}") from exc
+        return dest.as_uri()
+
+    def read(self, key_or_url: str) -> bytes:
+        """Return a stored log's bytes."""
+        path = self._path(self._key(key_or_url))
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise BucketError(f"log not found: {path.as_uri()}") from None
+        except OSError as exc:
+            raise BucketError(f"cannot read {path.as_uri()}: {exc}") from exc
+
+    def _key(self, key_or_url: str) -> str:
+        if not key_or_url.startswith("file:"):
+            return key_or_url
+        path = Path(unquote(urlsplit(key_or_url).path)).resolve()
+        if not path.is_relative_to(self.root):
+            raise BucketError(f"{key_or_url} is not in bucket {self.url}")
+        return path.relative_to(self.root).as_posix()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        # Keys come from job names and the command line; neither may escape the root.
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise BucketError(f"invalid log key {key!r}: it must name a file inside {self.url}")
+        return path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class S3Bucket:
+    """An S3 (or S3-compatible) bucket, optionally under a key prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+    ) -> None:
+        """Connect with boto3's standard credential chain.
+
+        With ``endpoint_url`` None, boto3 still honours ``AWS_ENDPOINT_URL`` /
+        ``AWS_ENDPOINT_URL_S3`` (MinIO, Ceph, a local test server).
+        """
+        import boto3  # deferred: a worker with a file bucket never pays for it
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        # Few quick retries here: the shipper already retries with its own backoff.
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60
+        )
+        self._client: Any = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold
+        )
+
+    def upload(self, local_path: Path, key: str) -> str:
+        """Upload through boto3's transfer manager (parts in parallel for large logs)."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full_key = self._full_key(key)
+        try:
+            self._client.upload_file(
+                str(local_path),
+                self.bucket,
+                full_key,
+                ExtraArgs={"ContentType": LOG_CONTENT_TYPE},
+                Config=self._transfer,
+            )
+        except (Boto3Error, BotoCoreError, ClientError, OSError) as exc:
+            raise BucketError(f"cannot upload {local_path} to {self.url}: {exc}") from exc
+        return f"s3://{self.bucket}/{full_key}"
+
+    def read(self, key_or_url: str) -> bytes:
+        """Download a stored log."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = self._locate(key_or_url)
+        url = f"s3://{bucket}/{key}"
+        try:
+            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
+            with body:
+                data: bytes = body.read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise BucketError(f"log not found: {url}") from None
+            raise BucketError(f"cannot read {url}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise BucketError(f"cannot read {url}: {exc}") from exc
+        return data
+
+    def _full_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _locate(self, key_or_url: str) -> tuple[str, str]:
+        if not key_or_url.startswith("s3://"):
+            return self.bucket, self._full_key(key_or_url)
+        parts = urlsplit(key_or_url)
+        return parts.netloc, parts.path.lstrip("/")
+
+
+def open_bucket(url: str, *, s3_endpoint_url: str | None = None) -> Bucket:
+    """The bucket for ``file:///abs/path``, a plain directory path, or ``s3://bucket/prefix``."""
+    parts = urlsplit(url)
+    if parts.scheme == "s3" and parts.netloc:
+        return S3Bucket(parts.netloc, unquote(parts.path), endpoint_url=s3_endpoint_url)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
+        return FileBucket(Path(unquote(parts.path)))
+    if not parts.scheme and url:
+        return FileBucket(Path(url).absolute())
+    raise BucketError(f"unsupported bucket URL {url!r}: use file:///path or s3://bucket/prefix")
