@@ -1,3 +1,20 @@
 """perseid-jobs: a distributed job scheduler for Python, coordinated through Redis."""
 
 __version__ = "0.1.0"
+
+from .jobfile import job  # noqa: E402
+
+__all__ = ["Client", "Task", "TaskStatus", "__version__", "job"]
+
+
+def __getattr__(name: str) -> object:
+    # The client pulls in redis; job scripts importing `job` should not pay for it.
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    if name in ("Task", "TaskStatus"):
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(name)

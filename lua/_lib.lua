@@ -1,0 +1,262 @@
+-- Shared helpers, prepended (after the generated key prelude) to every script.
+-- Each function does one thing; scripts compose them. Kept inside what both
+-- Redis 7 and fakeredis support: no cjson/cmsgpack/bit, one return value.
+
+local GRACE_MS = 60000          -- reaper backstop: deadline = start + max duration + this
+local EVENTS_MAXLEN = 10000     -- events stream cap (approximate)
+local SCAN_LIMIT = 256          -- due entries one claim looks at
+local FINISHED_MAX = 100000     -- finished tasks kept, by count
+local FINISHED_AGE_MS = 7 * 24 * 3600 * 1000  -- finished tasks kept, by age
+local TRIM_PER_CALL = 20        -- bounded retention work per call
+
+local OK = 0
+local E_LEASE_LOST = -1
+local E_NOT_FOUND = -2
+local E_ALREADY_ENDED = -3
+local E_PARENT_NOT_FOUND = -4
+local E_PARENT_ENDED = -5
+local E_STALE = -6
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function b32(n, width)
+  local out = {}
+  for i = width, 1, -1 do
+    local d = n % 32
+    out[i] = string.sub(B32, d + 1, d + 1)
+    n = math.floor(n / 32)
+  end
+  return table.concat(out)
+end
+
+-- ULID-shaped: 10 chars of Redis time (ms), 16 of a namespace-wide counter.
+local function new_id(now)
+  return b32(now, 10) .. b32(redis.call('INCR', K.seq()), 16)
+end
+
+local function emit(kind, id, extra)
+  local args = {'XADD', K.events(), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', kind, 'id', id}
+  if extra then
+    for _, v in ipairs(extra) do args[#args + 1] = v end
+  end
+  redis.call(unpack(args))
+end
+
+local function is_terminal(status)
+  return status == 'completed' or status == 'failed' or status == 'cancelled'
+end
+
+-- Wake idle instances that planned to look later than `at`.
+local function wake_sleepers(at)
+  local ids = redis.call('ZRANGEBYSCORE', K.sleepers(), '(' .. at, '+inf')
+  for _, inst in ipairs(ids) do
+    redis.call('LPUSH', K.wake(inst), '1')
+  end
+  if #ids > 0 then
+    redis.call('ZREMRANGEBYSCORE', K.sleepers(), '(' .. at, '+inf')
+  end
+end
+
+local function lease_ok(inst, now)
+  local exp = redis.call('ZSCORE', K.instances(), inst)
+  return exp and tonumber(exp) >= now
+end
+
+-- Make a pending task due at `start`, or blocked behind `after`.
+local function index_task(id, start, after, now)
+  if after and after ~= '' then
+    redis.call('SADD', K.waiting(after), id)
+    redis.call('ZADD', K.blocked(), now, id)
+  else
+    redis.call('ZADD', K.due(), start, id)
+    wake_sleepers(start)
+  end
+end
+
+local function trim_finished(now)
+  local old = redis.call('ZRANGEBYSCORE', K.finished(), '-inf', now - FINISHED_AGE_MS,
+    'LIMIT', 0, TRIM_PER_CALL)
+  local over = redis.call('ZCARD', K.finished()) - FINISHED_MAX
+  if over > 0 then
+    local extra = redis.call('ZRANGE', K.finished(), 0, math.min(over, TRIM_PER_CALL) - 1)
+    for _, id in ipairs(extra) do old[#old + 1] = id end
+  end
+  for _, id in ipairs(old) do
+    redis.call('DEL', K.task(id))
+    redis.call('ZREM', K.finished(), id)
+  end
+end
+
+-- Take a task out of its instance's accounting (idempotent).
+local function release_slots(id, inst, slots)
+  if inst and inst ~= '' and redis.call('SREM', K.instance_tasks(inst), id) == 1 then
+    if redis.call('EXISTS', K.instance(inst)) == 1 then
+      redis.call('HINCRBY', K.instance(inst), 'slots_used', -slots)
+    end
+    redis.call('SREM', K.instance_cancel(inst), id)
+  end
+end
+
+-- Move one task to a terminal state; returns its previous status.
+local function close_task(id, status, reason, code, now)
+  local tk = K.task(id)
+  local f = redis.call('HMGET', tk, 'status', 'instance', 'slots', 'key', 'series')
+  local prev = f[1]
+  redis.call('ZREM', K.due(), id)
+  redis.call('ZREM', K.blocked(), id)
+  redis.call('ZREM', K.running(), id)
+  if prev == 'running' then
+    release_slots(id, f[2], tonumber(f[3]))
+  end
+  redis.call('HSET', tk, 'status', status, 'ended_at', now, 'reason', reason, 'exit_code', code)
+  redis.call('ZADD', K.finished(), now, id)
+  emit(status, id, {'reason', reason})
+  local key = f[4]
+  if key and key ~= '' and (not f[5] or f[5] == '') and redis.call('HGET', K.idem(), key) == id then
+    redis.call('HDEL', K.idem(), key)
+  end
+  return prev
+end
+
+-- Release or cancel the tasks waiting on `id`, all the way down the chain.
+local function settle_dependents(id, status, now)
+  local stack = {{id, status}}
+  while #stack > 0 do
+    local top = table.remove(stack)
+    local parent, pstatus = top[1], top[2]
+    local wk = K.waiting(parent)
+    local deps = redis.call('SMEMBERS', wk)
+    redis.call('DEL', wk)
+    for _, dep in ipairs(deps) do
+      if redis.call('HGET', K.task(dep), 'status') == 'pending' then
+        if pstatus == 'completed' then
+          redis.call('ZREM', K.blocked(), dep)
+          redis.call('HSET', K.task(dep), 'start_at', now)
+          redis.call('ZADD', K.due(), now, dep)
+          wake_sleepers(now - 1)
+          emit('released', dep, {'after', parent})
+        else
+          close_task(dep, 'cancelled', 'dependency ' .. parent .. ' ' .. pstatus, '', now)
+          stack[#stack + 1] = {dep, 'cancelled'}
+        end
+      end
+    end
+  end
+end
+
+-- Create one pending task; `fields` is a flat list of extra hash fields.
+local function create_task(id, job, args, slots, max_ms, start, now, fields)
+  local h = {'HSET', K.task(id), 'id', id, 'job', job, 'args', args, 'status', 'pending',
+    'slots', slots, 'max_ms', max_ms, 'created_at', now, 'start_at', start, 'attempt', 0}
+  for _, v in ipairs(fields) do h[#h + 1] = v end
+  redis.call(unpack(h))
+end
+
+-- Create the next run of series `sid` at `start` (nil: the series has no more runs).
+local function next_series_run(sid, start, skipped, now)
+  local sk = K.series(sid)
+  if not start then
+    redis.call('HSET', sk, 'status', 'ended', 'current', '')
+    emit('series_ended', sid, {})
+    return nil
+  end
+  local s = redis.call('HMGET', sk, 'job', 'args', 'slots', 'max_ms', 'last_completed_at', 'key')
+  local id = new_id(now)
+  create_task(id, s[1], s[2], s[3], s[4], start, now,
+    {'series', sid, 'last_completed_at', s[5] or '', 'skipped_runs', skipped, 'key', s[6] or ''})
+  redis.call('ZADD', K.due(), start, id)
+  wake_sleepers(start)
+  redis.call('HSET', sk, 'current', id, 'next_start', start)
+  if skipped > 0 then
+    redis.call('HINCRBY', sk, 'skipped', skipped)
+    emit('skipped', id, {'series', sid, 'count', skipped})
+  end
+  emit('scheduled', id, {'series', sid})
+  return id
+end
+
+-- After run `id` of a series ended with `status`: book it and create the next run.
+-- `start` nil and `provided` false: the caller could not compute it; leave the series alone.
+local function continue_series(id, status, start, skipped, now)
+  local sid = redis.call('HGET', K.task(id), 'series')
+  if not sid or sid == '' then return end
+  local sk = K.series(sid)
+  local s = redis.call('HMGET', sk, 'status', 'current')
+  if status == 'completed' then
+    redis.call('HSET', sk, 'last_completed_at', now)
+  end
+  redis.call('HSET', sk, 'last_run', id, 'last_outcome', status, 'last_ended_at', now)
+  redis.call('HINCRBY', sk, 'runs', 1)
+  if s[1] ~= 'active' or s[2] ~= id then
+    if s[2] == id then redis.call('HSET', sk, 'current', '') end
+    return
+  end
+  next_series_run(sid, start, skipped, now)
+end
+
+local function task_record(id)
+  local f = redis.call('HMGET', K.task(id), 'id', 'job', 'args', 'attempt', 'started_at',
+    'start_at', 'max_ms', 'slots', 'series', 'last_completed_at', 'skipped_runs')
+  local sid = f[9]
+  f[12] = ''
+  f[13] = ''
+  if sid and sid ~= '' then
+    local s = redis.call('HMGET', K.series(sid), 'spec', 'origin')
+    f[12] = s[1] or ''
+    f[13] = s[2] or ''
+  end
+  return f
+end
+
+-- Claim due tasks that fit the instance's free slots, in due order.
+local function claim(inst, max_count, now)
+  local ih = K.instance(inst)
+  redis.call('DEL', K.wake(inst))
+  local ifields = redis.call('HMGET', ih, 'slots_total', 'slots_used', 'draining')
+  local free = tonumber(ifields[1]) - tonumber(ifields[2])
+  local out = {}
+  local took = 0
+  if max_count > 0 and free > 0 and ifields[3] ~= '1' then
+    local ids = redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, SCAN_LIMIT)
+    local jobs_key = K.instance_jobs(inst)
+    for _, id in ipairs(ids) do
+      local tk = K.task(id)
+      local f = redis.call('HMGET', tk, 'slots', 'job', 'max_ms')
+      local slots = tonumber(f[1])
+      if slots <= free and redis.call('SISMEMBER', jobs_key, f[2]) == 1 then
+        local deadline = now + tonumber(f[3]) + GRACE_MS
+        redis.call('ZREM', K.due(), id)
+        redis.call('HINCRBY', tk, 'attempt', 1)
+        redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'instance', inst,
+          'deadline', deadline)
+        redis.call('ZADD', K.running(), deadline, id)
+        redis.call('SADD', K.instance_tasks(inst), id)
+        emit('running', id, {'instance', inst})
+        free = free - slots
+        took = took + slots
+        out[#out + 1] = task_record(id)
+        if #out >= max_count or free <= 0 then break end
+      end
+    end
+    if took > 0 then redis.call('HINCRBY', ih, 'slots_used', took) end
+  end
+  if #out > 0 and #redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, 1) > 0 then
+    -- More is due than this instance took: let the idle ones look too.
+    wake_sleepers(now - 1)
+  end
+  local nxt = redis.call('ZRANGEBYSCORE', K.due(), '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local next_due = -1
+  if #nxt > 0 then next_due = tonumber(nxt[2]) end
+  if next_due >= 0 then
+    redis.call('ZADD', K.sleepers(), next_due, inst)
+  else
+    redis.call('ZADD', K.sleepers(), '+inf', inst)
+  end
+  local ck = K.instance_cancel(inst)
+  local cancels = redis.call('SMEMBERS', ck)
+  return {OK, now, next_due, cancels, out}
+end

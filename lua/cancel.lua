@@ -1,0 +1,57 @@
+-- cancel: pending -> cancelled at once; running -> flagged for its instance to stop.
+-- KEYS[1]  tagged key prefix
+-- ARGV[1]  task id
+-- ARGV[2]  "1" to end the task's whole series, "0" otherwise
+-- ARGV[3]  reason
+-- Returns  {0, status after the call ("cancelled" or "running"), series ended (0|1)}
+-- Errors   {-2} unknown task, {-3, status} already ended (and no series to end)
+-- Events   cancelled, cancel_requested, series_cancelled
+
+local id, whole, reason = ARGV[1], ARGV[2] == '1', ARGV[3]
+local now = now_ms()
+local f = redis.call('HMGET', K.task(id), 'status', 'instance', 'series')
+local status, inst, sid = f[1], f[2], f[3]
+if not status then return {E_NOT_FOUND} end
+local has_series = sid and sid ~= ''
+local series_ended = 0
+
+local function end_series()
+  local sk = K.series(sid)
+  if redis.call('HGET', sk, 'status') ~= 'active' then return end
+  local s = redis.call('HMGET', sk, 'current', 'key')
+  redis.call('HSET', sk, 'status', 'cancelled')
+  if s[2] and s[2] ~= '' and redis.call('HGET', K.idem(), s[2]) == sid then
+    redis.call('HDEL', K.idem(), s[2])
+  end
+  emit('series_cancelled', sid, {})
+  series_ended = 1
+  local cur = s[1]
+  if cur and cur ~= '' and redis.call('HGET', K.task(cur), 'status') == 'pending' then
+    close_task(cur, 'cancelled', reason, '', now)
+    settle_dependents(cur, 'cancelled', now)
+  end
+end
+
+if is_terminal(status) then
+  if whole and has_series then
+    end_series()
+    return {OK, status, series_ended}
+  end
+  return {E_ALREADY_ENDED, status}
+end
+if status == 'pending' then
+  -- Cancelling a series' pending run ends the series: there is no next run.
+  if has_series then end_series() end
+  if redis.call('HGET', K.task(id), 'status') == 'pending' then
+    close_task(id, 'cancelled', reason, '', now)
+    settle_dependents(id, 'cancelled', now)
+  end
+  return {OK, 'cancelled', series_ended}
+end
+-- running: its instance kills the process group and reports it cancelled.
+if whole and has_series then end_series() end
+redis.call('HSET', K.task(id), 'cancel_requested', now)
+redis.call('SADD', K.instance_cancel(inst), id)
+redis.call('LPUSH', K.wake(inst), '1')
+emit('cancel_requested', id, {'instance', inst})
+return {OK, 'running', series_ended}

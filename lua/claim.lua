@@ -1,0 +1,14 @@
+-- claim: take due tasks that fit the instance's free slots, in due order.
+-- KEYS[1]  tagged key prefix
+-- ARGV[1]  instance id
+-- ARGV[2]  most tasks to take
+-- Returns  {0, now, next due (ms, -1 if none), {cancelled running ids}, {task records}}
+--          a task record: {id, job, args, attempt, started_at, start_at, max_ms, slots,
+--                          series id, last_completed_at, skipped_runs, series spec}
+-- Errors   {-1} the instance's lease lapsed or it is unknown: it must fence
+-- Events   running (per task)
+
+local inst = ARGV[1]
+local now = now_ms()
+if not lease_ok(inst, now) then return {E_LEASE_LOST} end
+return claim(inst, tonumber(ARGV[2]), now)

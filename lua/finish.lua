@@ -1,0 +1,39 @@
+-- finish: record how tasks ended, continue their series, release their dependents,
+-- then claim what now fits (finish and claim in one round trip).
+-- KEYS[1]  tagged key prefix
+-- ARGV[1]  instance id
+-- ARGV[2]  most tasks to claim afterwards (0: claim nothing)
+-- ARGV[3]  n, the number of outcomes that follow, 7 fields each:
+--          task id, fencing token (attempt), status (completed|failed|cancelled),
+--          exit code, reason, next start of its series (ms, or "" for none), skipped runs
+-- Returns  {0, {per-outcome code: 0 recorded, -6 stale}, claim reply (see claim.lua) or {-1}}
+-- Events   completed|failed|cancelled, stale_finish (a late report that changed nothing)
+
+local inst = ARGV[1]
+local claim_max = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local now = now_ms()
+local codes = {}
+for i = 0, n - 1 do
+  local b = 4 + i * 7
+  local id, token, status = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local code, reason = ARGV[b + 3], ARGV[b + 4]
+  local f = redis.call('HMGET', K.task(id), 'status', 'attempt', 'instance')
+  if f[1] == 'running' and f[2] == token and f[3] == inst then
+    close_task(id, status, reason, code, now)
+    local start = nil
+    if ARGV[b + 5] ~= '' then start = tonumber(ARGV[b + 5]) end
+    continue_series(id, status, start, tonumber(ARGV[b + 6]) or 0, now)
+    settle_dependents(id, status, now)
+    codes[#codes + 1] = OK
+  else
+    emit('stale_finish', id, {'instance', inst, 'token', token, 'status', status})
+    codes[#codes + 1] = E_STALE
+  end
+end
+trim_finished(now)
+local claimed = {E_LEASE_LOST}
+if lease_ok(inst, now) then
+  claimed = claim(inst, claim_max, now)
+end
+return {OK, codes, claimed}

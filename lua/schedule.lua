@@ -1,0 +1,63 @@
+-- schedule: store a task (and its series, if recurring), index it, wake workers.
+-- KEYS[1]  tagged key prefix, e.g. "{perseid}:"
+-- ARGV[1]  job name
+-- ARGV[2]  args (JSON object text)
+-- ARGV[3]  slots
+-- ARGV[4]  max duration (ms)
+-- ARGV[5]  start: absolute epoch ms, or "" for now
+-- ARGV[6]  delay (ms) added to Redis now when ARGV[5] is "" (relative --at)
+-- ARGV[7]  idempotency key, or ""
+-- ARGV[8]  id of the task this one starts after, or ""
+-- ARGV[9]  recurrence spec (JSON text, opaque here), or "" for a one-off task
+-- ARGV[10] grid origin (ms) for a recurrence, or "" for the start time
+-- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting)}
+-- Errors   {-4} parent unknown, {-5, status} parent already ended
+-- Events   scheduled
+
+local job, args, slots, max_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
+local now = now_ms()
+
+if key ~= '' then
+  local target = redis.call('HGET', K.idem(), key)
+  if target then
+    local s = redis.call('HMGET', K.series(target), 'status', 'current')
+    if s[1] == 'active' and s[2] and s[2] ~= '' then
+      return {OK, s[2], 1, now, tonumber(redis.call('HGET', K.task(s[2]), 'start_at')) or -1}
+    end
+    local t = redis.call('HMGET', K.task(target), 'status', 'start_at')
+    if t[1] and not is_terminal(t[1]) then
+      return {OK, target, 1, now, tonumber(t[2]) or -1}
+    end
+  end
+end
+
+if after ~= '' then
+  local pstatus = redis.call('HGET', K.task(after), 'status')
+  if not pstatus then return {E_PARENT_NOT_FOUND} end
+  if is_terminal(pstatus) then return {E_PARENT_ENDED, pstatus} end
+end
+
+local start = now + (tonumber(ARGV[6]) or 0)
+if ARGV[5] ~= '' then start = tonumber(ARGV[5]) end
+if after ~= '' then start = -1 end
+
+local id = new_id(now)
+local fields = {'key', key, 'start_after', after}
+local sid = nil
+if spec ~= '' then
+  sid = new_id(now)
+  local origin = start
+  if ARGV[10] ~= '' then origin = tonumber(ARGV[10]) end
+  redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
+    'max_ms', max_ms, 'spec', spec, 'origin', origin, 'status', 'active', 'current', id,
+    'key', key, 'created_at', now, 'runs', 0, 'skipped', 0, 'next_start', start)
+  redis.call('ZADD', K.series_index(), now, sid)
+  fields[#fields + 1] = 'series'
+  fields[#fields + 1] = sid
+end
+create_task(id, job, args, slots, max_ms, start, now, fields)
+index_task(id, start, after, now)
+if key ~= '' then redis.call('HSET', K.idem(), key, sid or id) end
+emit('scheduled', id, {'job', job})
+return {OK, id, 0, now, start}

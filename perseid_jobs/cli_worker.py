@@ -1,0 +1,150 @@
+"""The ``worker`` and ``logs`` commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import render
+from .bucket import BucketError, open_bucket
+from .cli import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_REDIS_URL,
+    JobsOpt,
+    NamespaceOpt,
+    RedisOpt,
+    app,
+    errors_as_lines,
+    fail,
+    make_client,
+)
+from .durations import DurationError, parse_duration
+from .errors import ConfigError
+from .keys import validate_namespace
+from .settings import DEFAULT_BUCKET, DEFAULT_LOGS_DIR, WorkerSettings
+
+LogsDirOpt = Annotated[
+    Path, typer.Option("--logs-dir", envvar="PERSEID_LOGS_DIR", help="Local spool of task logs.")
+]
+BucketOpt = Annotated[
+    str, typer.Option("--bucket", envvar="PERSEID_BUCKET", help="file:///path or s3://bucket/prefix")
+]
+EndpointOpt = Annotated[
+    str | None, typer.Option("--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint.")
+]
+
+
+def seconds(value: str, option: str) -> float:
+    """A duration option (``5s``, ``1m``, ``0.2``) in seconds, or a one-line error."""
+    try:
+        return parse_duration(value) / 1000
+    except DurationError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+@app.command()
+@errors_as_lines
+def worker(
+    slots: Annotated[int, typer.Option(envvar="PERSEID_SLOTS", help="Slots this instance offers.")],
+    jobs_dir: JobsOpt = Path("jobs"),
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    instance_id: Annotated[str | None, typer.Option(envvar="PERSEID_INSTANCE_ID")] = None,
+    heartbeat: Annotated[str, typer.Option(envvar="PERSEID_HEARTBEAT")] = "5s",
+    lease_ttl: Annotated[str, typer.Option(envvar="PERSEID_LEASE_TTL")] = "15s",
+    reap_interval: Annotated[str, typer.Option(envvar="PERSEID_REAP_INTERVAL")] = "5s",
+    drain_timeout: Annotated[str, typer.Option(envvar="PERSEID_DRAIN_TIMEOUT")] = "60s",
+    kill_grace: Annotated[str, typer.Option(envvar="PERSEID_KILL_GRACE")] = "5s",
+    logs_dir: LogsDirOpt = Path(DEFAULT_LOGS_DIR),
+    bucket: BucketOpt = DEFAULT_BUCKET,
+    s3_endpoint_url: EndpointOpt = None,
+    max_log_bytes: Annotated[int, typer.Option(envvar="PERSEID_MAX_LOG_BYTES")] = 64 * 1024 * 1024,
+    metrics_port: Annotated[int | None, typer.Option(envvar="PERSEID_METRICS_PORT")] = None,
+    log_level: Annotated[str, typer.Option(envvar="PERSEID_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run a worker instance: claim due tasks and run each in its own process."""
+    from .worker import Worker
+
+    if slots < 1:
+        fail(f"--slots {slots}: an instance must offer at least 1 slot", 2)
+    if not jobs_dir.is_dir():
+        fail(f"jobs directory {str(jobs_dir)!r} does not exist: pass --jobs DIR", 2)
+    validate_namespace(namespace)
+    settings = WorkerSettings(
+        slots=slots,
+        jobs_dir=jobs_dir.resolve(),
+        redis_url=redis_url,
+        namespace=namespace,
+        instance_id=instance_id,
+        heartbeat_s=seconds(heartbeat, "--heartbeat"),
+        lease_ttl_s=seconds(lease_ttl, "--lease-ttl"),
+        reap_interval_s=seconds(reap_interval, "--reap-interval"),
+        drain_timeout_s=seconds(drain_timeout, "--drain-timeout"),
+        kill_grace_s=seconds(kill_grace, "--kill-grace"),
+        logs_dir=logs_dir.resolve(),
+        bucket_url=bucket,
+        s3_endpoint_url=s3_endpoint_url,
+        max_log_bytes=max_log_bytes,
+        metrics_port=metrics_port,
+    )
+    if settings.lease_ttl_s <= settings.heartbeat_s:
+        fail("--lease-ttl must be longer than --heartbeat (e.g. 3x)", 2)
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    raise typer.Exit(Worker(settings).run())
+
+
+@app.command()
+@errors_as_lines
+def logs(
+    task_id: Annotated[str, typer.Argument(metavar="TASK")],
+    raw: Annotated[bool, typer.Option("--raw", help="The NDJSON as stored.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow while it runs.")] = False,
+    logs_dir: LogsDirOpt = Path(DEFAULT_LOGS_DIR),
+    bucket: BucketOpt = DEFAULT_BUCKET,
+    s3_endpoint_url: EndpointOpt = None,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """Print a task's log: from the local spool while it runs, else from the bucket."""
+    client = make_client(redis_url, namespace)
+    task = client.get(task_id)
+    local = logs_dir / f"{task_id}.log"
+
+    def out(line: bytes) -> None:
+        if raw:
+            sys.stdout.buffer.write(line if line.endswith(b"\n") else line + b"\n")
+        else:
+            render.console.print(render.log_line(line), markup=False)
+
+    if local.exists():
+        with local.open("rb") as fh:
+            while True:
+                line = fh.readline()
+                if line:
+                    out(line)
+                    continue
+                if not follow or client.get(task_id).status.terminal or not local.exists():
+                    return
+                time.sleep(0.2)
+    if task.log_url:
+        try:
+            data = open_bucket(bucket, s3_endpoint_url=s3_endpoint_url).read(task.log_url)
+        except BucketError as exc:
+            fail(f"cannot read the log of {task_id}: {exc}")
+            return
+        for line in data.splitlines():
+            out(line)
+        return
+    if task.status.terminal:
+        fail(f"the log of {task_id} is pending upload from instance {task.instance}")
+    fail(f"task {task_id} is {task.status.value}; its log is on the host of instance"
+         f" {task.instance or '-'} until it ends (run this there, or pass --logs-dir)")

@@ -1,0 +1,113 @@
+"""Named exceptions, each with a message a user can act on.
+
+The Lua scripts return negative integer codes; :func:`raise_for_code` turns
+them into these exceptions, so a failure reads as a sentence, not as ``-3``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Code(IntEnum):
+    """Error codes returned by the Lua scripts (see each script's header)."""
+
+    OK = 0
+    LEASE_LOST = -1
+    NOT_FOUND = -2
+    ALREADY_ENDED = -3
+    PARENT_NOT_FOUND = -4
+    PARENT_ENDED = -5
+    STALE = -6
+
+
+class PerseidError(Exception):
+    """Base class of every error perseid-jobs raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(PerseidError):
+    """A setting or an argument cannot be used."""
+
+    exit_code = 2
+
+
+class InvalidJobName(ConfigError):
+    """A job name that is not a plain file stem."""
+
+
+class UnknownJob(ConfigError):
+    """No worker published the job and no local file defines it."""
+
+
+class InvalidArgs(ConfigError):
+    """Task arguments that are not a JSON object of acceptable size."""
+
+
+class InvalidTime(ConfigError):
+    """A time (``--at``) that cannot be parsed."""
+
+
+class JobDefinitionError(ConfigError):
+    """A job file that cannot be imported or does not define one job."""
+
+
+class TaskNotFound(PerseidError):
+    """No task with this id."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id!r}: check the id with `perseid-jobs tasks`")
+        self.task_id = task_id
+
+
+class TaskAlreadyEnded(PerseidError):
+    """The task is in a terminal state; nothing to do."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(f"task {task_id} already ended ({status}); nothing to cancel")
+        self.task_id = task_id
+        self.status = status
+
+
+class ParentNotFound(ConfigError):
+    """``--after`` names a task that does not exist."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"--after {task_id}: no such task; check the id with `perseid-jobs tasks`")
+
+
+class ParentEnded(ConfigError):
+    """``--after`` names a task that already ended."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(
+            f"--after {task_id}: that task already ended ({status}); schedule without --after"
+        )
+
+
+class LeaseLost(PerseidError):
+    """The instance's lease lapsed: it is dead for everyone and must fence."""
+
+
+class RedisUnavailable(PerseidError):
+    """Redis does not answer at the configured URL."""
+
+    exit_code = 3
+
+
+def raise_for_code(code: int, *, task_id: str = "", detail: str = "") -> None:
+    """Raise the exception for a script error ``code`` (no-op for OK)."""
+    if code == Code.OK:
+        return
+    if code == Code.NOT_FOUND:
+        raise TaskNotFound(task_id)
+    if code == Code.ALREADY_ENDED:
+        raise TaskAlreadyEnded(task_id, detail)
+    if code == Code.PARENT_NOT_FOUND:
+        raise ParentNotFound(task_id)
+    if code == Code.PARENT_ENDED:
+        raise ParentEnded(task_id, detail)
+    if code == Code.LEASE_LOST:
+        raise LeaseLost("the instance's lease lapsed; it must re-register under a new id")
+    raise PerseidError(f"unexpected script reply code {code}")

@@ -1,0 +1,165 @@
+"""The data that crosses module boundaries: msgspec Structs and enums.
+
+Field names are the stable snake_case names of the ``--json`` documents.
+Times are timezone-aware UTC datetimes here; Redis stores epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+import orjson
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life; the last three are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the task can no longer change."""
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """One execution of a job."""
+
+    id: str
+    job: str
+    status: TaskStatus
+    args: dict[str, Any]
+    metadata: dict[str, Any]
+    start_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    instance: str | None = None
+    attempt: int = 0
+    series: str | None = None
+    start_after: str | None = None
+    log_url: str | None = None
+    key: str | None = None
+    slots: int = 1
+    existed: bool = False
+
+
+class Instance(msgspec.Struct, kw_only=True):
+    """One worker process as Redis knows it."""
+
+    id: str
+    host: str
+    pid: int
+    slots_total: int
+    slots_used: int
+    running: int
+    lease_expires_at: datetime | None
+    version: str
+
+
+class JobDefinition(msgspec.Struct, kw_only=True):
+    """What a worker publishes about a job in the catalog."""
+
+    slots: int
+    max_duration_ms: int
+    retries: int = 0
+
+
+class JobInfo(msgspec.Struct, kw_only=True):
+    """A job of the catalog and the live instances that offer it."""
+
+    name: str
+    slots: int
+    max_duration: float
+    instances: list[str]
+
+
+class Series(msgspec.Struct, kw_only=True):
+    """A recurring schedule: the chain of its runs."""
+
+    id: str
+    job: str
+    status: str
+    every: str | None
+    cron: str | None
+    tz: str | None
+    key: str | None
+    current: str | None
+    next_start: datetime | None
+    last_run: str | None
+    last_outcome: str | None
+    last_completed_at: datetime | None
+    runs: int
+    skipped: int
+
+
+def ms_to_dt(value: Any) -> datetime | None:
+    """Epoch milliseconds (int, or its text as Redis returns it) -> aware UTC datetime."""
+    if value is None or value in ("", b"", -1, "-1"):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def dt_to_ms(value: datetime) -> int:
+    """Aware datetime -> epoch milliseconds."""
+    return int(value.timestamp() * 1000)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    return int(value)
+
+
+def task_metadata(last_completed_at: Any, skipped_runs: Any) -> dict[str, Any]:
+    """The metadata the scheduler sets on a task (the seed's names)."""
+    meta: dict[str, Any] = {"lastCompletedAt": ms_to_dt(last_completed_at)}
+    if skipped := _int(skipped_runs, 0):
+        meta["skippedRuns"] = skipped
+    return meta
+
+
+def task_from_hash(h: dict[str, str]) -> Task:
+    """Build a :class:`Task` from its Redis hash (decoded strings)."""
+    start_at = _int(h.get("start_at"), -1)
+    return Task(
+        id=h["id"],
+        job=h["job"],
+        status=TaskStatus(h["status"]),
+        args=orjson.loads(h.get("args") or "{}"),
+        metadata=task_metadata(h.get("last_completed_at"), h.get("skipped_runs")),
+        start_at=ms_to_dt(start_at) if start_at is not None and start_at >= 0 else None,
+        started_at=ms_to_dt(h.get("started_at")),
+        ended_at=ms_to_dt(h.get("ended_at")),
+        exit_code=_int(h.get("exit_code")),
+        reason=_text(h.get("reason")),
+        instance=_text(h.get("instance")),
+        attempt=_int(h.get("attempt"), 0) or 0,
+        series=_text(h.get("series")),
+        start_after=_text(h.get("start_after")),
+        log_url=_text(h.get("log_url")),
+        key=_text(h.get("key")),
+        slots=_int(h.get("slots"), 1) or 1,
+    )
+
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def to_json(obj: Any) -> bytes:
+    """The ``--json`` document for a Struct or a list of them."""
+    return _json_encoder.encode(obj)

@@ -1,0 +1,83 @@
+"""How a task ended, from the worker's point of view, and the next run of its series."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import msgspec
+
+from .models import TaskStatus
+from .recurrence import Recurrence, next_run
+from .runtime import EXIT_CANCELLED, EXIT_COMPLETED
+
+_recurrence_decoder = msgspec.json.Decoder(Recurrence)
+
+
+class ClaimedTask(msgspec.Struct, array_like=True):
+    """A task record as the claim script returns it (see lua/claim.lua)."""
+
+    id: str
+    job: str
+    args: str
+    attempt: str
+    started_at: str
+    start_at: str
+    max_ms: str
+    slots: str
+    series: str | None
+    last_completed_at: str | None
+    skipped_runs: str | None
+    spec: str
+    origin: str
+
+
+class Outcome(msgspec.Struct):
+    """One finished task, as passed to lua/finish.lua."""
+
+    id: str
+    token: str
+    status: TaskStatus
+    exit_code: str
+    reason: str
+    next_start: str = ""
+    skipped: int = 0
+
+    def argv(self) -> list[str | int]:
+        """The seven ARGV fields of this outcome."""
+        return [
+            self.id,
+            self.token,
+            self.status.value,
+            self.exit_code,
+            self.reason,
+            self.next_start,
+            self.skipped,
+        ]
+
+
+def outcome_of_status(wait_status: int) -> tuple[TaskStatus, str, str]:
+    """(status, exit code text, default reason) for a ``waitpid`` status."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code == EXIT_COMPLETED:
+        return TaskStatus.COMPLETED, "0", ""
+    if code == EXIT_CANCELLED:
+        return TaskStatus.CANCELLED, "100", "cancelled by the job (exit 100)"
+    if code < 0:
+        name = signal.Signals(-code).name
+        return TaskStatus.FAILED, str(code), f"killed by signal {name}"
+    return TaskStatus.FAILED, str(code), f"exit code {code}"
+
+
+def series_next(task: ClaimedTask, now_ms: int) -> tuple[str, int]:
+    """(next start as ARGV text, skipped runs) for a run of a series ending at ``now_ms``."""
+    if not task.series or not task.spec:
+        return "", 0
+    return next_from_spec(task.spec, task.origin, task.start_at, now_ms)
+
+
+def next_from_spec(spec: str, origin: str, start_at: str, now_ms: int) -> tuple[str, int]:
+    """Next start of a series given its stored spec, grid origin and the ending run's start."""
+    rec = _recurrence_decoder.decode(spec)
+    nxt = next_run(rec, origin_ms=int(origin), current_start_ms=int(start_at), now_ms=now_ms)
+    return str(nxt.start_ms), nxt.skipped

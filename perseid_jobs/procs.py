@@ -1,0 +1,106 @@
+"""The worker's side of the zygote: spawn it, send start requests, read events."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import PerseidError
+from .zygote import Event, Ready, StartRequest, Stop, encoder, event_decoder
+
+
+class ZygoteFailed(PerseidError):
+    """The warm parent did not start or died."""
+
+
+class ZygoteClient:
+    """A running zygote process and the two pipes to it."""
+
+    def __init__(self, jobs_dir: Path, *, start_timeout: float = 60.0) -> None:
+        req_r, self._req_w = os.pipe()
+        self._evt_r, evt_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "perseid_jobs.zygote",
+                str(req_r),
+                str(evt_w),
+                str(jobs_dir),
+                str(os.getpid()),
+            ],
+            pass_fds=(req_r, evt_w),
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(req_r)
+        os.close(evt_w)
+        self._buffer = b""
+        self.ready = self._wait_ready(start_timeout)
+        os.set_blocking(self._evt_r, False)
+
+    def _wait_ready(self, timeout: float) -> Ready:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self._evt_r], [], [], 0.1)
+            if r:
+                for event in self.read_events(block=True):
+                    if isinstance(event, Ready):
+                        return event
+            elif self.proc.poll() is not None:
+                break
+        self.close()
+        raise ZygoteFailed("the task launcher process did not start; see the errors above")
+
+    def fileno(self) -> int:
+        """Readable when events arrive."""
+        return self._evt_r
+
+    def start(self, request: StartRequest) -> None:
+        """Ask for one task's process."""
+        data = encoder.encode(request) + b"\n"
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._req_w, view) :]
+
+    def read_events(self, *, block: bool = False) -> list[Event]:
+        """Events available now (``block``: wait for at least one read)."""
+        try:
+            chunk = os.read(self._evt_r, 1 << 16)
+        except BlockingIOError:
+            return []
+        if not chunk:
+            if self.proc.poll() is not None:
+                raise ZygoteFailed(f"the task launcher exited with code {self.proc.returncode}")
+            return []
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [event_decoder.decode(line) for line in lines]
+
+    def alive(self) -> bool:
+        """True while the zygote process runs."""
+        return self.proc.poll() is None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Tell the zygote to kill its tasks and exit; wait for it."""
+        try:
+            self.start_stop()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self._req_w, self._evt_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def start_stop(self) -> None:
+        """Send the stop request."""
+        os.write(self._req_w, encoder.encode(Stop()) + b"\n")

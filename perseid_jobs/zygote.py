@@ -1,0 +1,258 @@
+"""The warm parent: imports every job once, then forks one process per task.
+
+The worker spawns it as ``python -m perseid_jobs.zygote`` with two pipes. It
+loads the jobs directory, reports the job definitions, and then, for each
+start request, forks a child that runs the task in a new session (its own
+process group, so a kill reaches the job's own subprocesses too). It reaps
+its children and reports each exit status with the reason the child gave.
+
+A task process never outlives its worker: the zygote asks the kernel for
+SIGTERM when the worker dies (``PR_SET_PDEATHSIG``) and then kills every
+task's process group; each child asks for SIGKILL when the zygote dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .jobfile import JobSpec, load_jobs_dir
+from .models import JobDefinition, task_metadata
+from .runtime import EXIT_FAILED, TaskContext, run_job
+from .tasklog import TaskLog
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StartRequest(msgspec.Struct, tag="start"):
+    """Worker -> zygote: run one task."""
+
+    id: str
+    job: str
+    args: str
+    attempt: int
+    started_at_ms: int
+    last_completed_at: str
+    skipped_runs: str
+    log_path: str
+    max_log_bytes: int
+
+
+class Stop(msgspec.Struct, tag="stop"):
+    """Worker -> zygote: kill every task and exit."""
+
+
+class Ready(msgspec.Struct, tag="ready"):
+    """Zygote -> worker: the jobs it loaded and the files it could not."""
+
+    jobs: dict[str, JobDefinition]
+    errors: list[str]
+
+
+class Started(msgspec.Struct, tag="started"):
+    """Zygote -> worker: the task's process exists."""
+
+    id: str
+    pid: int
+
+
+class Exited(msgspec.Struct, tag="exited"):
+    """Zygote -> worker: the task's process ended (``status`` as from waitpid)."""
+
+    id: str
+    pid: int
+    status: int
+    reason: str
+
+
+Request = StartRequest | Stop
+Event = Ready | Started | Exited
+request_decoder = msgspec.json.Decoder(Request)
+event_decoder = msgspec.json.Decoder(Event)
+encoder = msgspec.json.Encoder()
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _run_child(req: StartRequest, spec: JobSpec, result_fd: int) -> int:
+    """Body of a task process; returns its exit code."""
+    try:
+        log = TaskLog.open(
+            Path(req.log_path),
+            task_id=req.id,
+            job=req.job,
+            started_at_ms=req.started_at_ms,
+            attempt=req.attempt,
+            max_bytes=req.max_log_bytes,
+        )
+    except Exception as exc:
+        _write_all(result_fd, f"cannot open the task log: {exc}".encode())
+        return EXIT_FAILED
+    task = TaskContext(
+        id=req.id,
+        job=req.job,
+        args=msgspec.json.decode(req.args),
+        metadata=task_metadata(req.last_completed_at, req.skipped_runs),
+        logger=log.logger,
+        attempt=req.attempt,
+    )
+    code, reason = run_job(spec, task)
+    if reason:
+        _write_all(result_fd, reason.encode("utf-8", "replace"))
+    log.close()
+    return code
+
+
+class Zygote:
+    """The fork server loop."""
+
+    def __init__(self, req_fd: int, evt_fd: int, jobs: dict[str, JobSpec]) -> None:
+        self.req_fd = req_fd
+        self.evt_fd = evt_fd
+        self.jobs = jobs
+        self.children: dict[int, tuple[str, int]] = {}  # pid -> (task id, result read fd)
+        self.buffer = b""
+        self.sig_r, self.sig_w = os.pipe()
+        os.set_blocking(self.sig_w, False)
+        os.set_blocking(self.sig_r, False)
+
+    def send(self, event: Any) -> None:
+        """Report an event to the worker."""
+        _write_all(self.evt_fd, encoder.encode(event) + b"\n")
+
+    def start(self, req: StartRequest) -> None:
+        """Fork the process of one task."""
+        spec = self.jobs.get(req.job)
+        result_r, result_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the task's process
+            code = EXIT_FAILED
+            try:
+                os.setsid()
+                set_parent_death_signal(signal.SIGKILL)
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                for fd in (self.req_fd, self.evt_fd, self.sig_r, self.sig_w, result_r):
+                    os.close(fd)
+                for _, rfd in self.children.values():
+                    os.close(rfd)
+                if spec is None:
+                    _write_all(result_w, f"job {req.job!r} is not loaded on this worker".encode())
+                else:
+                    code = _run_child(req, spec, result_w)
+            finally:
+                os._exit(code)
+        os.close(result_w)
+        os.set_blocking(result_r, False)
+        self.children[pid] = (req.id, result_r)
+        self.send(Started(id=req.id, pid=pid))
+
+    def reap(self) -> None:
+        """Collect every exited child and report it."""
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            task_id, rfd = self.children.pop(pid, ("", -1))
+            reason = b""
+            if rfd >= 0:
+                try:
+                    reason = os.read(rfd, 65536)
+                except BlockingIOError:
+                    pass
+                os.close(rfd)
+            self.send(Exited(id=task_id, pid=pid, status=status, reason=reason.decode("utf-8", "replace")))
+
+    def kill_all(self) -> None:
+        """SIGKILL every task's process group."""
+        for pid in list(self.children):
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                    break
+                except OSError:
+                    continue
+
+    def handle_requests(self) -> bool:
+        """Read and act on pending requests; False when the worker is gone or said stop."""
+        chunk = os.read(self.req_fd, 1 << 16)
+        if not chunk:
+            return False
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            req = request_decoder.decode(line)
+            if isinstance(req, Stop):
+                return False
+            self.start(req)
+        return True
+
+    def serve(self) -> None:
+        """Loop until the worker closes the pipe, says stop, or dies."""
+        signal.set_wakeup_fd(self.sig_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        try:
+            while True:
+                ready, _, _ = select.select([self.req_fd, self.sig_r], [], [])
+                if self.sig_r in ready:
+                    try:
+                        while os.read(self.sig_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                if self.req_fd in ready and not self.handle_requests():
+                    break
+        finally:
+            self.kill_all()
+
+
+def main() -> None:
+    """Entry point: ``python -m perseid_jobs.zygote REQ_FD EVT_FD JOBS_DIR WORKER_PID``."""
+    req_fd, evt_fd, jobs_dir, worker_pid = (
+        int(sys.argv[1]),
+        int(sys.argv[2]),
+        Path(sys.argv[3]),
+        int(sys.argv[4]),
+    )
+    os.set_inheritable(req_fd, False)
+    os.set_inheritable(evt_fd, False)
+
+    def on_worker_death(*_: Any) -> None:
+        zygote.kill_all()
+        os._exit(0)
+
+    set_parent_death_signal(signal.SIGTERM)
+    jobs, errors = load_jobs_dir(jobs_dir)
+    zygote = Zygote(req_fd, evt_fd, jobs)
+    signal.signal(signal.SIGTERM, on_worker_death)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which drains
+    if os.getppid() != worker_pid:
+        return
+    zygote.send(Ready(jobs={n: s.definition() for n, s in jobs.items()}, errors=errors))
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Test fixtures: a private redis-server per session, a fresh namespace per test, workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from perseid_jobs import Client
+from perseid_jobs.redisproc import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = ROOT / "jobs"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this test session on a free port (never the shared 6379)."""
+    server = RedisServer(directory=tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client(redis_server: RedisServer, namespace: str) -> Iterator[Client]:
+    """A client on the session's Redis and the test's namespace."""
+    c = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS)
+    yield c
+    c.close()
+
+
+class WorkerProc:
+    """A `perseid-jobs worker` subprocess."""
+
+    def __init__(self, url: str, namespace: str, tmp: Path, slots: int, *extra: str,
+                 jobs: Path = JOBS, env: dict[str, str] | None = None) -> None:
+        self.logs_dir = tmp / f"logs-{uuid.uuid4().hex[:6]}"
+        self.bucket = tmp / "bucket"
+        self.args = [
+            sys.executable, "-m", "perseid_jobs", "worker", "--slots", str(slots),
+            "--jobs", str(jobs), "--redis", url, "--namespace", namespace,
+            "--heartbeat", "0.2s", "--lease-ttl", "1s", "--reap-interval", "0.3s",
+            "--kill-grace", "0.5s", "--drain-timeout", "5s",
+            "--logs-dir", str(self.logs_dir), "--bucket", f"file://{self.bucket}", *extra,
+        ]
+        self.stderr_path = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            env={**os.environ, **(env or {})},
+        )
+
+    def output(self) -> str:
+        """What the worker wrote on stderr so far."""
+        return self.stderr_path.read_text()
+
+    def terminate(self, timeout: float = 20) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        """SIGKILL the worker process."""
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def start_worker(
+    redis_server: RedisServer, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProc]]:
+    """Start workers; each is stopped at the end of the test."""
+    started: list[WorkerProc] = []
+
+    def start(slots: int = 4, *extra: str, **kw: object) -> WorkerProc:
+        w = WorkerProc(redis_server.url, namespace, tmp_path, slots, *extra, **kw)  # type: ignore[arg-type]
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+        w._stderr.close()
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll ``cond`` until truthy (for states that have no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_workers(client: Client, n: int, timeout: float = 15.0) -> None:
+    """Wait until ``n`` instances are registered."""
+    wait_until(lambda: len(client.workers()) >= n, timeout, f"{n} workers")
+
+
+@pytest.fixture
+def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain client of the session's Redis."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield r
+    r.close()
