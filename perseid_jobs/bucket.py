@@ -202,12 +202,19 @@ class S3Bucket:
 
 
 def open_bucket(url: str, *, s3_endpoint_url: str | None = None) -> Bucket:
-    """The bucket for ``file:///abs/path``, a plain directory path, or ``s3://bucket/prefix``."""
+    """The bucket for ``file:///abs/path``, a plain directory path, or ``s3://bucket/prefix``.
+
+    ``file://relative/path`` is accepted too, as a directory relative to the
+    working directory.
+    """
     parts = urlsplit(url)
     if parts.scheme == "s3" and parts.netloc:
         return S3Bucket(parts.netloc, unquote(parts.path), endpoint_url=s3_endpoint_url)
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
         return FileBucket(Path(unquote(parts.path)))
+    if parts.scheme == "file" and parts.netloc:
+        # "file://var/bucket" names no host here: read it as a path relative to the cwd.
+        return FileBucket(Path(unquote(parts.netloc + parts.path)).absolute())
     if not parts.scheme and url:
         return FileBucket(Path(url).absolute())
     raise BucketError(f"unsupported bucket URL {url!r}: use file:///path or s3://bucket/prefix")

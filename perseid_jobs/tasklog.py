@@ -36,7 +36,6 @@ _READ_SIZE = 64 * 1024
 _STREAM_LEVELS = {"stdout": 30, "stderr": 50}
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-_CORE_FIELDS = ("level", "time", "pid", "hostname", "msg", "task", "job")
 
 
 def _now_ms() -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
-from s3_fixtures import S3Server, use_dummy_credentials
 
 from perseid_jobs.bucket import (
     LOG_CONTENT_TYPE,
@@ -16,6 +16,8 @@ from perseid_jobs.bucket import (
     object_key,
     open_bucket,
 )
+
+from .s3_fixtures import S3Server, use_dummy_credentials
 
 # 2024-03-31T23:59:59.500Z
 LATE_ON_MARCH_31_MS = 1_711_929_599_500
@@ -63,9 +65,12 @@ def test_file_bucket_stores_a_copy_atomically_and_reads_it_back(
     assert bucket.read("etl/2024/03/31/01HTASK.log") == log_file.read_bytes()
 
 
-def test_plain_path_is_a_file_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("url", ["var/logs", "file://var/logs", "file://localhost/var/logs"])
+def test_plain_and_relative_paths_are_file_buckets_under_the_cwd(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    bucket = open_bucket("var/logs")
+    bucket = open_bucket(url.replace("localhost/", f"localhost{tmp_path}/"))
     assert bucket.url == (tmp_path / "var" / "logs").as_uri()
 
 
@@ -139,3 +144,14 @@ def test_s3_missing_object_or_bucket_raises_bucket_error(s3: S3Server, log_file:
     missing = open_bucket("s3://no-such-bucket/logs", s3_endpoint_url=s3.endpoint)
     with pytest.raises(BucketError, match="cannot upload"):
         missing.upload(log_file, "etl/x.log")
+
+
+def test_documented_lifecycle_rules_are_accepted_by_the_s3_api(s3: S3Server) -> None:
+    name = s3.new_bucket()
+    rules = orjson.loads(
+        Path(__file__).parent.parent.joinpath("docs/s3-lifecycle.json").read_bytes()
+    )
+    client = s3.client()
+    client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration=rules)
+    stored = client.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
+    assert [rule["ID"] for rule in stored] == [rule["ID"] for rule in rules["Rules"]]

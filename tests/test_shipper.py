@@ -10,10 +10,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from s3_fixtures import S3Server, use_dummy_credentials, wait_until
 
 from perseid_jobs.bucket import BucketError, S3Bucket, object_key, open_bucket
 from perseid_jobs.shipper import LogShipper
+
+from .s3_fixtures import S3Server, use_dummy_credentials, wait_until
 
 STARTED_AT_MS = 1_711_929_599_500  # 2024-03-31T23:59:59.500Z
 
