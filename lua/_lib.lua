@@ -156,12 +156,41 @@ local function create_task(id, job, args, slots, max_ms, start, now, fields)
   redis.call(unpack(h))
 end
 
+-- End the series that follow series `sid` (it has no more runs to follow).
+local function end_followers(sid)
+  for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(sid))) do
+    if redis.call('HGET', K.series(fsid), 'status') == 'active' then
+      redis.call('HSET', K.series(fsid), 'status', 'ended')
+      emit('series_ended', fsid, {'follows', sid})
+    end
+  end
+end
+
+-- Give each active follower of series `sid` a run waiting on the parent's run `parent`.
+local function follow_run(sid, parent, now)
+  for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(sid))) do
+    local fk = K.series(fsid)
+    local f = redis.call('HMGET', fk, 'status', 'job', 'args', 'slots', 'max_ms',
+      'last_completed_at', 'key')
+    if f[1] == 'active' then
+      local fid = new_id(now)
+      create_task(fid, f[2], f[3], f[4], f[5], -1, now,
+        {'series', fsid, 'start_after', parent, 'last_completed_at', f[6] or '',
+         'key', f[7] or ''})
+      index_task(fid, -1, parent, now)
+      redis.call('HSET', fk, 'current', fid)
+      emit('scheduled', fid, {'series', fsid, 'after', parent})
+    end
+  end
+end
+
 -- Create the next run of series `sid` at `start` (nil: the series has no more runs).
 local function next_series_run(sid, start, skipped, now)
   local sk = K.series(sid)
   if not start then
     redis.call('HSET', sk, 'status', 'ended', 'current', '')
     emit('series_ended', sid, {})
+    end_followers(sid)
     return nil
   end
   local s = redis.call('HMGET', sk, 'job', 'args', 'slots', 'max_ms', 'last_completed_at', 'key')
@@ -176,6 +205,7 @@ local function next_series_run(sid, start, skipped, now)
     emit('skipped', id, {'series', sid, 'count', skipped})
   end
   emit('scheduled', id, {'series', sid})
+  follow_run(sid, id, now)
   return id
 end
 
@@ -185,13 +215,13 @@ local function continue_series(id, status, start, skipped, now)
   local sid = redis.call('HGET', K.task(id), 'series')
   if not sid or sid == '' then return end
   local sk = K.series(sid)
-  local s = redis.call('HMGET', sk, 'status', 'current')
+  local s = redis.call('HMGET', sk, 'status', 'current', 'kind')
   if status == 'completed' then
     redis.call('HSET', sk, 'last_completed_at', now)
   end
   redis.call('HSET', sk, 'last_run', id, 'last_outcome', status, 'last_ended_at', now)
   redis.call('HINCRBY', sk, 'runs', 1)
-  if s[1] ~= 'active' or s[2] ~= id then
+  if s[1] ~= 'active' or s[2] ~= id or s[3] == 'follower' then
     if s[2] == id then redis.call('HSET', sk, 'current', '') end
     return
   end

@@ -24,6 +24,7 @@ local function end_series()
     redis.call('HDEL', K.idem(), s[2])
   end
   emit('series_cancelled', sid, {})
+  end_followers(sid)
   series_ended = 1
   local cur = s[1]
   if cur and cur ~= '' and redis.call('HGET', K.task(cur), 'status') == 'pending' then

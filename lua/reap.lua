@@ -24,7 +24,7 @@ local function reap_one(id, reason)
   local start, skipped = nil, 0
   if sid and sid ~= '' then
     local s = redis.call('HMGET', K.series(sid), 'status', 'current', 'spec', 'origin')
-    if s[1] == 'active' and s[2] == id then
+    if s[1] == 'active' and s[2] == id and s[3] and s[3] ~= '' then
       local g = given[id]
       if not g then
         needs[#needs + 1] = {id, s[3], s[4], redis.call('HGET', tk, 'start_at')}

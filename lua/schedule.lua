@@ -7,7 +7,8 @@
 -- ARGV[5]  start: absolute epoch ms, or "" for now
 -- ARGV[6]  delay (ms) added to Redis now when ARGV[5] is "" (relative --at)
 -- ARGV[7]  idempotency key, or ""
--- ARGV[8]  id of the task this one starts after, or ""
+-- ARGV[8]  id of the task this one starts after, or "" (a run of an active series: the new
+--          task starts a follower series, one run after each run of that series)
 -- ARGV[9]  recurrence spec (JSON text, opaque here), or "" for a one-off task
 -- ARGV[10] grid origin (ms) for a recurrence, or "" for the start time
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting)}
@@ -32,10 +33,15 @@ if key ~= '' then
   end
 end
 
+-- After a run of an active series: follow the series, one run after each of its runs.
+local follows = nil
 if after ~= '' then
-  local pstatus = redis.call('HGET', K.task(after), 'status')
-  if not pstatus then return {E_PARENT_NOT_FOUND} end
-  if is_terminal(pstatus) then return {E_PARENT_ENDED, pstatus} end
+  local p = redis.call('HMGET', K.task(after), 'status', 'series')
+  if not p[1] then return {E_PARENT_NOT_FOUND} end
+  if is_terminal(p[1]) then return {E_PARENT_ENDED, p[1]} end
+  if p[2] and p[2] ~= '' and redis.call('HGET', K.series(p[2]), 'status') == 'active' then
+    follows = p[2]
+  end
 end
 
 local start = now + (tonumber(ARGV[6]) or 0)
@@ -53,6 +59,15 @@ if spec ~= '' then
     'max_ms', max_ms, 'spec', spec, 'origin', origin, 'status', 'active', 'current', id,
     'key', key, 'created_at', now, 'runs', 0, 'skipped', 0, 'next_start', start)
   redis.call('ZADD', K.series_index(), now, sid)
+  fields[#fields + 1] = 'series'
+  fields[#fields + 1] = sid
+elseif follows then
+  sid = new_id(now)
+  redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
+    'max_ms', max_ms, 'spec', '', 'kind', 'follower', 'follows', follows, 'status', 'active',
+    'current', id, 'key', key, 'created_at', now, 'runs', 0, 'skipped', 0)
+  redis.call('ZADD', K.series_index(), now, sid)
+  redis.call('SADD', K.followers(follows), sid)
   fields[#fields + 1] = 'series'
   fields[#fields + 1] = sid
 end

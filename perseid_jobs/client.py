@@ -305,6 +305,7 @@ def series_from_hash(h: dict[str, str]) -> Series:
         every=f"{every_ms / 1000:g}s" if every_ms else None,
         cron=spec.get("cron"),
         tz=spec.get("tz") if spec.get("cron") else None,
+        follows=h.get("follows") or None,
         key=h.get("key") or None,
         current=h.get("current") or None,
         next_start=ms_to_dt(h.get("next_start")) if h.get("status") == "active" else None,

@@ -91,6 +91,7 @@ class Series(msgspec.Struct, kw_only=True):
     every: str | None
     cron: str | None
     tz: str | None
+    follows: str | None
     key: str | None
     current: str | None
     next_start: datetime | None

@@ -79,7 +79,12 @@ def series_table(series: Iterable[Series]) -> Table:
     table = Table("series", "job", "schedule", "status", "next run", "last run", "last outcome",
                   "runs", "skipped", "key")
     for s in series:
-        sched = s.every and f"every {s.every}" or f"cron {s.cron} ({s.tz})"
+        if s.follows:
+            sched = f"after each run of {s.follows}"
+        elif s.every:
+            sched = f"every {s.every}"
+        else:
+            sched = f"cron {s.cron} ({s.tz})"
         table.add_row(
             s.id, s.job, sched, s.status, _t(s.next_start), s.last_run or "-",
             s.last_outcome or "-", str(s.runs), str(s.skipped), s.key or "-",
