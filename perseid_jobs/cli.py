@@ -247,6 +247,25 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command()
+@errors_as_lines
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    backend: Annotated[str, typer.Option(
+        "--backend", envvar="PERSEID_DEMO_BACKEND", help="auto | server | fake"
+    )] = "auto",
+    jobs_dir: JobsOpt = Path("jobs"),
+) -> None:
+    """Two workers, the example jobs and a live view, on an embedded default Redis."""
+    from .demo import run_demo
+
+    if backend not in ("auto", "server", "fake"):
+        fail(f"--backend {backend!r}: use auto, server or fake", 2)
+    if not jobs_dir.is_dir():
+        fail(f"jobs directory {str(jobs_dir)!r} does not exist: pass --jobs DIR", 2)
+    raise typer.Exit(run_demo(jobs_dir.resolve(), duration, backend))
+
+
 def main() -> None:
     """Console script entry point."""
     from . import cli_worker  # registers `worker` and `logs`
