@@ -1,0 +1,196 @@
+"""The Lua scripts, called directly, on real Redis and on the embedded fakeredis.
+
+The demo's embedded default runs the same scripts, so each test here runs on
+both backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fakeredis
+import msgspec
+import pytest
+import redis
+
+from perseid_jobs import Client
+from perseid_jobs.errors import Code
+from perseid_jobs.models import JobDefinition
+from perseid_jobs.recurrence import make_recurrence
+from perseid_jobs.redisproc import RedisServer
+
+from .conftest import JOBS
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[redis.Redis]:
+    if request.param == "redis":
+        r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    else:
+        r = fakeredis.FakeRedis(decode_responses=True)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def c(backend: redis.Redis, namespace: str) -> Client:
+    return Client(backend, namespace=namespace, jobs_dir=JOBS)
+
+
+def register(c: Client, inst: str, slots: int, jobs: tuple[str, ...] = ("hello", "heavy")) -> None:
+    argv: list[object] = [inst, 15000, slots, "host", 1, "test", len(jobs)]
+    for name in jobs:
+        d = c.job_definition(name)
+        argv += [name, msgspec.json.encode(JobDefinition(slots=d.slots,
+                                                          max_duration_ms=d.max_duration_ms)).decode()]
+    assert c.scripts.call("register", *argv)[0] == Code.OK
+
+
+def claim(c: Client, inst: str, n: int = 10) -> list[list[str]]:
+    reply = c.scripts.call("claim", inst, n)
+    assert reply[0] == Code.OK
+    return reply[4]
+
+
+def finish(c: Client, inst: str, task_id: str, token: str, status: str = "completed",
+           next_start: str = "", skipped: int = 0) -> int:
+    reply = c.scripts.call("finish", inst, 0, 1, task_id, token, status, "0", "", next_start,
+                           skipped)
+    return int(reply[1][0])
+
+
+def lapse(c: Client, inst: str) -> None:
+    """Make the instance's lease lapse without waiting: its expiry moves to the epoch."""
+    c.redis.zadd(c.keys.instances, {inst: 0})
+
+
+def slots_used(c: Client, inst: str) -> int:
+    return int(c.redis.hget(c.keys.instance(inst), "slots_used") or 0)
+
+
+def test_claim_takes_due_tasks_in_order_within_free_slots_with_a_fencing_token(c: Client) -> None:
+    register(c, "i1", 1024)
+    ids = [c.schedule("heavy").id for _ in range(3)]
+    got = claim(c, "i1")
+    assert [r[0] for r in got] == ids[:2]
+    assert [r[3] for r in got] == ["1", "1"]  # attempt = token
+    assert slots_used(c, "i1") == 1024
+    assert c.get(ids[2]).status.value == "pending"
+
+
+def test_claim_leaves_a_task_too_big_or_not_offered_for_another_instance(c: Client) -> None:
+    register(c, "small", 256, jobs=("hello", "heavy"))
+    register(c, "nohello", 1024, jobs=("heavy",))
+    heavy = c.schedule("heavy").id
+    hello = c.schedule("hello").id
+    assert [r[0] for r in claim(c, "small")] == [hello]
+    assert claim(c, "nohello")[0][0] == heavy
+
+
+def test_claim_by_an_instance_whose_lease_lapsed_is_refused(c: Client) -> None:
+    register(c, "i1", 4)
+    c.schedule("hello")
+    lapse(c, "i1")
+    assert c.scripts.call("claim", "i1", 10) == [Code.LEASE_LOST]
+    assert c.scripts.call("heartbeat", "i1", 15000) == [Code.LEASE_LOST]
+
+
+def test_finish_with_a_stale_token_changes_nothing(c: Client) -> None:
+    register(c, "i1", 4)
+    t = c.schedule("hello").id
+    claim(c, "i1")
+    assert finish(c, "i1", t, "2") == Code.STALE
+    assert c.get(t).status.value == "running"
+    assert finish(c, "i1", t, "1") == Code.OK
+    assert c.get(t).status.value == "completed"
+    assert slots_used(c, "i1") == 0
+    assert finish(c, "i1", t, "1", "failed") == Code.STALE  # terminal is final
+    assert c.get(t).status.value == "completed"
+
+
+def test_stale_finish_after_a_reap_changes_nothing(c: Client) -> None:
+    register(c, "i1", 4)
+    register(c, "i2", 4)
+    t = c.schedule("hello").id
+    claim(c, "i1")
+    lapse(c, "i1")
+    reply = c.scripts.call("reap", 0)
+    assert reply[2] == [t]
+    failed = c.get(t)
+    assert (failed.status.value, failed.reason) == ("failed", "instance i1 lost")
+    assert c.redis.exists(c.keys.instance("i1")) == 0
+    assert finish(c, "i1", t, "1") == Code.STALE
+    assert c.get(t) == failed
+    assert c.scripts.call("reap", 0)[2] == []  # twice changes nothing
+
+
+def test_task_past_its_hard_deadline_is_reaped_and_frees_its_slots(c: Client) -> None:
+    register(c, "i1", 4)
+    t = c.schedule("hello").id
+    claim(c, "i1")
+    c.redis.zadd(c.keys.running, {t: 1})  # deadline in the past
+    assert c.scripts.call("reap", 0)[2] == [t]
+    assert c.get(t).reason == "timeout: no report from instance i1 by the hard deadline"
+    assert slots_used(c, "i1") == 0
+
+
+def test_reaped_series_run_gets_exactly_one_next_run(c: Client) -> None:
+    register(c, "i1", 4)
+    first = c.schedule("hello", every="1h")
+    claim(c, "i1")
+    lapse(c, "i1")
+    reply = c.scripts.call("reap", 0)
+    assert reply[2] == [] and [n[0] for n in reply[3]] == [first.id]
+    task_id, spec, origin, start_at = reply[3][0]
+    rec = msgspec.json.decode(spec, type=type(make_recurrence(every="1h")))
+    assert rec.every_ms == 3_600_000 and int(origin) == int(start_at)
+    nxt = str(int(start_at) + 3_600_000)
+    assert c.scripts.call("reap", 1, task_id, nxt, 0)[2] == [first.id]
+    assert c.scripts.call("reap", 1, task_id, nxt, 0)[2] == []
+    runs = [t for t in c.tasks(limit=100) if t.series == first.series]
+    assert sorted(t.status.value for t in runs) == ["failed", "pending"]
+
+
+def test_cancel_of_a_running_task_flags_its_instance_and_wakes_it(c: Client) -> None:
+    register(c, "i1", 4)
+    t = c.schedule("hello").id
+    claim(c, "i1")
+    c.redis.delete(c.keys.wake("i1"))
+    assert c.cancel(t).status.value == "running"
+    assert c.redis.llen(c.keys.wake("i1")) == 1
+    assert c.scripts.call("heartbeat", "i1", 15000)[3] == [t]
+    assert finish(c, "i1", t, "1", "cancelled") == Code.OK
+    assert c.scripts.call("heartbeat", "i1", 15000)[3] == []
+
+
+def test_schedule_wakes_an_idle_instance_that_would_look_later(c: Client) -> None:
+    register(c, "i1", 4)
+    claim(c, "i1")  # nothing due: it will look again only when woken
+    assert c.redis.llen(c.keys.wake("i1")) == 0
+    c.schedule("hello", at="+1h")
+    assert c.redis.llen(c.keys.wake("i1")) == 1  # its next look moves to the new due time
+    claim(c, "i1")
+    c.schedule("hello", at="+2h")  # later than its next look: no wake-up
+    assert c.redis.llen(c.keys.wake("i1")) == 0
+
+
+def test_dependents_are_released_on_completion_and_cancelled_on_failure(c: Client) -> None:
+    register(c, "i1", 4)
+    a = c.schedule("hello").id
+    b = c.schedule("hello", after=a).id
+    d = c.schedule("hello").id
+    e = c.schedule("hello", after=d).id
+    claim(c, "i1")
+    assert finish(c, "i1", a, "1") == Code.OK
+    assert finish(c, "i1", d, "1", "failed") == Code.OK
+    assert c.get(b).status.value == "pending" and c.get(b).start_at is not None
+    assert (c.get(e).status.value, c.get(e).reason) == ("cancelled", f"dependency {d} failed")
+
+
+def test_deregister_fails_what_the_instance_still_held(c: Client) -> None:
+    register(c, "i1", 4)
+    t = c.schedule("hello").id
+    claim(c, "i1")
+    assert c.scripts.call("deregister", "i1", "worker shutdown") == [Code.OK, 1]
+    assert (c.get(t).status.value, c.get(t).reason) == ("failed", "worker shutdown")
+    assert c.workers() == []
