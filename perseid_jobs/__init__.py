@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .jobfile import job  # noqa: E402
+from .jobfile import job
 
 __all__ = ["Client", "Task", "TaskStatus", "__version__", "job"]
 

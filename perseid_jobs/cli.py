@@ -108,8 +108,12 @@ def schedule(
     job: Annotated[str, typer.Argument(help="Job name (the file stem in the jobs directory).")],
     args: Annotated[str, typer.Option("--args", help="Task arguments, a JSON object.")] = "{}",
     at: Annotated[str | None, typer.Option(help="ISO-8601 time with offset, or +90s/+10m.")] = None,
-    every: Annotated[str | None, typer.Option(help="Run on a fixed grid: 10s, 5m, 1h, P1D.")] = None,
-    cron: Annotated[str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Run on a fixed grid: 10s, 5m, 1h, P1D.")
+    ] = None,
+    cron: Annotated[
+        str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")
+    ] = None,
     tz: Annotated[str | None, typer.Option(help="Time zone of --cron (default UTC).")] = None,
     after: Annotated[str | None, typer.Option(help="Start after this task completes.")] = None,
     key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
@@ -124,8 +128,16 @@ def schedule(
     payload = parse_args_json(args)
     client = make_client(redis_url, namespace, jobs_dir)
     task = client.schedule(
-        job, payload, at=at, every=every, cron=cron, tz=tz, after=after, key=key,
-        catch_up=catch_up, catch_up_window=catch_up_window,
+        job,
+        payload,
+        at=at,
+        every=every,
+        cron=cron,
+        tz=tz,
+        after=after,
+        key=key,
+        catch_up=catch_up,
+        catch_up_window=catch_up_window,
     )
     if json:
         emit_json(task)
@@ -235,8 +247,11 @@ def run(
     spec = load_job_file(path)
     logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(message)s")
     task = TaskContext(
-        id=f"local-{uuid.uuid4().hex[:12]}", job=job, args=payload,
-        metadata={"lastCompletedAt": None}, logger=logging.getLogger(f"perseid_jobs.task.{job}"),
+        id=f"local-{uuid.uuid4().hex[:12]}",
+        job=job,
+        args=payload,
+        metadata={"lastCompletedAt": None},
+        logger=logging.getLogger(f"perseid_jobs.task.{job}"),
         attempt=1,
     )
     started = time.monotonic()
@@ -251,9 +266,9 @@ def run(
 @errors_as_lines
 def demo(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    backend: Annotated[str, typer.Option(
-        "--backend", envvar="PERSEID_DEMO_BACKEND", help="auto | server | fake"
-    )] = "auto",
+    backend: Annotated[
+        str, typer.Option("--backend", envvar="PERSEID_DEMO_BACKEND", help="auto | server | fake")
+    ] = "auto",
     jobs_dir: JobsOpt = Path("jobs"),
 ) -> None:
     """Two workers, the example jobs and a live view, on an embedded default Redis."""

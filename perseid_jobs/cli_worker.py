@@ -13,8 +13,6 @@ import typer
 from . import render
 from .bucket import BucketError, open_bucket
 from .cli import (
-    DEFAULT_NAMESPACE,
-    DEFAULT_REDIS_URL,
     JobsOpt,
     NamespaceOpt,
     RedisOpt,
@@ -23,19 +21,22 @@ from .cli import (
     fail,
     make_client,
 )
+from .connection import DEFAULT_REDIS_URL
 from .durations import DurationError, parse_duration
 from .errors import ConfigError
-from .keys import validate_namespace
+from .keys import DEFAULT_NAMESPACE, validate_namespace
 from .settings import DEFAULT_BUCKET, DEFAULT_LOGS_DIR, WorkerSettings
 
 LogsDirOpt = Annotated[
     Path, typer.Option("--logs-dir", envvar="PERSEID_LOGS_DIR", help="Local spool of task logs.")
 ]
 BucketOpt = Annotated[
-    str, typer.Option("--bucket", envvar="PERSEID_BUCKET", help="file:///path or s3://bucket/prefix")
+    str,
+    typer.Option("--bucket", envvar="PERSEID_BUCKET", help="file:///path or s3://bucket/prefix"),
 ]
 EndpointOpt = Annotated[
-    str | None, typer.Option("--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint.")
+    str | None,
+    typer.Option("--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint."),
 ]
 
 
@@ -146,5 +147,7 @@ def logs(
         return
     if task.status.terminal:
         fail(f"the log of {task_id} is pending upload from instance {task.instance}")
-    fail(f"task {task_id} is {task.status.value}; its log is on the host of instance"
-         f" {task.instance or '-'} until it ends (run this there, or pass --logs-dir)")
+    fail(
+        f"task {task_id} is {task.status.value}; its log is on the host of instance"
+        f" {task.instance or '-'} until it ends (run this there, or pass --logs-dir)"
+    )

@@ -53,17 +53,25 @@ class Client:
     """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace)."""
 
     def __init__(
-        self, redis_client: redis.Redis, *, namespace: str = DEFAULT_NAMESPACE,
+        self,
+        redis_client: redis.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
         jobs_dir: Path | str | None = None,
     ) -> None:
-        self.redis = redis_client
+        # redis-py types replies as unions of sync/async/bytes/str; with
+        # decode_responses=True they are str, so reads go through an untyped alias.
+        self.redis: Any = redis_client
         self.keys = Keys(namespace)
         self.scripts = Scripts(redis_client, self.keys)
         self.jobs_dir = Path(jobs_dir) if jobs_dir is not None else None
 
     @classmethod
     def from_url(
-        cls, url: str = DEFAULT_REDIS_URL, *, namespace: str = DEFAULT_NAMESPACE,
+        cls,
+        url: str = DEFAULT_REDIS_URL,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
         jobs_dir: Path | str | None = None,
     ) -> Client:
         """A client for the Redis at ``url``; raises RedisUnavailable if it does not answer."""
@@ -131,7 +139,10 @@ class Client:
         if recurring:
             try:
                 rec = make_recurrence(
-                    every=every, cron=cron, tz=tz, catch_up=catch_up,
+                    every=every,
+                    cron=cron,
+                    tz=tz,
+                    catch_up=catch_up,
                     catch_up_window=catch_up_window,
                 )
             except (RecurrenceError, ValueError) as exc:
@@ -146,11 +157,21 @@ class Client:
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
         reply = self.scripts.call(
-            "schedule", job, encoded, definition.slots, definition.max_duration_ms,
-            "" if when.at_ms is None else when.at_ms, when.delay_ms, key or "", after or "",
-            spec, origin,
+            "schedule",
+            job,
+            encoded,
+            definition.slots,
+            definition.max_duration_ms,
+            "" if when.at_ms is None else when.at_ms,
+            when.delay_ms,
+            key or "",
+            after or "",
+            spec,
+            origin,
         )
-        raise_for_code(reply[0], task_id=after or "", detail=str(reply[1]) if len(reply) > 1 else "")
+        raise_for_code(
+            reply[0], task_id=after or "", detail=str(reply[1]) if len(reply) > 1 else ""
+        )
         task = self.get(reply[1])
         task.existed = bool(reply[2])
         return task
@@ -196,7 +217,8 @@ class Client:
         if st is None or st.terminal:
             ids += self.redis.zrevrange(self.keys.finished, 0, scan - 1)
         out = [
-            t for t in self._tasks_by_id(ids)
+            t
+            for t in self._tasks_by_id(ids)
             if (st is None or t.status == st) and (job is None or t.job == job)
         ]
         return out[:limit]
@@ -323,7 +345,8 @@ def encode_args(args: Any) -> str:
         return "{}"
     if not isinstance(args, dict):
         raise InvalidArgs(
-            f"task arguments must be a JSON object, got {type(args).__name__}; e.g. --args '{{\"n\": 1}}'"
+            f"task arguments must be a JSON object, got {type(args).__name__};"
+            " e.g. --args '{\"n\": 1}'"
         )
     try:
         data = orjson.dumps(args)
@@ -335,4 +358,3 @@ def encode_args(args: Any) -> str:
             " pass a reference (a path or URL) instead of the data"
         )
     return data.decode()
-

@@ -68,20 +68,44 @@ def start_workers(url: str, jobs: Path) -> list[subprocess.Popen[bytes]]:
     procs = []
     Path("var/demo").mkdir(parents=True, exist_ok=True)
     for name, slots in (("big", 1024), ("small", 256)):
-        log = Path(f"var/demo/worker-{name}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable, "-m", "perseid_jobs", "worker", "--slots", str(slots),
-                    "--jobs", str(jobs), "--redis", url, "--namespace", NAMESPACE,
-                    "--instance-id", f"demo-{name}", "--logs-dir", f"var/logs/demo-{name}",
-                    "--bucket", "file://var/bucket", "--heartbeat", "1s", "--lease-ttl", "3s",
-                    "--reap-interval", "1s", "--drain-timeout", "3s", "--kill-grace", "1s",
-                ],
-                stdout=log,
-                stderr=log,
+        # The child keeps its own copy of the descriptor; ours closes at the end of the block.
+        with Path(f"var/demo/worker-{name}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "perseid_jobs",
+                        "worker",
+                        "--slots",
+                        str(slots),
+                        "--jobs",
+                        str(jobs),
+                        "--redis",
+                        url,
+                        "--namespace",
+                        NAMESPACE,
+                        "--instance-id",
+                        f"demo-{name}",
+                        "--logs-dir",
+                        f"var/logs/demo-{name}",
+                        "--bucket",
+                        "file://var/bucket",
+                        "--heartbeat",
+                        "1s",
+                        "--lease-ttl",
+                        "3s",
+                        "--reap-interval",
+                        "1s",
+                        "--drain-timeout",
+                        "3s",
+                        "--kill-grace",
+                        "1s",
+                    ],
+                    stdout=log,
+                    stderr=log,
+                )
             )
-        )
     return procs
 
 
@@ -111,8 +135,12 @@ def view(client: Client, header: str) -> Group:
     tasks = client.tasks(limit=200)
     counts = Counter(t.status.value for t in tasks)
     summary = Table.grid(padding=(0, 3))
-    summary.add_row(*(f"{s}: {counts.get(s, 0)}" for s in
-                      ("pending", "running", "completed", "failed", "cancelled")))
+    summary.add_row(
+        *(
+            f"{s}: {counts.get(s, 0)}"
+            for s in ("pending", "running", "completed", "failed", "cancelled")
+        )
+    )
     return Group(
         Panel(header, title="perseid-jobs demo"),
         summary,
@@ -134,11 +162,17 @@ def run_demo(jobs: Path, duration: float | None, backend: str = "auto") -> int:
                 time.sleep(0.1)
             scheduled = schedule_examples(client)
             render.console.print("Scheduled:\n  " + "\n  ".join(scheduled))
-            header = (f"Redis: {which}  ·  logs: ./var/bucket  ·  "
-                      f"{'Ctrl-C to stop' if duration is None else f'{duration:g}s'}")
+            header = (
+                f"Redis: {which}  ·  logs: ./var/bucket  ·  "
+                f"{'Ctrl-C to stop' if duration is None else f'{duration:g}s'}"
+            )
             end = None if duration is None else time.monotonic() + duration
-            with Live(view(client, header), console=render.console, refresh_per_second=2,
-                      auto_refresh=False) as live:
+            with Live(
+                view(client, header),
+                console=render.console,
+                refresh_per_second=2,
+                auto_refresh=False,
+            ) as live:
                 while end is None or time.monotonic() < end:
                     time.sleep(0.5)
                     live.update(view(client, header), refresh=True)

@@ -114,7 +114,8 @@ def load_jobs_dir(directory: Path) -> tuple[dict[str, JobSpec], list[str]]:
     """Load every job file of ``directory``: (jobs by name, one error line per bad file)."""
     if not directory.is_dir():
         raise JobDefinitionError(
-            f"jobs directory {str(directory)!r} does not exist: pass --jobs DIR or set PERSEID_JOBS_DIR"
+            f"jobs directory {str(directory)!r} does not exist:"
+            " pass --jobs DIR or set PERSEID_JOBS_DIR"
         )
     jobs: dict[str, JobSpec] = {}
     errors: list[str] = []

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -46,24 +46,39 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         s = self.state
-        yield GaugeMetricFamily("perseid_jobs_slots_total", "Slots this instance offers.",
-                                value=s.slots_total())
-        yield GaugeMetricFamily("perseid_jobs_slots_used", "Slots taken by running tasks.",
-                                value=s.slots_in_use())
-        yield GaugeMetricFamily("perseid_jobs_tasks_running", "Tasks running on this instance.",
-                                value=s.tasks_running())
-        yield GaugeMetricFamily("perseid_jobs_log_uploads_pending",
-                                "Task logs waiting in the local spool.", value=s.logs_pending())
-        yield GaugeMetricFamily("perseid_jobs_log_upload_failures",
-                                "Failed log upload attempts since start.",
-                                value=s.log_upload_failures())
-        yield GaugeMetricFamily("perseid_jobs_heartbeat_failures",
-                                "Failed lease renewals since start.", value=s.heartbeat_failures())
+        yield GaugeMetricFamily(
+            "perseid_jobs_slots_total", "Slots this instance offers.", value=s.slots_total()
+        )
+        yield GaugeMetricFamily(
+            "perseid_jobs_slots_used", "Slots taken by running tasks.", value=s.slots_in_use()
+        )
+        yield GaugeMetricFamily(
+            "perseid_jobs_tasks_running", "Tasks running on this instance.", value=s.tasks_running()
+        )
+        yield GaugeMetricFamily(
+            "perseid_jobs_log_uploads_pending",
+            "Task logs waiting in the local spool.",
+            value=s.logs_pending(),
+        )
+        yield GaugeMetricFamily(
+            "perseid_jobs_log_upload_failures",
+            "Failed log upload attempts since start.",
+            value=s.log_upload_failures(),
+        )
+        yield GaugeMetricFamily(
+            "perseid_jobs_heartbeat_failures",
+            "Failed lease renewals since start.",
+            value=s.heartbeat_failures(),
+        )
         due, age = s.backlog()
-        yield GaugeMetricFamily("perseid_jobs_due_backlog", "Tasks due now and not yet claimed.",
-                                value=due)
-        yield GaugeMetricFamily("perseid_jobs_due_oldest_age_seconds",
-                                "How long the oldest due task has waited.", value=age)
+        yield GaugeMetricFamily(
+            "perseid_jobs_due_backlog", "Tasks due now and not yet claimed.", value=due
+        )
+        yield GaugeMetricFamily(
+            "perseid_jobs_due_oldest_age_seconds",
+            "How long the oldest due task has waited.",
+            value=age,
+        )
 
 
 class WorkerMetrics:
@@ -73,17 +88,25 @@ class WorkerMetrics:
         self.state = state
         self.registry = CollectorRegistry()
         self.tasks = Counter(
-            "perseid_jobs_tasks", "Tasks by job and what happened to them "
+            "perseid_jobs_tasks",
+            "Tasks by job and what happened to them "
             "(claimed, completed, failed, cancelled, reaped).",
-            ["job_name", "status"], registry=self.registry,
+            ["job_name", "status"],
+            registry=self.registry,
         )
         self.duration = Histogram(
-            "perseid_jobs_task_duration_seconds", "Run time of finished tasks.",
-            ["job_name"], buckets=DURATION_BUCKETS, registry=self.registry,
+            "perseid_jobs_task_duration_seconds",
+            "Run time of finished tasks.",
+            ["job_name"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
         )
         self.lag = Histogram(
-            "perseid_jobs_task_start_lag_seconds", "From due time to claim, in Redis time.",
-            ["job_name"], buckets=LAG_BUCKETS, registry=self.registry,
+            "perseid_jobs_task_start_lag_seconds",
+            "From due time to claim, in Redis time.",
+            ["job_name"],
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_StateCollector(state))
         self._server: WSGIServer | None = None
@@ -120,8 +143,9 @@ class WorkerMetrics:
             return metrics_app(environ, start)  # type: ignore[no-any-return]
 
         self._server = make_server(host, port, app, handler_class=_QuietHandler)
-        thread = threading.Thread(target=self._server.serve_forever, name="perseid-metrics",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=self._server.serve_forever, name="perseid-metrics", daemon=True
+        )
         thread.start()
         return int(self._server.server_port)
 

@@ -32,7 +32,9 @@ class RedisServer:
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not on PATH: install it (apt-get install redis-server)")
+            raise RuntimeError(
+                "redis-server is not on PATH: install it (apt-get install redis-server)"
+            )
         self.binary = binary
         self.port = port or free_port()
         self.dir = directory or Path(tempfile.mkdtemp(prefix="perseid-redis-"))
@@ -48,8 +50,19 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start it and wait until it answers PING."""
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
         ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]

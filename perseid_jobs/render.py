@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -11,8 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from .models import Instance, JobInfo, Series, Task
-
-import sys
 
 # Piped output keeps whole ids and times: a table as wide as its content.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
@@ -30,8 +29,14 @@ def task_table(tasks: Iterable[Task]) -> Table:
     table = Table("id", "job", "status", "start at", "started", "ended", "instance", "reason")
     for t in tasks:
         table.add_row(
-            t.id, t.job, t.status.value, _t(t.start_at), _t(t.started_at), _t(t.ended_at),
-            t.instance or "-", (t.reason or "")[:80],
+            t.id,
+            t.job,
+            t.status.value,
+            _t(t.start_at),
+            _t(t.started_at),
+            _t(t.ended_at),
+            t.instance or "-",
+            (t.reason or "")[:80],
         )
     return table
 
@@ -43,12 +48,21 @@ def task_detail(t: Task) -> Table:
     if not log and t.status.terminal and t.instance:
         log = f"pending upload from instance {t.instance}"
     rows: list[tuple[str, Any]] = [
-        ("id", t.id), ("job", t.job), ("status", t.status.value),
-        ("args", orjson.dumps(t.args).decode()), ("start at", _t(t.start_at)),
-        ("started at", _t(t.started_at)), ("ended at", _t(t.ended_at)),
-        ("exit code", t.exit_code), ("reason", t.reason), ("instance", t.instance),
-        ("attempt", t.attempt), ("series", t.series), ("after", t.start_after),
-        ("key", t.key), ("log", log),
+        ("id", t.id),
+        ("job", t.job),
+        ("status", t.status.value),
+        ("args", orjson.dumps(t.args).decode()),
+        ("start at", _t(t.start_at)),
+        ("started at", _t(t.started_at)),
+        ("ended at", _t(t.ended_at)),
+        ("exit code", t.exit_code),
+        ("reason", t.reason),
+        ("instance", t.instance),
+        ("attempt", t.attempt),
+        ("series", t.series),
+        ("after", t.start_after),
+        ("key", t.key),
+        ("log", log),
     ]
     for name, value in rows:
         table.add_row(name, "-" if value is None or value == "" else str(value))
@@ -60,8 +74,13 @@ def worker_table(instances: Iterable[Instance]) -> Table:
     table = Table("id", "host", "pid", "slots used/total", "running", "lease expires", "version")
     for i in instances:
         table.add_row(
-            i.id, i.host, str(i.pid), f"{i.slots_used}/{i.slots_total}", str(i.running),
-            _t(i.lease_expires_at), i.version,
+            i.id,
+            i.host,
+            str(i.pid),
+            f"{i.slots_used}/{i.slots_total}",
+            str(i.running),
+            _t(i.lease_expires_at),
+            i.version,
         )
     return table
 
@@ -76,8 +95,18 @@ def job_table(jobs: Iterable[JobInfo]) -> Table:
 
 def series_table(series: Iterable[Series]) -> Table:
     """Recurring schedules as a table."""
-    table = Table("series", "job", "schedule", "status", "next run", "last run", "last outcome",
-                  "runs", "skipped", "key")
+    table = Table(
+        "series",
+        "job",
+        "schedule",
+        "status",
+        "next run",
+        "last run",
+        "last outcome",
+        "runs",
+        "skipped",
+        "key",
+    )
     for s in series:
         if s.follows:
             sched = f"after each run of {s.follows}"
@@ -86,8 +115,16 @@ def series_table(series: Iterable[Series]) -> Table:
         else:
             sched = f"cron {s.cron} ({s.tz})"
         table.add_row(
-            s.id, s.job, sched, s.status, _t(s.next_start), s.last_run or "-",
-            s.last_outcome or "-", str(s.runs), str(s.skipped), s.key or "-",
+            s.id,
+            s.job,
+            sched,
+            s.status,
+            _t(s.next_start),
+            s.last_run or "-",
+            s.last_outcome or "-",
+            str(s.runs),
+            str(s.skipped),
+            s.key or "-",
         )
     return table
 

@@ -23,7 +23,7 @@ class When(msgspec.Struct, frozen=True):
 
 
 def parse_when(value: datetime | str | None) -> When:
-    """``None``/``"now"``, ``"+90s"``/``"+10m"``, an ISO-8601 text with offset, or an aware datetime."""
+    """``None``/``"now"``, ``"+90s"``/``"+10m"``, ISO-8601 with offset, or an aware datetime."""
     if value is None:
         return When()
     if isinstance(value, datetime):

@@ -46,21 +46,53 @@ def client(redis_server: RedisServer, namespace: str) -> Iterator[Client]:
 class WorkerProc:
     """A `perseid-jobs worker` subprocess."""
 
-    def __init__(self, url: str, namespace: str, tmp: Path, slots: int, *extra: str,
-                 jobs: Path = JOBS, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        tmp: Path,
+        slots: int,
+        *extra: str,
+        jobs: Path = JOBS,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.logs_dir = tmp / f"logs-{uuid.uuid4().hex[:6]}"
         self.bucket = tmp / "bucket"
         self.args = [
-            sys.executable, "-m", "perseid_jobs", "worker", "--slots", str(slots),
-            "--jobs", str(jobs), "--redis", url, "--namespace", namespace,
-            "--heartbeat", "0.2s", "--lease-ttl", "1s", "--reap-interval", "0.3s",
-            "--kill-grace", "0.5s", "--drain-timeout", "5s",
-            "--logs-dir", str(self.logs_dir), "--bucket", f"file://{self.bucket}", *extra,
+            sys.executable,
+            "-m",
+            "perseid_jobs",
+            "worker",
+            "--slots",
+            str(slots),
+            "--jobs",
+            str(jobs),
+            "--redis",
+            url,
+            "--namespace",
+            namespace,
+            "--heartbeat",
+            "0.2s",
+            "--lease-ttl",
+            "1s",
+            "--reap-interval",
+            "0.3s",
+            "--kill-grace",
+            "0.5s",
+            "--drain-timeout",
+            "5s",
+            "--logs-dir",
+            str(self.logs_dir),
+            "--bucket",
+            f"file://{self.bucket}",
+            *extra,
         ]
         self.stderr_path = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            self.args,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
             env={**os.environ, **(env or {})},
         )
 
@@ -100,7 +132,9 @@ def start_worker(
         w._stderr.close()
 
 
-def wait_until(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+def wait_until(
+    cond: Callable[[], object], timeout: float = 10.0, what: str = "condition"
+) -> object:
     """Poll ``cond`` until truthy (for states that have no event to wait on)."""
     deadline = time.monotonic() + timeout
     while True:

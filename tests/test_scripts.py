@@ -41,8 +41,12 @@ def register(c: Client, inst: str, slots: int, jobs: tuple[str, ...] = ("hello",
     argv: list[object] = [inst, 15000, slots, "host", 1, "test", len(jobs)]
     for name in jobs:
         d = c.job_definition(name)
-        argv += [name, msgspec.json.encode(JobDefinition(slots=d.slots,
-                                                          max_duration_ms=d.max_duration_ms)).decode()]
+        argv += [
+            name,
+            msgspec.json.encode(
+                JobDefinition(slots=d.slots, max_duration_ms=d.max_duration_ms)
+            ).decode(),
+        ]
     assert c.scripts.call("register", *argv)[0] == Code.OK
 
 
@@ -52,10 +56,18 @@ def claim(c: Client, inst: str, n: int = 10) -> list[list[str]]:
     return reply[4]
 
 
-def finish(c: Client, inst: str, task_id: str, token: str, status: str = "completed",
-           next_start: str = "", skipped: int = 0) -> int:
-    reply = c.scripts.call("finish", inst, 0, 1, task_id, token, status, "0", "", next_start,
-                           skipped)
+def finish(
+    c: Client,
+    inst: str,
+    task_id: str,
+    token: str,
+    status: str = "completed",
+    next_start: str = "",
+    skipped: int = 0,
+) -> int:
+    reply = c.scripts.call(
+        "finish", inst, 0, 1, task_id, token, status, "0", "", next_start, skipped
+    )
     return int(reply[1][0])
 
 

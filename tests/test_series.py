@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,9 +19,7 @@ def series_of(client: Client, sid: str) -> Series:
 
 
 def runs_of(client: Client, sid: str) -> list:
-    return sorted(
-        (t for t in client.tasks(limit=10000) if t.series == sid), key=lambda t: t.id
-    )
+    return sorted((t for t in client.tasks(limit=10000) if t.series == sid), key=lambda t: t.id)
 
 
 def test_interval_series_runs_on_its_grid_with_last_completed_at(
@@ -35,11 +34,11 @@ def test_interval_series_runs_on_its_grid_with_last_completed_at(
     assert [t.status for t in runs] == [TaskStatus.COMPLETED] * 3
     assert runs[0].metadata["lastCompletedAt"] is None
     # Each run carries the end time of the one before it.
-    for prev, cur in zip(runs, runs[1:], strict=False):
+    for prev, cur in itertools.pairwise(runs):
         assert cur.metadata["lastCompletedAt"] == prev.ended_at
     # Fixed grid: starts are exactly 1 s apart, whatever the run time or claim delay.
     starts = [t.start_at for t in runs]
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(starts))
     assert all(t.started_at >= t.start_at for t in runs)
 
 
@@ -53,9 +52,7 @@ def test_failing_run_does_not_stop_its_series(client: Client, start_worker) -> N
     assert len(live) == 1
 
 
-def test_killed_worker_series_run_yields_exactly_one_next_run(
-    client: Client, start_worker
-) -> None:
+def test_killed_worker_series_run_yields_exactly_one_next_run(client: Client, start_worker) -> None:
     victim = start_worker(4)
     wait_workers(client, 1)
     first = client.schedule("sleep", {"seconds": 60}, every="1s")
@@ -65,7 +62,9 @@ def test_killed_worker_series_run_yields_exactly_one_next_run(
     done = client.wait(first.id, 10)
     assert done.status is TaskStatus.FAILED and done.reason.endswith("lost")
     runs = runs_of(client, first.series)
-    assert [t.id for t in runs if not t.status.terminal] == [series_of(client, first.series).current]
+    assert [t.id for t in runs if not t.status.terminal] == [
+        series_of(client, first.series).current
+    ]
     assert sum(1 for t in runs if t.id != first.id) == 1
 
 
@@ -80,9 +79,7 @@ def test_chain_runs_in_order(client: Client, start_worker) -> None:
     assert done[0].ended_at <= done[1].started_at and done[1].ended_at <= done[2].started_at
 
 
-def test_failed_parent_cancels_the_whole_chain_with_reasons(
-    client: Client, start_worker
-) -> None:
+def test_failed_parent_cancels_the_whole_chain_with_reasons(client: Client, start_worker) -> None:
     a = client.schedule("fail")
     b = client.schedule("hello", after=a.id)
     c = client.schedule("hello", after=b.id)
@@ -101,11 +98,13 @@ def test_recurring_parent_drives_its_dependent_once_per_completed_run(
     assert follower.series and follower.series != parent.series
     start_worker(4)
     wait_until(lambda: series_of(client, parent.series).runs >= 3, 10, "three parent runs")
-    client.cancel(parent.id if not client.get(parent.id).status.terminal else
-                  series_of(client, parent.series).current, series=True)
-    wait_until(
-        lambda: all(t.status.terminal for t in client.tasks(limit=10000)), 10, "all ended"
+    client.cancel(
+        parent.id
+        if not client.get(parent.id).status.terminal
+        else series_of(client, parent.series).current,
+        series=True,
     )
+    wait_until(lambda: all(t.status.terminal for t in client.tasks(limit=10000)), 10, "all ended")
     parent_done = [t for t in runs_of(client, parent.series) if t.status is TaskStatus.COMPLETED]
     follower_runs = [t for t in runs_of(client, follower.series) if t.started_at]
     assert len(follower_runs) == len(parent_done) >= 3
@@ -138,16 +137,25 @@ def test_overdue_series_runs_once_and_counts_the_skipped_occurrences(
     first = client.schedule("hello", every="1s", at=at)
     start_worker(2)
     assert client.wait(first.id, 10).status is TaskStatus.COMPLETED
-    nxt = client.get(wait_until(lambda: series_of(client, first.series).current != first.id
-                                and series_of(client, first.series).current, 5, "next run"))
+    nxt = client.get(
+        wait_until(
+            lambda: (
+                series_of(client, first.series).current != first.id
+                and series_of(client, first.series).current
+            ),
+            5,
+            "next run",
+        )
+    )
     assert nxt.metadata["skippedRuns"] >= 5
     assert series_of(client, first.series).skipped == nxt.metadata["skippedRuns"]
     assert nxt.start_at > first.start_at + timedelta(seconds=5)
 
 
 def test_cron_series_starts_at_the_first_occurrence_at_or_after_at(client: Client) -> None:
-    task = client.schedule("hello", cron="0 9 * * MON-FRI", tz="Europe/Paris",
-                           at="2026-12-05T10:00:00+01:00")  # a Saturday
+    task = client.schedule(
+        "hello", cron="0 9 * * MON-FRI", tz="Europe/Paris", at="2026-12-05T10:00:00+01:00"
+    )  # a Saturday
     assert task.start_at == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # Monday 09:00 Paris
     s = series_of(client, task.series)
     assert (s.cron, s.tz, s.next_start) == ("0 9 * * MON-FRI", "Europe/Paris", task.start_at)

@@ -201,9 +201,7 @@ def test_sigterm_drains_running_tasks_then_deregisters(client: Client, start_wor
     assert client.workers() == []
 
 
-def test_drain_timeout_fails_what_is_left_as_worker_shutdown(
-    client: Client, start_worker
-) -> None:
+def test_drain_timeout_fails_what_is_left_as_worker_shutdown(client: Client, start_worker) -> None:
     w = start_worker(4, "--drain-timeout", "0.5s")
     task = client.schedule("sleep", {"seconds": 60})
     wait_until(lambda: client.get(task.id).status is TaskStatus.RUNNING, 15, "running")
