@@ -122,6 +122,25 @@ local function close_task(id, status, reason, code, now)
   return prev
 end
 
+-- A failed attempt of a task that opted into retries goes back to the due set, after a
+-- backoff, instead of ending. Returns true if it did. The attempt number (the fencing
+-- token) keeps counting, so a late report of the old attempt is stale.
+local function retry_task(id, reason, code, now)
+  local tk = K.task(id)
+  local f = redis.call('HMGET', tk, 'attempt', 'retries', 'backoff_ms', 'instance', 'slots')
+  local attempt = tonumber(f[1]) or 0
+  if attempt > (tonumber(f[2]) or 0) then return false end
+  local start = now + (tonumber(f[3]) or 1000) * math.pow(2, attempt - 1)
+  redis.call('ZREM', K.running(), id)
+  release_slots(id, f[4], tonumber(f[5]))
+  redis.call('HSET', tk, 'status', 'pending', 'start_at', start, 'last_error', reason,
+    'last_exit_code', code)
+  redis.call('ZADD', K.due(), start, id)
+  wake_sleepers(start)
+  emit('retry', id, {'attempt', attempt, 'reason', reason})
+  return true
+end
+
 -- Release or cancel the tasks waiting on `id`, all the way down the chain.
 local function settle_dependents(id, status, now)
   local stack = {{id, status}}
@@ -171,12 +190,12 @@ local function follow_run(sid, parent, now)
   for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(sid))) do
     local fk = K.series(fsid)
     local f = redis.call('HMGET', fk, 'status', 'job', 'args', 'slots', 'max_ms',
-      'last_completed_at', 'key')
+      'last_completed_at', 'key', 'retries', 'backoff_ms')
     if f[1] == 'active' then
       local fid = new_id(now)
       create_task(fid, f[2], f[3], f[4], f[5], -1, now,
         {'series', fsid, 'start_after', parent, 'last_completed_at', f[6] or '',
-         'key', f[7] or ''})
+         'key', f[7] or '', 'retries', f[8] or 0, 'backoff_ms', f[9] or 1000})
       index_task(fid, -1, parent, now)
       redis.call('HSET', fk, 'current', fid)
       emit('scheduled', fid, {'series', fsid, 'after', parent})
@@ -193,10 +212,12 @@ local function next_series_run(sid, start, skipped, now)
     end_followers(sid)
     return nil
   end
-  local s = redis.call('HMGET', sk, 'job', 'args', 'slots', 'max_ms', 'last_completed_at', 'key')
+  local s = redis.call('HMGET', sk, 'job', 'args', 'slots', 'max_ms', 'last_completed_at', 'key',
+    'retries', 'backoff_ms')
   local id = new_id(now)
   create_task(id, s[1], s[2], s[3], s[4], start, now,
-    {'series', sid, 'last_completed_at', s[5] or '', 'skipped_runs', skipped, 'key', s[6] or ''})
+    {'series', sid, 'last_completed_at', s[5] or '', 'skipped_runs', skipped, 'key', s[6] or '',
+     'retries', s[7] or 0, 'backoff_ms', s[8] or 1000})
   redis.call('ZADD', K.due(), start, id)
   wake_sleepers(start)
   redis.call('HSET', sk, 'current', id, 'next_start', start)

@@ -7,7 +7,8 @@
 --          task id, fencing token (attempt), status (completed|failed|cancelled),
 --          exit code, reason, next start of its series (ms, or "" for none), skipped runs
 -- Returns  {0, {per-outcome code: 0 recorded, -6 stale}, claim reply (see claim.lua) or {-1}}
--- Events   completed|failed|cancelled, stale_finish (a late report that changed nothing)
+-- Events   completed|failed|cancelled, retry (a failed attempt of a job with retries goes
+--          back to the due set after its backoff), stale_finish (a late report: no change)
 
 local inst = ARGV[1]
 local claim_max = tonumber(ARGV[2])
@@ -19,7 +20,10 @@ for i = 0, n - 1 do
   local id, token, status = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local code, reason = ARGV[b + 3], ARGV[b + 4]
   local f = redis.call('HMGET', K.task(id), 'status', 'attempt', 'instance')
-  if f[1] == 'running' and f[2] == token and f[3] == inst then
+  if f[1] == 'running' and f[2] == token and f[3] == inst and status == 'failed'
+      and retry_task(id, reason, code, now) then
+    codes[#codes + 1] = OK
+  elseif f[1] == 'running' and f[2] == token and f[3] == inst then
     close_task(id, status, reason, code, now)
     local start = nil
     if ARGV[b + 5] ~= '' then start = tonumber(ARGV[b + 5]) end

@@ -20,6 +20,10 @@ local reaped, needs = {}, {}
 local function reap_one(id, reason)
   local tk = K.task(id)
   if redis.call('HGET', tk, 'status') ~= 'running' then return true end
+  if retry_task(id, reason, '', now) then
+    reaped[#reaped + 1] = id
+    return true
+  end
   local sid = redis.call('HGET', tk, 'series')
   local start, skipped = nil, 0
   if sid and sid ~= '' then

@@ -11,6 +11,8 @@
 --          task starts a follower series, one run after each run of that series)
 -- ARGV[9]  recurrence spec (JSON text, opaque here), or "" for a one-off task
 -- ARGV[10] grid origin (ms) for a recurrence, or "" for the start time
+-- ARGV[11] retries after a failure (0: none)
+-- ARGV[12] backoff before the first retry (ms), doubling each time
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting)}
 -- Errors   {-4} parent unknown, {-5, status} parent already ended
 -- Events   scheduled
@@ -49,7 +51,8 @@ if ARGV[5] ~= '' then start = tonumber(ARGV[5]) end
 if after ~= '' then start = -1 end
 
 local id = new_id(now)
-local fields = {'key', key, 'start_after', after}
+local fields = {'key', key, 'start_after', after, 'retries', tonumber(ARGV[11]) or 0,
+  'backoff_ms', tonumber(ARGV[12]) or 1000}
 local sid = nil
 if spec ~= '' then
   sid = new_id(now)
@@ -57,7 +60,8 @@ if spec ~= '' then
   if ARGV[10] ~= '' then origin = tonumber(ARGV[10]) end
   redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
     'max_ms', max_ms, 'spec', spec, 'origin', origin, 'status', 'active', 'current', id,
-    'key', key, 'created_at', now, 'runs', 0, 'skipped', 0, 'next_start', start)
+    'key', key, 'created_at', now, 'runs', 0, 'skipped', 0, 'next_start', start,
+    'retries', tonumber(ARGV[11]) or 0, 'backoff_ms', tonumber(ARGV[12]) or 1000)
   redis.call('ZADD', K.series_index(), now, sid)
   fields[#fields + 1] = 'series'
   fields[#fields + 1] = sid
@@ -65,7 +69,8 @@ elseif follows then
   sid = new_id(now)
   redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
     'max_ms', max_ms, 'spec', '', 'kind', 'follower', 'follows', follows, 'status', 'active',
-    'current', id, 'key', key, 'created_at', now, 'runs', 0, 'skipped', 0)
+    'current', id, 'key', key, 'created_at', now, 'runs', 0, 'skipped', 0,
+    'retries', tonumber(ARGV[11]) or 0, 'backoff_ms', tonumber(ARGV[12]) or 1000)
   redis.call('ZADD', K.series_index(), now, sid)
   redis.call('SADD', K.followers(follows), sid)
   fields[#fields + 1] = 'series'

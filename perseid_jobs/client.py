@@ -168,6 +168,8 @@ class Client:
             after or "",
             spec,
             origin,
+            definition.retries,
+            definition.backoff_ms,
         )
         raise_for_code(
             reply[0], task_id=after or "", detail=str(reply[1]) if len(reply) > 1 else ""

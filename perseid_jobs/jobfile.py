@@ -31,6 +31,7 @@ class JobOptions(msgspec.Struct, frozen=True):
     max_duration_ms: int
     slots: int = 1
     retries: int = 0
+    backoff_ms: int = 1000
 
 
 class JobSpec(msgspec.Struct, frozen=True):
@@ -47,15 +48,24 @@ class JobSpec(msgspec.Struct, frozen=True):
             slots=self.options.slots,
             max_duration_ms=self.options.max_duration_ms,
             retries=self.options.retries,
+            backoff_ms=self.options.backoff_ms,
         )
 
 
-def job(*, max_duration: str | int | float, slots: int = 1, retries: int = 0) -> Callable[[F], F]:
+def job(
+    *,
+    max_duration: str | int | float,
+    slots: int = 1,
+    retries: int = 0,
+    backoff: str | int | float = "1s",
+) -> Callable[[F], F]:
     """Mark the function a job file runs.
 
     ``max_duration`` is seconds or a duration text (``"90s"``, ``"10m"``,
     ``"2h"``); past it the task's process group is killed and the task fails.
     ``slots`` is the weight the task takes from its instance's ``--slots``.
+    ``retries``: how many times a failed task runs again (none by default);
+    attempt ``n`` waits ``backoff * 2**(n-1)`` after the failure before it is due.
     """
     try:
         max_ms = parse_duration(max_duration)
@@ -65,7 +75,13 @@ def job(*, max_duration: str | int | float, slots: int = 1, retries: int = 0) ->
         raise JobDefinitionError(f"@job(slots={slots!r}): slots must be an integer >= 1")
     if not isinstance(retries, int) or retries < 0:
         raise JobDefinitionError(f"@job(retries={retries!r}): retries must be an integer >= 0")
-    options = JobOptions(max_duration_ms=max_ms, slots=slots, retries=retries)
+    try:
+        backoff_ms = parse_duration(backoff)
+    except DurationError as exc:
+        raise JobDefinitionError(f"@job(backoff=...): {exc}") from None
+    options = JobOptions(
+        max_duration_ms=max_ms, slots=slots, retries=retries, backoff_ms=backoff_ms
+    )
 
     def mark(func: F) -> F:
         setattr(func, _ATTR, options)

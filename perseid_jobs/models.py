@@ -71,6 +71,7 @@ class JobDefinition(msgspec.Struct, kw_only=True):
     slots: int
     max_duration_ms: int
     retries: int = 0
+    backoff_ms: int = 1000
 
 
 class JobInfo(msgspec.Struct, kw_only=True):

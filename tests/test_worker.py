@@ -230,3 +230,25 @@ def test_task_processes_die_with_a_killed_worker(client: Client, start_worker) -
         return state == "Z"
 
     wait_until(lambda: gone(zygote) and all(gone(int(p)) for p in grand), 5, "tasks to die")
+
+
+def test_job_with_retries_runs_again_after_its_backoff_until_it_succeeds(
+    client: Client, start_worker, raw_redis: redis.Redis
+) -> None:
+    start_worker(2)
+    task = client.schedule("flaky", {"succeed_on": 2})
+    done = client.wait(task.id, 15)
+    assert (done.status, done.attempt) == (TaskStatus.COMPLETED, 2)
+    retries = [
+        f for _, f in raw_redis.xrange(client.keys.events) if f["event"] == "retry"
+    ]
+    assert [(f["id"], f["attempt"], f["reason"]) for f in retries] == [
+        (task.id, "1", "exit code 1: RuntimeError: attempt 1 fails")
+    ]
+
+
+def test_job_with_retries_fails_once_they_are_spent(client: Client, start_worker) -> None:
+    start_worker(2)
+    done = client.wait(client.schedule("flaky", {"succeed_on": 99}).id, 15)
+    assert (done.status, done.attempt) == (TaskStatus.FAILED, 3)
+    assert done.reason == "exit code 1: RuntimeError: attempt 3 fails"
