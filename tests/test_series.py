@@ -9,7 +9,7 @@ import pytest
 
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.errors import InvalidTime, ParentEnded, ParentNotFound
-from perseid_jobs.models import Series
+from perseid_jobs.models import Series, dt_to_ms
 
 from .conftest import wait_until, wait_workers
 
@@ -190,3 +190,20 @@ def test_bad_recurrence_is_refused_and_writes_nothing(
     with pytest.raises(InvalidTime, match=message):
         client.schedule("hello", **kwargs)
     assert client.redis.dbsize() == before
+
+
+def test_catch_up_all_runs_each_missed_occurrence_in_the_window_oldest_first(
+    client: Client, start_worker
+) -> None:
+    now = client.now_ms()
+    at = datetime.fromtimestamp((now - 6_500) / 1000, UTC)
+    first = client.schedule("hello", every="1s", at=at, catch_up="all", catch_up_window="3s")
+    start_worker(2)
+    wait_until(lambda: series_of(client, first.series).runs >= 5, 15, "five runs")
+    runs = runs_of(client, first.series)[:5]
+    starts = [dt_to_ms(t.start_at) for t in runs]
+    # One per grid point, oldest first: no gap inside the window, nothing skipped there.
+    assert all(b - a == 1000 for a, b in itertools.pairwise(starts[1:]))
+    # Occurrences older than the window (3 s) were skipped and counted.
+    assert runs[1].metadata.get("skippedRuns", 0) >= 2
+    assert dt_to_ms(runs[1].start_at) >= dt_to_ms(runs[0].ended_at) - 3_000 - 1000
