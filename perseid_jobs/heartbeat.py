@@ -1,8 +1,15 @@
-"""The instance's heartbeat: renews its lease on its own thread and connection.
+"""The instance's lease: what this process knows of it, and the thread that renews it.
 
-It runs independently of task load. When a renewal is refused (the lease
-lapsed and the instance is dead for everyone) or no renewal succeeded for a
-whole lease TTL, it tells the worker to fence.
+The heartbeat runs on its own thread and connection, independent of task load.
+Each renewal that succeeds moves the local lease deadline to *the moment the
+request was sent* plus the TTL. Redis computed the real expiry from its own
+``TIME`` when it ran the script, which is later, so the local deadline is never
+later than the one every other instance goes by: when it passes, the worker may
+already be dead for everyone, and it fences (see :mod:`perseid_jobs.worker`).
+
+A renewal that Redis refuses (the lease lapsed, or the instance is unknown) is
+reported at once. A renewal that fails on a connection error is retried at the
+next beat; the deadline simply stops moving.
 """
 
 from __future__ import annotations
@@ -12,72 +19,116 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
+from .connection import REDIS_ERRORS
 from .errors import Code
 from .scripts import Scripts
 
 log = logging.getLogger("perseid_jobs.worker")
 
 
+class Lease:
+    """The current instance id and its conservative lease deadline (monotonic seconds)."""
+
+    def __init__(self, instance_id: str, ttl: float) -> None:
+        self._lock = threading.Lock()
+        self.ttl = ttl
+        self._id = instance_id
+        self._deadline: float | None = None
+
+    @property
+    def instance_id(self) -> str:
+        """The id this process serves under now."""
+        with self._lock:
+            return self._id
+
+    @property
+    def deadline(self) -> float | None:
+        """When the lease may lapse, on this host's monotonic clock (None: not registered)."""
+        with self._lock:
+            return self._deadline
+
+    def start(self, instance_id: str, sent_at: float) -> float:
+        """A registration of ``instance_id`` sent at ``sent_at`` succeeded."""
+        with self._lock:
+            self._id = instance_id
+            self._deadline = sent_at + self.ttl
+            return self._deadline
+
+    def renewed(self, instance_id: str, sent_at: float) -> float | None:
+        """A renewal sent at ``sent_at`` succeeded; None if the id changed meanwhile."""
+        with self._lock:
+            if instance_id != self._id or self._deadline is None:
+                return None
+            self._deadline = max(self._deadline, sent_at + self.ttl)
+            return self._deadline
+
+    def drop(self, new_id: str) -> None:
+        """Forget the lease (fenced); serve next under ``new_id`` once registered."""
+        with self._lock:
+            self._id = new_id
+            self._deadline = None
+
+    def lapsed(self, now: float | None = None) -> bool:
+        """True once the deadline passed without a renewal."""
+        deadline = self.deadline
+        return deadline is not None and (time.monotonic() if now is None else now) >= deadline
+
+
 class Heartbeat(threading.Thread):
-    """Renews the lease of ``instance_id()`` every ``interval`` seconds."""
+    """Renews ``lease`` every ``interval`` seconds."""
 
     def __init__(
         self,
         scripts: Scripts,
-        instance_id: Callable[[], str],
+        lease: Lease,
         *,
         interval: float,
-        ttl: float,
-        on_lost: Callable[[], None],
+        on_renewed: Callable[[float], None],
+        on_lost: Callable[[str], None],
         on_cancels: Callable[[list[str]], None],
     ) -> None:
         super().__init__(name="perseid-heartbeat", daemon=True)
         self.scripts = scripts
-        self.instance_id = instance_id
+        self.lease = lease
         self.interval = interval
-        self.ttl = ttl
+        self.on_renewed = on_renewed
         self.on_lost = on_lost
         self.on_cancels = on_cancels
         self.failures = 0
-        self._stop = threading.Event()
-        self._last_ok = time.monotonic()
-        self._lost_reported = False
-
-    def reset(self) -> None:
-        """Start counting afresh (after the worker registered under a new id)."""
-        self._last_ok = time.monotonic()
-        self._lost_reported = False
+        self._stop_event = threading.Event()
+        self._failing = False
 
     def stop(self) -> None:
         """End the thread after its current beat."""
-        self._stop.set()
+        self._stop_event.set()
 
     def beat(self) -> None:
         """One renewal."""
+        inst = self.lease.instance_id
+        if self.lease.deadline is None:
+            return  # not registered (yet, or again): nothing to renew
+        sent_at = time.monotonic()
         try:
-            reply = self.scripts.call("heartbeat", self.instance_id(), int(self.ttl * 1000))
-        except redis.RedisError as exc:
+            reply = self.scripts.call("heartbeat", inst, int(self.lease.ttl * 1000))
+        except REDIS_ERRORS as exc:
             self.failures += 1
-            log.warning("heartbeat failed: %s", exc)
-            if time.monotonic() - self._last_ok >= self.ttl:
-                self._lost(f"no renewal for {self.ttl:g}s")
+            if not self._failing:
+                log.warning("heartbeat failed, retrying every %gs: %s", self.interval, exc)
+            self._failing = True
             return
+        if self._failing:
+            log.info("heartbeat renewed again after %d failures", self.failures)
+        self._failing = False
         if reply[0] == Code.LEASE_LOST:
-            self._lost("the lease lapsed")
+            self.on_lost(inst)
             return
-        self._last_ok = time.monotonic()
+        deadline = self.lease.renewed(inst, sent_at)
+        if deadline is not None:
+            self.on_renewed(deadline)
         if reply[3]:
             self.on_cancels(list(reply[3]))
 
-    def _lost(self, why: str) -> None:
-        if not self._lost_reported:
-            self._lost_reported = True
-            log.error("instance %s lost its lease (%s): fencing", self.instance_id(), why)
-            self.on_lost()
-
     def run(self) -> None:
         """Beat until stopped."""
-        while not self._stop.wait(self.interval):
+        while not self._stop_event.wait(self.interval):
             self.beat()

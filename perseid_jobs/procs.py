@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .errors import PerseidError
-from .zygote import Event, Ready, StartRequest, Stop, encoder, event_decoder
+from .zygote import Event, LeaseUntil, Ready, Request, StartRequest, Stop, encoder, event_decoder
 
 
 class ZygoteFailed(PerseidError):
@@ -39,6 +41,7 @@ class ZygoteClient:
         os.close(req_r)
         os.close(evt_w)
         self._buffer = b""
+        self._write_lock = threading.Lock()  # the heartbeat thread sends lease deadlines
         self.ready = self._wait_ready(start_timeout)
         os.set_blocking(self._evt_r, False)
 
@@ -59,12 +62,21 @@ class ZygoteClient:
         """Readable when events arrive."""
         return self._evt_r
 
+    def _send(self, request: Request) -> None:
+        data = encoder.encode(request) + b"\n"
+        with self._write_lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._req_w, view) :]
+
     def start(self, request: StartRequest) -> None:
         """Ask for one task's process."""
-        data = encoder.encode(request) + b"\n"
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._req_w, view) :]
+        self._send(request)
+
+    def lease_until(self, deadline: float) -> None:
+        """Tell the zygote to kill every task if ``deadline`` (monotonic) passes unrenewed."""
+        with contextlib.suppress(OSError):  # the zygote is gone: the event pipe tells
+            self._send(LeaseUntil(deadline=deadline))
 
     def read_events(self, *, block: bool = False) -> list[Event]:
         """Events available now (``block``: wait for at least one read)."""
@@ -86,21 +98,17 @@ class ZygoteClient:
 
     def close(self, timeout: float = 5.0) -> None:
         """Tell the zygote to kill its tasks and exit; wait for it."""
-        try:
+        with contextlib.suppress(OSError):
             self.start_stop()
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         for fd in (self._req_w, self._evt_r):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def start_stop(self) -> None:
         """Send the stop request."""
-        os.write(self._req_w, encoder.encode(Stop()) + b"\n")
+        self._send(Stop())

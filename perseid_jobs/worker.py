@@ -5,11 +5,30 @@ connection; the log shipper uploads in the background. The loop waits on
 three things at once: the zygote's event pipe (a task started or ended), the
 instance's wake-up list in Redis (a ``BLPOP`` left outstanding on its own
 connection), and a self-pipe (signals, heartbeat news). Its timeout is the
-nearest of: the next due task, a task's kill deadline, the next reap.
+nearest of: the next due task, a task's kill deadline, the next reap, the
+lease deadline, the next retry of Redis.
+
+Faults (see docs/faults.md):
+
+- Every Redis call of the loop is retried with backoff (:class:`Backoff`);
+  redis-py does not retry on its own here, so the loop knows when a script may
+  have run without its reply reaching us. Tasks keep running meanwhile, and
+  their outcomes wait in ``pending`` until Redis answers.
+- After such a doubt the loop *reconciles*: the instance's task set in Redis
+  is the truth. A task Redis gives us that we do not run was claimed by a call
+  whose reply was lost: we start it. One we already reported (a failover lost
+  the report) is reported again. One we run that Redis no longer gives us is a
+  ghost: killed, never reported.
+- The lease deadline is tracked locally and conservatively (:class:`Lease`). Once
+  it passes, the worker fences: kills its tasks, reports them under the old id
+  (where the fencing token makes late reports change nothing), and registers
+  again under a new id. The zygote enforces the same deadline on its own, so a
+  stopped or hung worker's tasks die too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -17,35 +36,55 @@ import signal
 import socket
 import time
 import uuid
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import redis
 
 from . import __version__
-from .connection import connect
+from .bucket import open_bucket
+from .connection import REDIS_ERRORS, Backoff, connect, redacted
+from .durations import format_duration
 from .errors import Code
+from .heartbeat import Heartbeat, Lease
 from .keys import Keys
+from .models import TaskStatus
 from .outcome import ClaimedTask, Outcome, next_from_spec, outcome_of_status, series_next
 from .procs import ZygoteClient
 from .runtime import MAX_REASON_CHARS
 from .scripts import Scripts
 from .settings import WorkerSettings
-from .heartbeat import Heartbeat
-from .models import TaskStatus
 from .shipper import LogShipper
-from .bucket import open_bucket
-from .durations import format_duration
-from .zygote import Exited, StartRequest, Started
 from .wake import WakeChannel
+from .zygote import Exited, Started, StartRequest
 
 log = logging.getLogger("perseid_jobs.worker")
+
+REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
+_TASK_FIELDS = (
+    "id",
+    "job",
+    "args",
+    "attempt",
+    "started_at",
+    "start_at",
+    "max_ms",
+    "slots",
+    "series",
+    "last_completed_at",
+    "skipped_runs",
+    "status",
+    "instance",
+    "deadline",
+)
+
 
 class Running(msgspec.Struct):
     """A task this instance runs."""
 
     task: ClaimedTask
+    instance: str
     started_mono: float
     deadline_mono: float
     pid: int | None = None
@@ -59,18 +98,34 @@ def new_instance_id() -> str:
     return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
+def run_key(task: ClaimedTask) -> tuple[str, str, str]:
+    """What identifies one run of a task, even across a failover that lost writes."""
+    return (task.id, str(task.attempt), str(task.started_at))
+
+
 class Worker:
     """One ``perseid-jobs worker`` process."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.s = settings
         self.keys = Keys(settings.namespace)
-        self.redis = connect(settings.redis_url)
+        # No retries inside redis-py: the loop retries, knowing a reply may have been lost.
+        self.redis = connect(
+            settings.redis_url,
+            retries=0,
+            socket_timeout=max(1.0, min(10.0, settings.lease_ttl_s / 2)),
+        )
         self.scripts = Scripts(self.redis, self.keys)
-        self.instance_id = settings.instance_id or new_instance_id()
+        self.lease = Lease(settings.instance_id or new_instance_id(), settings.lease_ttl_s)
+        self.backoff = Backoff(cap=max(0.5, min(2.0, settings.heartbeat_s)))
         self.running: dict[str, Running] = {}
-        self.pending: list[Outcome] = []
+        self.pending: list[tuple[str, Outcome]] = []  # (instance id it ran under, outcome)
+        self.reported: OrderedDict[tuple[str, str, str], tuple[str, Outcome]] = OrderedDict()
+        self.ghosts: set[int] = set()  # pids of killed tasks Redis no longer gives us
+        self.log_urls: deque[tuple[str, str]] = deque()
         self.need_claim = True
+        self.reconcile_due = False
+        self.drain_marked = False
         self.next_due_mono: float | None = None
         self.next_reap = 0.0
         self.redis_now = (0, time.monotonic())
@@ -87,6 +142,16 @@ class Worker:
         self.wake: WakeChannel | None = None
         self.slots_used = 0
 
+    @property
+    def instance_id(self) -> str:
+        """The id this process serves under now (a new one after fencing)."""
+        return self.lease.instance_id
+
+    @property
+    def registered(self) -> bool:
+        """True while the current id is registered and its lease believed alive."""
+        return self.lease.deadline is not None
+
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the process exit code."""
@@ -101,23 +166,27 @@ class Worker:
             on_uploaded=self._record_log_url,
         )
         self.shipper.start()
+        beat_timeout = max(0.5, min(self.s.heartbeat_s, self.s.lease_ttl_s / 3))
         self.heart = Heartbeat(
-            Scripts(connect(self.s.redis_url), self.keys),
-            lambda: self.instance_id,
+            Scripts(connect(self.s.redis_url, retries=0, socket_timeout=beat_timeout), self.keys),
+            self.lease,
             interval=self.s.heartbeat_s,
-            ttl=self.s.lease_ttl_s,
+            on_renewed=self.zygote.lease_until,
             on_lost=self._on_lost,
             on_cancels=self._on_cancels,
         )
         self.heart.start()
-        self.wake = WakeChannel(self.s.redis_url)
+        self.wake = WakeChannel(
+            connect(self.s.redis_url, retries=0, socket_timeout=None, check=False)
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         log.info(
-            "instance %s serving %d jobs with %d slots",
+            "instance %s serving %d jobs with %d slots on %s",
             self.instance_id,
             len(self.zygote.ready.jobs),
             self.s.slots,
+            redacted(self.s.redis_url),
         )
         try:
             self.loop()
@@ -131,6 +200,7 @@ class Worker:
         jobs: list[str | int] = []
         for name, definition in self.zygote.ready.jobs.items():
             jobs += [name, msgspec.json.encode(definition).decode()]
+        sent_at = time.monotonic()
         reply = self.scripts.call(
             "register",
             self.instance_id,
@@ -143,24 +213,60 @@ class Worker:
             *jobs,
         )
         self._saw_now(reply[1])
-        self.slots_used = 0
+        self.zygote.lease_until(self.lease.start(self.instance_id, sent_at))
         self.need_claim = True
 
     def loop(self) -> None:
         """The main loop; returns once drained."""
         while True:
+            if self.registered and self.lease.lapsed():
+                log.error(
+                    "instance %s: no lease renewal for %gs", self.instance_id, self.s.lease_ttl_s
+                )
+                self.fenced = True
             if self.fenced:
                 self.fence()
             if self.stop_requested and self.drain_deadline is None:
                 self.begin_drain()
             if self.drain_deadline is not None and self.drain_step():
                 return
+            if self.backoff.ready():
+                self.talk_to_redis()
+            self.enforce_deadlines()
+            self.wait(self.next_timeout())
+
+    def talk_to_redis(self) -> None:
+        """Every Redis call of the loop: one failure backs them all off."""
+        try:
+            if not self.registered and self.drain_deadline is None:
+                self.register()
+                log.info("instance %s registered", self.instance_id)
+            if self.drain_deadline is not None and not self.drain_marked and self.registered:
+                self.scripts.call("drain", self.instance_id)
+                self.drain_marked = True
+            if self.reconcile_due and self.registered:
+                self.reconcile()
             if self.pending or (self.need_claim and self.drain_deadline is None):
                 self.finish_and_claim()
-            self.enforce_deadlines()
+            while self.log_urls:
+                task_id, url = self.log_urls[0]
+                self.scripts.call("set_log_url", task_id, url)
+                self.log_urls.popleft()
             if time.monotonic() >= self.next_reap:
                 self.reap()
-            self.wait(self.next_timeout())
+        except REDIS_ERRORS as exc:
+            self.reconcile_due = True
+            delay = self.backoff.failed()
+            if self.backoff.failures == 1:
+                log.warning(
+                    "Redis call failed (%s); retrying with backoff, tasks keep running", exc
+                )
+            else:
+                log.debug("Redis still failing (%s); next try in %.2fs", exc, delay)
+            return
+        down = self.backoff.succeeded()
+        if down is not None:
+            log.warning("Redis answers again after %.1fs", down)
 
     def shutdown(self) -> None:
         """Stop everything this instance started."""
@@ -168,43 +274,79 @@ class Worker:
             self.heart.stop()
         if self.zygote:
             self.zygote.close()
-        try:
-            self.scripts.call("deregister", self.instance_id, "worker shutdown")
-        except redis.RedisError as exc:
-            log.warning("could not deregister: %s", exc)
+        if self.registered:
+            self._try(
+                lambda: self.scripts.call("deregister", self.instance_id, "worker shutdown"),
+                "deregister",
+            )
         if self.shipper:
             self.shipper.stop(timeout=min(30.0, self.s.drain_timeout_s))
+        while self.log_urls and self._try(
+            lambda: self.scripts.call("set_log_url", *self.log_urls[0]), "record a log URL"
+        ):
+            self.log_urls.popleft()
         if self.wake:
             self.wake.close()
         log.info("instance %s stopped", self.instance_id)
 
+    def _try(self, call: Any, what: str, attempts: int = 4) -> bool:
+        """A best-effort call at shutdown: a few tries with backoff."""
+        backoff = Backoff(cap=1.0)
+        for _ in range(attempts):
+            try:
+                call()
+                return True
+            except REDIS_ERRORS as exc:
+                log.warning("could not %s: %s", what, exc)
+                time.sleep(backoff.failed())
+        return False
+
     # -- claiming and finishing ------------------------------------------------------------
     def finish_and_claim(self) -> None:
-        """Report finished tasks and claim what fits, in one script call."""
-        outcomes, self.pending = self.pending, []
-        free = self.s.slots - self.slots_used
-        want = self.s.claim_batch if free > 0 and self.drain_deadline is None else 0
-        if not outcomes and want == 0:
-            self.need_claim = False
-            return
+        """Report finished tasks and claim what fits, in one script call per instance id."""
+        mine = self.instance_id
+        left = list(self.pending)
+        self.pending = []
         try:
+            for inst in dict.fromkeys(i for i, _ in left if i != mine):
+                # Tasks of an id this process no longer serves under (it fenced): the
+                # fencing token decides; whatever the claim part says is not for us.
+                self._finish(inst, [o for i, o in left if i == inst], 0)
+                left = [(i, o) for i, o in left if i != inst]
+            outcomes = [o for _, o in left]
+            free = self.s.slots - self.slots_used
+            claiming = free > 0 and self.drain_deadline is None and self.registered
+            want = self.s.claim_batch if claiming else 0
+            if not outcomes and want == 0:
+                self.need_claim = False
+                return
             if outcomes:
-                argv: list[str | int] = [self.instance_id, want, len(outcomes)]
-                for o in outcomes:
-                    argv += o.argv()
-                reply = self.scripts.call("finish", *argv)
-                for o, code in zip(outcomes, reply[1], strict=True):
-                    if code == Code.STALE:
-                        log.warning("finish of %s was stale: the task was reaped meanwhile", o.id)
-                claim = reply[2]
+                claim = self._finish(mine, outcomes, want)
             else:
-                claim = self.scripts.call("claim", self.instance_id, want)
-        except redis.RedisError as exc:
-            log.warning("Redis call failed, will retry: %s", exc)
-            self.pending = outcomes + self.pending
-            self.next_due_mono = time.monotonic() + 0.5
-            return
+                claim = self.scripts.call("claim", mine, want)
+            left = []
+        finally:
+            self.pending = left + self.pending
         self.need_claim = False
+        self.on_claim(claim)
+
+    def _finish(self, inst: str, outcomes: list[Outcome], want: int) -> Any:
+        argv: list[str | int] = [inst, want, len(outcomes)]
+        for o in outcomes:
+            argv += o.argv()
+        reply = self.scripts.call("finish", *argv)
+        for o, code in zip(outcomes, reply[1], strict=True):
+            if code == Code.STALE:
+                log.warning(
+                    "finish of %s under %s was stale: already recorded, or the task was"
+                    " reaped meanwhile (this report changed nothing)",
+                    o.id,
+                    inst,
+                )
+        return reply[2]
+
+    def on_claim(self, claim: Any) -> None:
+        """Act on a claim reply (see lua/claim.lua)."""
         if claim[0] == Code.LEASE_LOST:
             self.fenced = True
             return
@@ -220,12 +362,13 @@ class Worker:
             self.need_claim = True  # more may fit
         self._apply_cancels()
 
-    def start_task(self, task: ClaimedTask) -> None:
+    def start_task(self, task: ClaimedTask, max_s: float | None = None) -> None:
         """Hand a claimed task to the zygote."""
         assert self.zygote is not None
         now = time.monotonic()
+        limit = int(task.max_ms) / 1000 if max_s is None else max_s
         self.running[task.id] = Running(
-            task=task, started_mono=now, deadline_mono=now + int(task.max_ms) / 1000
+            task=task, instance=self.instance_id, started_mono=now, deadline_mono=now + limit
         )
         self.slots_used += int(task.slots)
         self.zygote.start(
@@ -248,9 +391,13 @@ class Worker:
 
     def on_exit(self, event: Exited) -> None:
         """A task's process ended: queue its outcome."""
-        run = self.running.pop(event.id, None)
-        if run is None:
+        if event.pid in self.ghosts:
+            self.ghosts.discard(event.pid)
             return
+        run = self.running.get(event.id)
+        if run is None or (run.pid is not None and run.pid != event.pid):
+            return
+        del self.running[event.id]
         self.slots_used -= int(run.task.slots)
         status, code, reason = outcome_of_status(event.status)
         if event.reason:
@@ -258,19 +405,66 @@ class Worker:
         if run.forced is not None:
             status, reason = run.forced
         next_start, skipped = series_next(run.task, self.estimated_redis_now())
-        self.pending.append(
-            Outcome(
-                id=run.task.id,
-                token=run.task.attempt,
-                status=status,
-                exit_code=code,
-                reason=reason[:MAX_REASON_CHARS],
-                next_start=next_start,
-                skipped=skipped,
-            )
+        outcome = Outcome(
+            id=run.task.id,
+            token=run.task.attempt,
+            status=status,
+            exit_code=code,
+            reason=reason[:MAX_REASON_CHARS],
+            next_start=next_start,
+            skipped=skipped,
         )
+        self.pending.append((run.instance, outcome))
+        self.reported[run_key(run.task)] = (run.instance, outcome)
+        while len(self.reported) > REPORTED_MEMORY:
+            self.reported.popitem(last=False)
         if self.shipper:
             self.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
+
+    # -- reconciling with Redis after a doubt -----------------------------------------------
+    def reconcile(self) -> None:
+        """Make local state agree with the instance's task set in Redis (the truth)."""
+        inst = self.instance_id
+        theirs: set[str] = set(self.redis.smembers(self.keys.instance_tasks(inst)))  # type: ignore[arg-type]
+        self.reconcile_due = False
+        for task_id, run in list(self.running.items()):
+            if task_id not in theirs and run.instance == inst and run.pid is not None:
+                log.warning("task %s is no longer this instance's in Redis: killing it", task_id)
+                self.kill(run, signal.SIGKILL)
+                self.ghosts.add(run.pid)
+                del self.running[task_id]
+                self.slots_used -= int(run.task.slots)
+        reporting = {o.id for i, o in self.pending if i == inst}
+        unknown = sorted(theirs - set(self.running) - reporting)
+        if unknown:
+            self.adopt(inst, unknown)
+
+    def adopt(self, inst: str, ids: list[str]) -> None:
+        """Run (or report again) tasks Redis says this instance runs and it does not."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(self.keys.task(task_id), _TASK_FIELDS)
+        rows = [dict(zip(_TASK_FIELDS, row, strict=True)) for row in pipe.execute()]
+        now_ms = self.estimated_redis_now()
+        for task_id, h in zip(ids, rows, strict=True):
+            if h["status"] != "running" or h["instance"] != inst:
+                continue
+            spec: Any = ""
+            origin: Any = ""
+            if h["series"]:
+                spec, origin = self.redis.hmget(self.keys.series(h["series"]), ["spec", "origin"])
+            fields = [h[f] or "" for f in _TASK_FIELDS[:11]] + [spec or "", origin or ""]
+            task = msgspec.convert(fields, ClaimedTask)
+            again = self.reported.get(run_key(task))
+            if again is not None:
+                log.warning("reporting %s again: Redis lost the earlier report", task_id)
+                self.pending.append(again)
+                continue
+            # Claimed by a call whose reply never came back: nobody runs it, so we do,
+            # within what is left before the reaper's hard deadline.
+            left_s = (int(h["deadline"] or 0) - now_ms) / 1000 - 5.0
+            log.warning("task %s was claimed by a call whose reply was lost: starting it", task_id)
+            self.start_task(task, max_s=max(0.0, min(int(task.max_ms) / 1000, left_s)))
 
     # -- deadlines, cancels, fencing, draining ---------------------------------------------
     def kill(self, run: Running, sig: int) -> None:
@@ -280,10 +474,8 @@ class Worker:
         try:
             os.killpg(run.pid, sig)
         except ProcessLookupError:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(run.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop_task(self, run: Running, status: TaskStatus, reason: str) -> None:
         """SIGTERM now, SIGKILL after the grace period; report ``status`` when it exits."""
@@ -314,49 +506,54 @@ class Worker:
                 self.cancels.discard(task_id)
 
     def fence(self) -> None:
-        """The lease lapsed: kill every task, then come back under a new id."""
+        """The lease lapsed: kill every task; serve again under a new id once Redis answers."""
         old = self.instance_id
+        self.fenced = False
+        self.lease.drop(new_instance_id())
         for run in self.running.values():
             run.forced = (TaskStatus.FAILED, f"instance {old} lost its lease")
             self.kill(run, signal.SIGKILL)
         self.collect_exits(timeout=5.0)
-        self.instance_id = new_instance_id()
-        self.fenced = False
-        while True:
-            try:
-                self.register()
-                break
-            except redis.RedisError as exc:
-                log.warning("re-register failed, retrying: %s", exc)
-                time.sleep(1.0)
-        if self.heart:
-            self.heart.reset()
-        log.warning("instance %s fenced; serving again as %s", old, self.instance_id)
+        self.cancels.clear()
+        self.next_due_mono = None
+        if self.wake:
+            self.wake.close()
+        log.warning(
+            "instance %s fenced: its tasks are killed and reported under it (the"
+            " fencing token decides); serving again as %s",
+            old,
+            self.instance_id,
+        )
 
     def begin_drain(self) -> None:
         """Stop claiming; running tasks get --drain-timeout to finish."""
         log.info("draining: %d running, up to %gs", len(self.running), self.s.drain_timeout_s)
         self.drain_deadline = time.monotonic() + self.s.drain_timeout_s
-        try:
-            self.scripts.call("drain", self.instance_id)
-        except redis.RedisError as exc:
-            log.warning("could not mark the instance draining: %s", exc)
 
     def drain_step(self) -> bool:
-        """True once nothing runs and everything is reported."""
+        """True once nothing runs and everything is reported (or Redis stayed away too long)."""
         assert self.drain_deadline is not None
         if not self.running and not self.pending:
             return True
-        if self.running and time.monotonic() >= self.drain_deadline:
+        past = time.monotonic() >= self.drain_deadline
+        if self.running and past:
             for run in self.running.values():
                 run.forced = (TaskStatus.FAILED, "worker shutdown")
                 self.kill(run, signal.SIGKILL)
             self.collect_exits(timeout=10.0)
-            for task_id in list(self.running):  # never reported: give up on them
+            for task_id in list(self.running):  # never reported their exit: give up on them
                 run = self.running.pop(task_id)
-                self.pending.append(
-                    Outcome(run.task.id, run.task.attempt, TaskStatus.FAILED, "", "worker shutdown")
+                outcome = Outcome(
+                    run.task.id, run.task.attempt, TaskStatus.FAILED, "", "worker shutdown"
                 )
+                self.pending.append((run.instance, outcome))
+        if not self.running and past and self.backoff.down_since is not None:
+            log.error(
+                "Redis unreachable at shutdown: %d outcomes unreported; the reaper fails"
+                " those tasks once the lease lapses",
+                len(self.pending),
+            )
+            return True
         return False
 
     def collect_exits(self, timeout: float) -> None:
@@ -370,19 +567,20 @@ class Worker:
 
     # -- reaping ---------------------------------------------------------------------------
     def reap(self) -> None:
-        """Fail dead instances' tasks and tasks past their hard deadline (idempotent)."""
+        """Fail dead instances' tasks and tasks past their hard deadline (idempotent).
+
+        Also the periodic reconcile: cheap (one SMEMBERS) and it heals what no error told of.
+        """
         self.next_reap = time.monotonic() + self.s.reap_interval_s
-        try:
-            reply = self.scripts.call("reap", 0)
-            if reply[3]:
-                argv: list[str | int] = [len(reply[3])]
-                for task_id, spec, origin, start_at in reply[3]:
-                    nxt, skipped = next_from_spec(spec, origin, start_at, int(reply[1]))
-                    argv += [task_id, nxt, skipped]
-                reply = self.scripts.call("reap", *argv)
-        except redis.RedisError as exc:
-            log.warning("reap failed: %s", exc)
-            return
+        if self.registered:
+            self.reconcile_due = True
+        reply = self.scripts.call("reap", 0)
+        if reply[3]:
+            argv: list[str | int] = [len(reply[3])]
+            for task_id, spec, origin, start_at in reply[3]:
+                nxt, skipped = next_from_spec(spec, origin, start_at, int(reply[1]))
+                argv += [task_id, nxt, skipped]
+            reply = self.scripts.call("reap", *argv)
         for task_id in reply[2]:
             log.warning("reaped task %s", task_id)
 
@@ -397,18 +595,34 @@ class Worker:
             when.append(run.kill_at if run.kill_at is not None else run.deadline_mono)
         if self.drain_deadline is not None:
             when.append(self.drain_deadline)
-        if self.pending or self.fenced or (self.stop_requested and self.drain_deadline is None):
+        if self.lease.deadline is not None:
+            when.append(self.lease.deadline)
+        if self.fenced or (self.stop_requested and self.drain_deadline is None):
+            return 0.0
+        if not self.backoff.ready(now):
+            when.append(self.backoff.retry_at)
+        elif self.redis_work_waiting():
             return 0.0
         return max(0.0, min(when) - now)
+
+    def redis_work_waiting(self) -> bool:
+        """True if the next :meth:`talk_to_redis` has something to do right away."""
+        claiming = self.need_claim and self.drain_deadline is None
+        return bool(
+            self.pending
+            or self.reconcile_due
+            or self.log_urls
+            or claiming
+            or (not self.registered and self.drain_deadline is None)
+        )
 
     def wait(self, timeout: float) -> None:
         """Block until an event or ``timeout``."""
         assert self.zygote is not None and self.wake is not None
         fds: list[Any] = [self.zygote, self._poke_r]
-        if self.drain_deadline is None and not self.fenced:
-            self.wake.arm(self.keys.wake(self.instance_id), self.s.heartbeat_s)
-            if self.wake.fileno() >= 0:
-                fds.append(self.wake)
+        listening = self.drain_deadline is None and self.registered and self.backoff.ready()
+        if listening and self.wake.arm(self.keys.wake(self.instance_id), self.s.heartbeat_s):
+            fds.append(self.wake)
         r, _, _ = select.select(fds, [], [], timeout)
         if self.zygote in r:
             self.handle_zygote()
@@ -418,7 +632,7 @@ class Worker:
                     pass
             except BlockingIOError:
                 pass
-        if self.wake in r and self.wake.consume():
+        if (self.wake in r and self.wake.consume()) or self.wake.overdue():
             self.need_claim = True
         if self.next_due_mono is not None and time.monotonic() >= self.next_due_mono:
             self.next_due_mono = None
@@ -431,25 +645,25 @@ class Worker:
         for event in self.zygote.read_events():
             if isinstance(event, Started):
                 run = self.running.get(event.id)
-                if run is not None:
+                if run is not None and run.pid is None:
                     run.pid = event.pid
             elif isinstance(event, Exited):
                 self.on_exit(event)
 
     # -- callbacks from other threads and signals ------------------------------------------
     def _poke(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self._poke_w, b"x")
-        except BlockingIOError:
-            pass
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_requested = True
         self._poke()
 
-    def _on_lost(self) -> None:
-        self.fenced = True
-        self._poke()
+    def _on_lost(self, instance_id: str) -> None:
+        if instance_id == self.instance_id:
+            log.error("instance %s: Redis says its lease lapsed", instance_id)
+            self.fenced = True
+            self._poke()
 
     def _on_cancels(self, ids: list[str]) -> None:
         if ids:
@@ -457,7 +671,9 @@ class Worker:
             self._poke()
 
     def _record_log_url(self, task_id: str, url: str) -> None:
-        self.scripts.call("set_log_url", task_id, url)
+        # Called on the shipper's thread: the loop records it, with its retries.
+        self.log_urls.append((task_id, url))
+        self._poke()
 
     # -- Redis time ------------------------------------------------------------------------
     def _saw_now(self, now_ms: Any) -> None:

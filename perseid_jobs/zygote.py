@@ -9,15 +9,25 @@ its children and reports each exit status with the reason the child gave.
 A task process never outlives its worker: the zygote asks the kernel for
 SIGTERM when the worker dies (``PR_SET_PDEATHSIG``) and then kills every
 task's process group; each child asks for SIGKILL when the zygote dies.
+
+Nor does it outlive the worker's lease. The worker passes on each renewal's
+conservative deadline (:class:`LeaseUntil`); if that deadline passes, because
+the worker is stopped, hung, or cut off from Redis, the zygote kills every task
+on its own, before any other instance could reap the tasks and run their series
+on. And nothing of a task outlives the task: when its process ends, whatever is
+left of its process group (a grandchild that ignored SIGTERM) is killed too,
+while the ended leader still holds the group id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +59,12 @@ class Stop(msgspec.Struct, tag="stop"):
     """Worker -> zygote: kill every task and exit."""
 
 
+class LeaseUntil(msgspec.Struct, tag="lease"):
+    """Worker -> zygote: the lease holds until ``deadline`` (``time.monotonic()`` seconds)."""
+
+    deadline: float
+
+
 class Ready(msgspec.Struct, tag="ready"):
     """Zygote -> worker: the jobs it loaded and the files it could not."""
 
@@ -72,7 +88,7 @@ class Exited(msgspec.Struct, tag="exited"):
     reason: str
 
 
-Request = StartRequest | Stop
+Request = StartRequest | Stop | LeaseUntil
 Event = Ready | Started | Exited
 request_decoder = msgspec.json.Decoder(Request)
 event_decoder = msgspec.json.Decoder(Event)
@@ -128,6 +144,8 @@ class Zygote:
         self.evt_fd = evt_fd
         self.jobs = jobs
         self.children: dict[int, tuple[str, int]] = {}  # pid -> (task id, result read fd)
+        self.lease_deadline: float | None = None
+        self.fenced: set[int] = set()  # children killed because the lease lapsed
         self.buffer = b""
         self.sig_r, self.sig_w = os.pipe()
         os.set_blocking(self.sig_w, False)
@@ -169,30 +187,57 @@ class Zygote:
         """Collect every exited child and report it."""
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                # Peek first: while the ended leader is not reaped, its pid (the group id)
+                # cannot be reused, so killing what is left of its group is safe.
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None:
                 return
+            with contextlib.suppress(OSError):
+                os.killpg(info.si_pid, signal.SIGKILL)
+            pid, status = os.waitpid(info.si_pid, 0)
             task_id, rfd = self.children.pop(pid, ("", -1))
             reason = b""
             if rfd >= 0:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     reason = os.read(rfd, 65536)
-                except BlockingIOError:
-                    pass
                 os.close(rfd)
-            self.send(Exited(id=task_id, pid=pid, status=status, reason=reason.decode("utf-8", "replace")))
+            if pid in self.fenced:
+                self.fenced.discard(pid)
+                reason = reason or b"killed by the zygote: the instance's lease lapsed"
+            self.send(
+                Exited(id=task_id, pid=pid, status=status, reason=reason.decode("utf-8", "replace"))
+            )
+
+    def watchdog_timeout(self) -> float | None:
+        """Seconds until the lease deadline, if a task could outlive it; else None."""
+        if self.lease_deadline is None or not set(self.children) - self.fenced:
+            return None
+        return max(0.0, self.lease_deadline - time.monotonic())
+
+    def enforce_lease(self) -> None:
+        """Kill every task once the lease deadline passed without a renewal."""
+        if self.lease_deadline is None or time.monotonic() < self.lease_deadline:
+            return
+        for pid in set(self.children) - self.fenced:
+            self.fenced.add(pid)
+            self.kill(pid)
+
+    @staticmethod
+    def kill(pid: int) -> None:
+        """SIGKILL a task's process group (or the process, if it has no group yet)."""
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+                break
+            except OSError:
+                continue
 
     def kill_all(self) -> None:
         """SIGKILL every task's process group."""
         for pid in list(self.children):
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(pid, signal.SIGKILL)
-                    break
-                except OSError:
-                    continue
+            self.kill(pid)
 
     def handle_requests(self) -> bool:
         """Read and act on pending requests; False when the worker is gone or said stop."""
@@ -205,6 +250,9 @@ class Zygote:
             req = request_decoder.decode(line)
             if isinstance(req, Stop):
                 return False
+            if isinstance(req, LeaseUntil):
+                self.lease_deadline = req.deadline
+                continue
             self.start(req)
         return True
 
@@ -214,7 +262,9 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         try:
             while True:
-                ready, _, _ = select.select([self.req_fd, self.sig_r], [], [])
+                ready, _, _ = select.select(
+                    [self.req_fd, self.sig_r], [], [], self.watchdog_timeout()
+                )
                 if self.sig_r in ready:
                     try:
                         while os.read(self.sig_r, 512):
@@ -224,6 +274,7 @@ class Zygote:
                     self.reap()
                 if self.req_fd in ready and not self.handle_requests():
                     break
+                self.enforce_lease()  # after reading requests: a renewal may have arrived
         finally:
             self.kill_all()
 
