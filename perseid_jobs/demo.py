@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from rich.table import Table
 from . import render
 from .client import Client
 from .redisproc import RedisServer, free_port
+from .settings import WorkerSettings, worker_argv
 
 NAMESPACE = "perseid-demo"
 
@@ -69,43 +69,23 @@ def start_workers(url: str, jobs: Path) -> list[subprocess.Popen[bytes]]:
     Path("var/demo").mkdir(parents=True, exist_ok=True)
     for name, slots in (("big", 1024), ("small", 256)):
         # The child keeps its own copy of the descriptor; ours closes at the end of the block.
+        settings = WorkerSettings(
+            slots=slots,
+            jobs_dir=jobs,
+            redis_url=url,
+            namespace=NAMESPACE,
+            instance_id=f"demo-{name}",
+            logs_dir=Path(f"var/logs/demo-{name}"),
+            bucket_url="file://var/bucket",
+            heartbeat_s=1,
+            lease_ttl_s=3,
+            reap_interval_s=1,
+            drain_timeout_s=3,
+            kill_grace_s=1,
+        )
+        # The child keeps its own copy of the descriptor; ours closes at the end of the block.
         with Path(f"var/demo/worker-{name}.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "perseid_jobs",
-                        "worker",
-                        "--slots",
-                        str(slots),
-                        "--jobs",
-                        str(jobs),
-                        "--redis",
-                        url,
-                        "--namespace",
-                        NAMESPACE,
-                        "--instance-id",
-                        f"demo-{name}",
-                        "--logs-dir",
-                        f"var/logs/demo-{name}",
-                        "--bucket",
-                        "file://var/bucket",
-                        "--heartbeat",
-                        "1s",
-                        "--lease-ttl",
-                        "3s",
-                        "--reap-interval",
-                        "1s",
-                        "--drain-timeout",
-                        "3s",
-                        "--kill-grace",
-                        "1s",
-                    ],
-                    stdout=log,
-                    stderr=log,
-                )
-            )
+            procs.append(subprocess.Popen(worker_argv(settings), stdout=log, stderr=log))
     return procs
 
 

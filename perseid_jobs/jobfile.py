@@ -25,31 +25,17 @@ _ATTR = "__perseid_job__"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class JobOptions(msgspec.Struct, frozen=True):
-    """What ``@job(...)`` declares."""
-
-    max_duration_ms: int
-    slots: int = 1
-    retries: int = 0
-    backoff_ms: int = 1000
-
-
 class JobSpec(msgspec.Struct, frozen=True):
-    """A loaded job: its options and the function to call."""
+    """A loaded job: what ``@job(...)`` declared and the function to call."""
 
     name: str
     path: str
-    options: JobOptions
+    options: JobDefinition
     func: Callable[..., Any]
 
     def definition(self) -> JobDefinition:
         """The catalog entry a worker publishes for this job."""
-        return JobDefinition(
-            slots=self.options.slots,
-            max_duration_ms=self.options.max_duration_ms,
-            retries=self.options.retries,
-            backoff_ms=self.options.backoff_ms,
-        )
+        return self.options
 
 
 def job(
@@ -79,7 +65,7 @@ def job(
         backoff_ms = parse_duration(backoff)
     except DurationError as exc:
         raise JobDefinitionError(f"@job(backoff=...): {exc}") from None
-    options = JobOptions(
+    options = JobDefinition(
         max_duration_ms=max_ms, slots=slots, retries=retries, backoff_ms=backoff_ms
     )
 

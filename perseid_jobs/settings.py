@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import msgspec
@@ -32,3 +33,23 @@ class WorkerSettings(msgspec.Struct, kw_only=True):
     max_log_bytes: int = 64 * 1024 * 1024
     metrics_port: int | None = None
     claim_batch: int = 64
+
+
+def worker_argv(s: WorkerSettings) -> list[str]:
+    """The ``perseid-jobs worker`` command line that runs an instance with settings ``s``."""
+    argv = [
+        sys.executable, "-m", "perseid_jobs", "worker",
+        "--slots", str(s.slots), "--jobs", str(s.jobs_dir),
+        "--redis", s.redis_url, "--namespace", s.namespace,
+        "--heartbeat", f"{s.heartbeat_s}s", "--lease-ttl", f"{s.lease_ttl_s}s",
+        "--reap-interval", f"{s.reap_interval_s}s", "--drain-timeout", f"{s.drain_timeout_s}s",
+        "--kill-grace", f"{s.kill_grace_s}s", "--logs-dir", str(s.logs_dir),
+        "--bucket", s.bucket_url, "--max-log-bytes", str(s.max_log_bytes),
+    ]  # fmt: skip
+    if s.instance_id:
+        argv += ["--instance-id", s.instance_id]
+    if s.s3_endpoint_url:
+        argv += ["--s3-endpoint-url", s.s3_endpoint_url]
+    if s.metrics_port is not None:
+        argv += ["--metrics-port", str(s.metrics_port)]
+    return argv

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import redis
 
 from perseid_jobs import Client
 from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.settings import WorkerSettings, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
@@ -58,35 +58,20 @@ class WorkerProc:
     ) -> None:
         self.logs_dir = tmp / f"logs-{uuid.uuid4().hex[:6]}"
         self.bucket = tmp / "bucket"
-        self.args = [
-            sys.executable,
-            "-m",
-            "perseid_jobs",
-            "worker",
-            "--slots",
-            str(slots),
-            "--jobs",
-            str(jobs),
-            "--redis",
-            url,
-            "--namespace",
-            namespace,
-            "--heartbeat",
-            "0.2s",
-            "--lease-ttl",
-            "1s",
-            "--reap-interval",
-            "0.3s",
-            "--kill-grace",
-            "0.5s",
-            "--drain-timeout",
-            "5s",
-            "--logs-dir",
-            str(self.logs_dir),
-            "--bucket",
-            f"file://{self.bucket}",
-            *extra,
-        ]
+        settings = WorkerSettings(
+            slots=slots,
+            jobs_dir=jobs,
+            redis_url=url,
+            namespace=namespace,
+            heartbeat_s=0.2,
+            lease_ttl_s=1,
+            reap_interval_s=0.3,
+            kill_grace_s=0.5,
+            drain_timeout_s=5,
+            logs_dir=self.logs_dir,
+            bucket_url=f"file://{self.bucket}",
+        )
+        self.args = [*worker_argv(settings), *extra]
         self.stderr_path = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
