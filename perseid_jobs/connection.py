@@ -195,11 +195,13 @@ def _cluster_client(nodes: list[ClusterNode], options: dict[str, Any], **kw: Any
 
 
 def _is_cluster_node(client: redis.Redis) -> bool:
+    # CLUSTER MYID answers on a cluster node only; unlike INFO it is not a "dangerous"
+    # command for ACLs, and unlike HELLO it cannot change the connection's protocol.
     try:
-        info = client.info("cluster")
-    except redis.ResponseError:  # INFO not allowed for this ACL user: assume a plain server
+        client.execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
+    except redis.ResponseError:  # cluster support disabled, unknown command, or no permission
         return False
-    return bool(info.get("cluster_enabled"))
+    return True
 
 
 def _as_cluster(client: redis.Redis, options: dict[str, Any]) -> redis.Redis:

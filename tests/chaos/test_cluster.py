@@ -1,0 +1,108 @@
+"""A three-primary Redis Cluster runs the core scenario unchanged."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from perseid_jobs import Client, TaskStatus
+
+from ..conftest import JOBS, wait_until, wait_workers
+from .conftest import Fleet, read_attempts, slots_left, task_rows
+from .servers import ClusterSetup
+
+pytestmark = pytest.mark.chaos
+
+
+def test_three_primary_cluster_runs_the_core_scenario(
+    tmp_path: Path, fleets: list[Fleet], report: Any
+) -> None:
+    cluster = ClusterSetup(tmp_path / "cluster").start()
+    try:
+        run_core(cluster, tmp_path, fleets, report)
+    finally:
+        for f in fleets:
+            f.stop()
+        cluster.stop()
+
+
+def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report: Any) -> None:
+    client = Client.from_url(cluster.url, namespace="core", jobs_dir=JOBS)
+    assert isinstance(client.redis, RedisCluster)  # a plain redis:// URL, detected
+    records = tmp_path / "records"
+    records.mkdir()
+    plain = Fleet(cluster.url, "core", tmp_path)
+    named = Fleet(cluster.cluster_url, "core", tmp_path)  # redis+cluster://h:p,h:p,h:p
+    fleets += [plain, named]
+    victim = plain.start(4)
+    plain.start(4)
+    named.start(4)
+    wait_workers(client, 3)
+
+    started = time.monotonic()
+    ids = [
+        client.schedule("chaos_record", {"dir": str(records), "seconds": 0.01}).id
+        for _ in range(300)
+    ]
+    done = [client.wait(i, 30) for i in ids]
+    throughput = len(ids) / (time.monotonic() - started)
+    parent = client.schedule("hello", {"name": "parent"})
+    child = client.schedule("hello", {"name": "child"}, after=parent.id)
+    series = client.schedule("hello", every="1s")
+    assert all(t.status is TaskStatus.COMPLETED and t.attempt == 1 for t in done)
+    attempts = read_attempts(records)
+    assert all(len(attempts[i]) == 1 for i in ids)
+    assert len({t.instance for t in done}) == 3
+    assert client.wait(child.id, 15).status is TaskStatus.COMPLETED
+    assert client.get(parent.id).ended_at <= client.get(child.id).started_at  # type: ignore[operator]
+    wait_until(
+        lambda: next(s for s in client.series() if s.id == series.series).runs >= 2, 10, "runs"
+    )
+    client.cancel(series.id, series=True)
+
+    sleeper = client.schedule("sleep", {"seconds": 60})
+    wait_until(lambda: client.get(sleeper.id).status is TaskStatus.RUNNING, 10, "running")
+    client.cancel(sleeper.id)
+    assert client.wait(sleeper.id, 10).status is TaskStatus.CANCELLED
+
+    victim_id = next(w.id for w in client.workers() if w.pid == victim.proc.pid)
+    held = [client.schedule("sleep", {"seconds": 60}).id for _ in range(6)]
+    wait_until(
+        lambda: all(r["status"] == "running" for r in task_rows(client, held, "status")),
+        10,
+        "the sleepers to run",
+    )
+    victims = [
+        i
+        for i, r in zip(held, task_rows(client, held, "instance"), strict=True)
+        if r["instance"] == victim_id
+    ]
+    assert victims
+    victim.kill9()
+    killed_at = client.now_ms()
+    lost = [client.wait(i, 10) for i in victims]
+    assert all(
+        t.status is TaskStatus.FAILED and t.reason == f"instance {victim_id} lost" for t in lost
+    )
+    detection = max(t.ended_at.timestamp() * 1000 - killed_at for t in lost)  # type: ignore[union-attr]
+    for i in set(held) - set(victims):
+        client.cancel(i)
+    wait_until(lambda: slots_left(client) == (0, 0), 10, "every slot back")
+
+    # Every key of the namespace lives on one node: one hash slot, one script target.
+    owners = [redis.Redis(port=s.port).dbsize() for s in cluster.servers]
+    assert sorted(owners)[:2] == [0, 0] and max(owners) > 0
+    report(
+        "3-primary cluster, core scenario",
+        tasks=len(ids),
+        once=True,
+        instances=3,
+        scheduled_and_done_per_s=f"{throughput:.0f}",
+        kill_detection_ms=f"{detection:.0f}",
+        keys_per_node=owners,
+    )
