@@ -78,9 +78,7 @@ def test_every_ending_puts_the_log_in_the_file_bucket(
         assert by_msg["structured"]["answer"] == 42
 
 
-def test_flooding_job_is_capped_and_the_worker_keeps_serving(
-    client: Client, start_worker
-) -> None:
+def test_flooding_job_is_capped_and_the_worker_keeps_serving(client: Client, start_worker) -> None:
     w = start_worker(2, "--max-log-bytes", "65536")
     wait_workers(client, 1)
     flood = client.schedule("output", {"flood_bytes": 30_000_000})
@@ -122,8 +120,7 @@ def test_worker_restarted_on_the_same_logs_dir_uploads_what_was_left(
 ) -> None:
     bucket = s3.new_bucket()
     logs = tmp_path / "spool"
-    args = ("--bucket", f"s3://{bucket}", "--s3-endpoint-url", s3.endpoint,
-            "--logs-dir", str(logs))
+    args = ("--bucket", f"s3://{bucket}", "--s3-endpoint-url", s3.endpoint, "--logs-dir", str(logs))
     first = start_worker(2, *args, env=S3_ENV)
     wait_workers(client, 1)
     s3.stop()

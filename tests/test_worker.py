@@ -239,9 +239,7 @@ def test_job_with_retries_runs_again_after_its_backoff_until_it_succeeds(
     task = client.schedule("flaky", {"succeed_on": 2})
     done = client.wait(task.id, 15)
     assert (done.status, done.attempt) == (TaskStatus.COMPLETED, 2)
-    retries = [
-        f for _, f in raw_redis.xrange(client.keys.events) if f["event"] == "retry"
-    ]
+    retries = [f for _, f in raw_redis.xrange(client.keys.events) if f["event"] == "retry"]
     assert [(f["id"], f["attempt"], f["reason"]) for f in retries] == [
         (task.id, "1", "exit code 1: RuntimeError: attempt 1 fails")
     ]
