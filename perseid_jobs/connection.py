@@ -37,7 +37,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from .errors import ConfigError, RedisUnavailable
 
@@ -162,6 +162,7 @@ def _sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
     sentinel_opts = {
         "socket_timeout": options["socket_connect_timeout"],
         "socket_connect_timeout": options["socket_connect_timeout"],
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),  # redis-py's default: 10
         "decode_responses": True,
         **tls,
         **tls_opts,
@@ -215,6 +216,16 @@ def _as_cluster(client: redis.Redis, options: dict[str, Any]) -> redis.Redis:
     return _cluster_client([node], options, **extra)
 
 
+def _why(exc: Exception) -> str:
+    """A short, one-line account of a connection failure."""
+    if isinstance(exc, MasterNotFoundError):
+        return "no sentinel named a reachable primary (check the sentinels and the master name)"
+    if isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc):
+        return "no cluster node answered"
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 def connect(
     url: str,
     *,
@@ -242,8 +253,10 @@ def connect(
             f"invalid Redis URL {redacted(url)!r}: {exc} (use redis://host:port/db,"
             " redis+sentinel://host:port/master or redis+cluster://host:port)"
         ) from None
-    except redis.RedisError as exc:  # a cluster client reads the topology when created
-        raise RedisUnavailable(f"cannot reach Redis at {redacted(url)}: {exc}") from None
+    except REDIS_ERRORS as exc:  # a cluster client reads the topology when created
+        raise RedisUnavailable(
+            f"cannot reach Redis at {redacted(url)}: {_why(exc)}; check --redis / PERSEID_REDIS_URL"
+        ) from None
     if not check:
         return client
     try:
@@ -251,11 +264,13 @@ def connect(
         if scheme in ("redis", "rediss") and _is_cluster_node(client):
             client = _as_cluster(client, options)
     except redis.AuthenticationError as exc:
-        raise RedisUnavailable(f"Redis at {redacted(url)} refused the credentials: {exc}") from None
+        raise RedisUnavailable(
+            f"Redis at {redacted(url)} refused the credentials: {_why(exc)}"
+        ) from None
     except NoPermissionError as exc:
-        raise RedisUnavailable(f"Redis at {redacted(url)} denied a command: {exc}") from None
+        raise RedisUnavailable(f"Redis at {redacted(url)} denied a command: {_why(exc)}") from None
     except REDIS_ERRORS as exc:
         raise RedisUnavailable(
-            f"cannot reach Redis at {redacted(url)}: {exc}; check --redis / PERSEID_REDIS_URL"
+            f"cannot reach Redis at {redacted(url)}: {_why(exc)}; check --redis / PERSEID_REDIS_URL"
         ) from None
     return client
