@@ -1,0 +1,179 @@
+"""perseid-jobs' own claim script, called directly: its rate, and at 1,000,000 pending tasks.
+
+An instance is registered with more slots than any run can fill, so a claim is
+never refused for want of room; tasks are created by the real ``schedule``
+script, pipelined over two connections.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import msgspec
+import redis
+
+from bench.ceilings import ClaimRates, ServerTime
+from bench.systems import BENCH, JOB
+from perseid_jobs import __version__
+from perseid_jobs.jobfile import load_job_file
+from perseid_jobs.keys import Keys
+from perseid_jobs.scripts import Scripts
+
+INSTANCE = "bench-claimer"
+CHUNK = 1000
+DAY_MS = 86_400_000
+
+
+class Claimer:
+    """A registered instance and the scripts, on a fresh namespace of the benchmark's Redis."""
+
+    def __init__(self, url: str, namespace: str = "claimbench") -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.client.flushall()
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(self.client, self.keys)
+        definition = load_job_file(BENCH / "jobs" / f"{JOB}.py").definition()
+        self.definition = definition
+        self.scripts.call(
+            "register",
+            INSTANCE,
+            3_600_000,
+            10**9,
+            "bench",
+            os.getpid(),
+            __version__,
+            1,
+            JOB,
+            msgspec.json.encode(definition).decode(),
+        )
+
+    def schedule(self, n: int, start_ms: int | None) -> float:
+        """Create ``n`` tasks due at ``start_ms`` (None: now); return tasks per second."""
+        t0 = time.perf_counter()
+        halves = [n // 2, n - n // 2]
+        threads = [threading.Thread(target=self._schedule, args=(h, start_ms)) for h in halves]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return n / (time.perf_counter() - t0)
+
+    def _schedule(self, n: int, start_ms: int | None) -> None:
+        client = redis.Redis.from_url(self.url, decode_responses=True)
+        scripts = Scripts(client, self.keys)
+        start = "" if start_ms is None else start_ms
+        d = self.definition
+        for first in range(0, n, CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(min(CHUNK, n - first)):
+                scripts.call(
+                    "schedule",
+                    JOB,
+                    "{}",
+                    d.slots,
+                    d.max_duration_ms,
+                    start,
+                    0,
+                    "",
+                    "",
+                    "",
+                    "",
+                    d.retries,
+                    d.backoff_ms,
+                    client=pipe,
+                )
+            pipe.execute()
+        client.close()
+
+    def claim_rate(self, n: int, *, per_call: int = 1, pipeline: int = 1) -> float:
+        """Claim ``n`` due tasks, ``per_call`` per script call, ``pipeline`` calls a round trip."""
+        calls = math.ceil(n / per_call)
+        t0 = time.perf_counter()
+        claimed = 0
+        for first in range(0, calls, pipeline):
+            batch = min(pipeline, calls - first)
+            if pipeline == 1:
+                replies = [self.scripts.call("claim", INSTANCE, per_call)]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for _ in range(batch):
+                    self.scripts.call("claim", INSTANCE, per_call, client=pipe)
+                replies = pipe.execute()
+            claimed += sum(len(reply[4]) for reply in replies)
+        rate = claimed / (time.perf_counter() - t0)
+        if claimed != n:
+            raise RuntimeError(f"claimed {claimed} of {n} due tasks")
+        return rate
+
+    def used_memory(self) -> int:
+        """Redis ``used_memory`` in bytes."""
+        return int(self.client.info("memory")["used_memory"])
+
+    def close(self) -> None:
+        """Drop the connection."""
+        self.client.close()
+
+
+@dataclass(frozen=True)
+class PerseidClaims:
+    """The claim script's rates: one task per call, pipelined ×100, and 64 per call."""
+
+    rates: ClaimRates
+    batch64: float
+
+
+def claim_rates(url: str, n: int) -> PerseidClaims:
+    """The claim script's rate over ``n`` due tasks in each of three ways."""
+    n = max(100, n - n % 100)
+    claimer = Claimer(url)
+    try:
+        rates, server_us = [], math.nan
+        for per_call, pipeline in ((1, 1), (1, 100), (64, 1)):
+            claimer.schedule(n, None)
+            server = ServerTime(claimer.client)
+            rates.append(claimer.claim_rate(n, per_call=per_call, pipeline=pipeline))
+            if per_call == 1 and pipeline == 1:
+                server_us = server.per_call()
+        return PerseidClaims(ClaimRates(rates[0], rates[1], server_us), rates[2])
+    finally:
+        claimer.close()
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Claiming among ``pending`` future tasks, and what each pending task costs in memory."""
+
+    pending: int
+    schedule_rate: float
+    bytes_per_task: float
+    task_hash_bytes: int
+    claim_rate: float
+    claim_rate_pipelined: float
+    server_us: float = math.nan
+
+
+def scale(url: str, pending: int, claims: int) -> Scale:
+    """Create ``pending`` tasks due tomorrow, then claim ``claims`` due ones among them."""
+    claims = max(100, claims - claims % 100)
+    claimer = Claimer(url)
+    try:
+        before = claimer.used_memory()
+        now_ms = int(claimer.client.time()[0]) * 1000
+        rate = claimer.schedule(pending, now_ms + DAY_MS)
+        per_task = (claimer.used_memory() - before) / pending
+        sample = claimer.client.zrange(claimer.keys.due, 0, 0)[0]
+        hash_bytes = int(claimer.client.memory_usage(claimer.keys.task(str(sample))) or 0)
+        claimer.schedule(claims, None)
+        server = ServerTime(claimer.client)
+        single = claimer.claim_rate(claims)
+        server_us = server.per_call()
+        claimer.schedule(claims, None)
+        piped = claimer.claim_rate(claims, pipeline=100)
+        return Scale(pending, rate, per_task, hash_bytes, single, piped, server_us)
+    finally:
+        claimer.close()

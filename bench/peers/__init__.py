@@ -1,0 +1,1 @@
+"""Each peer's jobs and enqueuer, run with that peer's own virtual environment."""

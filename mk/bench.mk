@@ -1,0 +1,34 @@
+# The benchmark against RQ, Celery, arq and Dramatiq: bench/, docs/benchmark.md.
+# Included by the Makefile; PYTHON, BIN and STAMP come from there.
+#
+#   make bench                       everything, 3 repetitions (well under 30 minutes)
+#   make bench BENCH_ARGS="--reps 1 --pending 100000"
+#   make bench-smoke                 perseid-jobs alone, tiny numbers (seconds)
+#
+# Each peer gets its own virtual environment (arq 0.25 wants a redis-py that
+# Celery's transport does not), re-created when these pins change.
+
+.PHONY: bench bench-smoke bench-envs
+
+BENCH_ARGS ?=
+BENCH_PEERS := rq celery arq dramatiq tools
+BENCH_PKGS_rq := rq==3.0.0
+BENCH_PKGS_celery := celery[redis]==5.7.0
+BENCH_PKGS_arq := arq==0.25.0 redis[hiredis]>=4.2,<6
+BENCH_PKGS_dramatiq := dramatiq[redis]==2.2.1
+BENCH_PKGS_tools := py-spy==0.4.3
+BENCH_ENV_STAMPS := $(foreach p,$(BENCH_PEERS),bench/.venv-$(p)/.installed)
+
+bench/.venv-%/.installed: mk/bench.mk
+	rm -rf bench/.venv-$*
+	$(PYTHON) -m venv bench/.venv-$*
+	bench/.venv-$*/bin/pip install -q --disable-pip-version-check '$(subst $() ,' ',$(BENCH_PKGS_$*))'
+	touch $@
+
+bench-envs: $(BENCH_ENV_STAMPS) ## the peers' and py-spy's virtual environments
+
+bench: $(STAMP) $(BENCH_ENV_STAMPS) ## perseid-jobs vs RQ, Celery, arq, Dramatiq -> bench/results/REPORT.md
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-smoke: $(STAMP) ## the benchmark's scenarios, perseid-jobs only, tiny numbers
+	$(BIN)/python -m bench --smoke --out bench/results/smoke

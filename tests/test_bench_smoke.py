@@ -1,0 +1,44 @@
+"""The benchmark runs end to end with tiny numbers (perseid-jobs only), so it cannot rot.
+
+This is not a performance test: it checks that every scenario produced a
+measure and the report was written, never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from bench.__main__ import main
+
+
+def test_benchmark_smoke_run_measures_every_scenario_and_writes_the_report(
+    tmp_path: Path,
+) -> None:
+    assert main(["--smoke", "--out", str(tmp_path)]) == 0
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    [perseid] = results["systems"]
+    assert perseid["name"] == "perseid-jobs"
+    for scenario, measure in (
+        ("noop", "total"),
+        ("slow", "total"),
+        ("latency", "p99_ms"),
+        ("idle", "cpu_pct"),
+    ):
+        [run] = perseid[scenario]
+        assert run["error"] == "", f"{scenario}: {run['error']}"
+        assert math.isfinite(run[measure]), f"{scenario} measured nothing"
+    assert perseid["latency"][0]["early"] == 0, "a task started before its due time"
+    for ceiling in ("fork_one", "fork_two", "fork_warm"):
+        assert math.isfinite(results[ceiling][0])
+    assert math.isfinite(results["raw_claims"][0]["pipelined"])
+    assert math.isfinite(results["claims"][0]["batch64"])
+    for scale in ("scale_small", "scale_big"):
+        assert results[scale][0]["bytes_per_task"] > 0
+
+    report = (tmp_path / "REPORT.md").read_text()
+    for section in ("## Systems", "## Ceilings and the claim path", "## Scale", "## Targets"):
+        assert section in report
+    assert "| perseid-jobs " in report
