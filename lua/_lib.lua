@@ -167,11 +167,22 @@ local function settle_dependents(id, status, now)
   end
 end
 
+-- Fields left out of a task hash when they hold their default (readers assume it):
+-- memory per pending task is what bounds a backlog of millions.
+local DEFAULTS = {key = '', start_after = '', retries = '0', backoff_ms = '1000',
+  last_completed_at = '', skipped_runs = '0', series = ''}
+
 -- Create one pending task; `fields` is a flat list of extra hash fields.
 local function create_task(id, job, args, slots, max_ms, start, now, fields)
-  local h = {'HSET', K.task(id), 'id', id, 'job', job, 'args', args, 'status', 'pending',
-    'slots', slots, 'max_ms', max_ms, 'created_at', now, 'start_at', start, 'attempt', 0}
-  for _, v in ipairs(fields) do h[#h + 1] = v end
+  local h = {'HSET', K.task(id), 'job', job, 'args', args, 'status', 'pending',
+    'slots', slots, 'max_ms', max_ms, 'created_at', now, 'start_at', start}
+  for i = 1, #fields, 2 do
+    local name, value = fields[i], fields[i + 1]
+    if value and tostring(value) ~= DEFAULTS[name] then
+      h[#h + 1] = name
+      h[#h + 1] = value
+    end
+  end
   redis.call(unpack(h))
 end
 
@@ -252,6 +263,7 @@ end
 local function task_record(id)
   local f = redis.call('HMGET', K.task(id), 'id', 'job', 'args', 'attempt', 'started_at',
     'start_at', 'max_ms', 'slots', 'series', 'last_completed_at', 'skipped_runs')
+  f[1] = id
   local sid = f[9]
   f[12] = ''
   f[13] = ''
@@ -272,7 +284,9 @@ local function claim(inst, max_count, now)
   local out = {}
   local took = 0
   if max_count > 0 and free > 0 and ifields[3] ~= '1' then
-    local ids = redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, SCAN_LIMIT)
+    -- Look a little past what we want, for tasks that don't fit or aren't offered here.
+    local window = math.min(SCAN_LIMIT, max_count + 16)
+    local ids = redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, window)
     local jobs_key = K.instance_jobs(inst)
     for _, id in ipairs(ids) do
       local tk = K.task(id)
@@ -296,7 +310,9 @@ local function claim(inst, max_count, now)
     if took > 0 then redis.call('HINCRBY', ih, 'slots_used', took) end
   end
   if #out > 0 and #redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, 1) > 0 then
-    -- More is due than this instance took: let the idle ones look too.
+    -- More is due than this instance took: let the idle ones look too (not itself: it
+    -- knows, and a push to its own list would only bounce its outstanding BLPOP).
+    redis.call('ZREM', K.sleepers(), inst)
     wake_sleepers(now - 1)
   end
   local nxt = redis.call('ZRANGEBYSCORE', K.due(), '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)

@@ -196,13 +196,13 @@ class Client:
         h = self.redis.hgetall(self.keys.task(task_id))
         if not h:
             raise TaskNotFound(task_id)
-        return task_from_hash(h)
+        return task_from_hash(task_id, h)
 
     def _tasks_by_id(self, ids: list[str]) -> list[Task]:
         pipe = self.redis.pipeline(transaction=False)
         for task_id in ids:
             pipe.hgetall(self.keys.task(task_id))
-        return [task_from_hash(h) for h in pipe.execute() if h]
+        return [task_from_hash(i, h) for i, h in zip(ids, pipe.execute(), strict=True) if h]
 
     def tasks(
         self, status: TaskStatus | str | None = None, job: str | None = None, limit: int = 100

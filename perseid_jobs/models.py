@@ -135,11 +135,11 @@ def task_metadata(last_completed_at: Any, skipped_runs: Any) -> dict[str, Any]:
     return meta
 
 
-def task_from_hash(h: dict[str, str]) -> Task:
-    """Build a :class:`Task` from its Redis hash (decoded strings)."""
+def task_from_hash(task_id: str, h: dict[str, str]) -> Task:
+    """Build a :class:`Task` from its Redis hash (decoded strings; defaults left out)."""
     start_at = _int(h.get("start_at"), -1)
     return Task(
-        id=h["id"],
+        id=task_id,
         job=h["job"],
         status=TaskStatus(h["status"]),
         args=orjson.loads(h.get("args") or "{}"),

@@ -454,6 +454,7 @@ class Worker:
             if h["series"]:
                 spec, origin = self.redis.hmget(self.keys.series(h["series"]), ["spec", "origin"])
             fields = [h[f] or "" for f in _TASK_FIELDS[:11]] + [spec or "", origin or ""]
+            fields[0] = task_id  # the id is the key, not a field of the hash
             task = msgspec.convert(fields, ClaimedTask)
             again = self.reported.get(run_key(task))
             if again is not None:
