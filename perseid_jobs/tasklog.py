@@ -1,15 +1,27 @@
-"""The log file of one task, written from inside the task's own process.
+"""The log file of one task: its log records and its captured output, as pino lines.
 
 Every line is one JSON object in pino's shape, so pino-pretty, jq and log
 shippers read the file as it is. Log records, and everything the job writes on
 stdout and stderr (including C extensions and subprocesses, which bypass
 ``sys.stdout``), land in the same file.
+
+Two processes write it, and the task's own process runs no thread for it. The
+zygote prepares a :class:`TaskOutput` before it forks: the file, opened with
+O_APPEND, and two pipes. In the task's process :meth:`TaskLog.open` points
+fds 1 and 2 at the pipes and writes the log records; the zygote reads the
+pipes in its own loop (:meth:`TaskOutput.read`) and writes what the job
+printed. Each writer appends whole lines in one ``write``, so lines never
+interleave. The size cap holds across both: each checks the file's size with
+``fstat`` before writing, and the first to reach the cap writes the one
+truncation line and sets a flag in memory both processes share.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import mmap
 import os
 import socket
 import sys
@@ -24,7 +36,7 @@ from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["DEFAULT_MAX_LOG_BYTES", "MAX_LINE_BYTES", "TaskLog"]
+__all__ = ["DEFAULT_MAX_LOG_BYTES", "MAX_LINE_BYTES", "TaskLog", "TaskOutput"]
 
 DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
 """Size at which a task's log is truncated, unless the task says otherwise."""
@@ -32,14 +44,25 @@ DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024
 """Longest stdout/stderr line kept in one entry; longer output is split."""
 
-_READ_SIZE = 64 * 1024
+READ_SIZE = 64 * 1024
+"""Bytes read from one pipe per call of :meth:`TaskOutput.read`."""
+
+_DRAIN_LIMIT = 1024 * 1024  # per pipe once the task ended: a live writer could refill it forever
 _STREAM_LEVELS = {"stdout": 30, "stderr": 50}
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+_STILL_HELD = "a process started by the task still holds stdout/stderr; its output is discarded"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@functools.cache
+def _hostname() -> str:
+    # Asked once in the zygote; every task process inherits the answer.
+    return socket.gethostname()
 
 
 def _pino_level(levelno: int) -> int:
@@ -84,17 +107,24 @@ def _split_long(line: bytes) -> Iterator[bytes]:
 
 
 class _Sink:
-    """The open file: serialises writers, counts bytes and enforces the size cap."""
+    """One process's writer of the file: serialises its threads and enforces the size cap."""
 
-    def __init__(self, fd: int, max_bytes: int, fields: dict[str, Any]) -> None:
+    def __init__(
+        self, fd: int, max_bytes: int, fields: dict[str, Any], truncated: mmap.mmap
+    ) -> None:
         self.fd = fd
         self.max_bytes = max_bytes
         self.fields = fields  # pid, hostname, task, job: on every line
-        self.written = 0
-        # Once set, output is dropped; readers keep draining so writers never block.
-        self.discarding = False
+        # One byte shared by every writer of the file; once set, output is dropped
+        # (readers keep draining so writers never block).
+        self.truncated = truncated
         self.lock = threading.Lock()
         _SINKS.add(self)
+
+    @property
+    def discarding(self) -> bool:
+        """True once the log was truncated (by any writer) or closed here."""
+        return self.fd < 0 or self.truncated[0] != 0
 
     def line(
         self, level: int, time_ms: int, msg: str, extra: dict[str, Any], pid: int | None = None
@@ -128,21 +158,22 @@ class _Sink:
             if self.discarding:
                 return
             data = b"".join(lines)
-            if self.written + len(data) > self.max_bytes:
-                data = self._cut(data)
-                self.discarding = True
-            self.written += len(data)
             try:
+                # The file's size, not a count of our own: the other process appends too.
+                size = os.fstat(self.fd).st_size
+                if size + len(data) > self.max_bytes:
+                    self.truncated[0] = 1
+                    data = self._cut(data, size)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self.fd, view) :]
             except OSError:
                 # Disk full or similar: nowhere left to report it; keep the job running.
-                self.discarding = True
+                self.truncated[0] = 1
 
-    def _cut(self, data: bytes) -> bytes:
+    def _cut(self, data: bytes, size: int) -> bytes:
         """Keep the whole lines that fit under the cap, then say the log was truncated."""
-        room = self.max_bytes - self.written
+        room = self.max_bytes - size
         end = data.rfind(b"\n", 0, max(room, 0)) + 1
         note = f"log truncated at {self.max_bytes} bytes; further output discarded"
         return data[:end] + self.line(40, _now_ms(), note, {})
@@ -151,7 +182,6 @@ class _Sink:
         with self.lock:
             if self.fd < 0:
                 return
-            self.discarding = True
             os.close(self.fd)
             self.fd = -1
 
@@ -160,13 +190,156 @@ _SINKS: weakref.WeakSet[_Sink] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    # A job may fork (multiprocessing) while a reader thread holds the lock;
+    # A job may fork (multiprocessing) while one of its threads holds the lock;
     # the copy in the new process would otherwise deadlock on its first log record.
     for sink in _SINKS:
         sink.lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Stream:
+    """The zygote's end of one captured pipe: what it read up to the last newline."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pending = b""
+        self.encode: Callable[[bytes, bytes], bytes] | None = None
+
+    def lines(self, chunk: bytes) -> list[bytes]:
+        """The whole lines ``chunk`` completes (long ones split); keeps the rest pending."""
+        lines = (self.pending + chunk).split(b"\n")
+        self.pending = lines.pop()
+        if len(self.pending) > MAX_LINE_BYTES:
+            *more, self.pending = _split_long(self.pending)
+            lines.extend(more)
+        return [piece for line in lines for piece in _split_long(line)]
+
+
+class TaskOutput:
+    """A task's log file and its stdout/stderr pipes, made by the zygote before the fork.
+
+    After the fork, the task's process hands it to :meth:`TaskLog.open`, and the
+    zygote calls :meth:`attach`, then :meth:`read` whenever a pipe is readable,
+    and :meth:`finish` once the task's process has ended.
+    """
+
+    def __init__(self, path: Path, *, task_id: str, job: str, max_bytes: int) -> None:
+        """Create (or empty) the log file and the two pipes. Raises OSError."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.task_id = task_id
+        self.job = job
+        self.max_bytes = max_bytes
+        self.fd = os.open(path, _OPEN_FLAGS, 0o644)
+        self.truncated = mmap.mmap(-1, 1)  # shared (MAP_SHARED) with the forked task
+        self._streams: dict[int, _Stream] = {}
+        self._write_ends: list[int] = []
+        try:
+            for name in ("stdout", "stderr"):
+                read_end, write_end = os.pipe()
+                self._streams[read_end] = _Stream(name)
+                self._write_ends.append(write_end)
+        except OSError:
+            self.discard()
+            raise
+        self._sink: _Sink | None = None
+
+    @property
+    def fds(self) -> list[int]:
+        """The read ends the zygote still reads."""
+        return list(self._streams)
+
+    def redirect(self) -> None:
+        """In the task's process: fds 1 and 2 become the pipes' write ends."""
+        for target, write_end in zip((1, 2), self._write_ends, strict=True):
+            os.dup2(write_end, target)  # inheritable: the job's subprocesses write here too
+        for fd in (*self._write_ends, *self._streams):
+            os.close(fd)
+        self._write_ends.clear()
+        self._streams.clear()
+
+    def attach(self, pid: int) -> None:
+        """In the zygote, after the fork: keep only the read ends; lines carry ``pid``."""
+        for fd in self._write_ends:
+            os.close(fd)
+        self._write_ends.clear()
+        fields = {"pid": pid, "hostname": _hostname(), "task": self.task_id, "job": self.job}
+        self._sink = _Sink(self.fd, self.max_bytes, fields, self.truncated)
+        for fd, stream in self._streams.items():
+            os.set_blocking(fd, False)
+            stream.encode = self._sink.stream_encoder(stream.name)
+
+    def read(self, fd: int, size: int = READ_SIZE) -> bool:
+        """Read at most ``size`` bytes from pipe ``fd`` into the log; False once it is closed."""
+        self._take(fd, size)
+        return fd in self._streams
+
+    def finish(self) -> None:
+        """Once the task's process ended: take what is left in the pipes, then close all.
+
+        Never blocks: a process the job left running may hold a pipe open; what
+        it wrote so far is kept, a line says so, and its later output is lost.
+        """
+        held = False
+        for fd in self.fds:
+            taken = 0
+            while fd in self._streams and taken < _DRAIN_LIMIT:
+                chunk = self._take(fd, READ_SIZE)
+                if chunk is None:
+                    break
+                taken += len(chunk)
+            if fd in self._streams:
+                held = True
+                self._close_stream(fd)
+        if held and self._sink is not None:
+            self._sink.write([self._sink.line(40, _now_ms(), _STILL_HELD, {})])
+        self.discard()
+
+    def discard(self) -> None:
+        """Close every fd held here, writing nothing (also in a task that inherited it)."""
+        for fd in (*self._streams, *self._write_ends):
+            os.close(fd)
+        self._streams.clear()
+        self._write_ends.clear()
+        if self._sink is not None:
+            self._sink.close()
+        elif self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+        self.truncated.close()
+
+    def _take(self, fd: int, size: int) -> bytes | None:
+        """One read into the log: the bytes read (b"" at the end), None if none are ready."""
+        try:
+            chunk = os.read(fd, size)
+        except BlockingIOError:
+            return None
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close_stream(fd)
+            return chunk
+        stream = self._streams[fd]
+        if self._sink is None or self._sink.discarding:
+            stream.pending = b""  # still read: a writer blocked on a full pipe would hang the job
+        else:
+            self._write(stream, stream.lines(chunk))
+        return chunk
+
+    def _close_stream(self, fd: int) -> None:
+        """Write the last unterminated line of a stream and close its pipe."""
+        stream = self._streams.pop(fd)
+        if stream.pending:
+            self._write(stream, [stream.pending])
+        os.close(fd)
+
+    def _write(self, stream: _Stream, lines: list[bytes]) -> None:
+        if self._sink is None or stream.encode is None or not lines:
+            return
+        stamp = b"%d" % _now_ms()
+        encode = stream.encode
+        self._sink.write(encode(line, stamp) for line in lines)
 
 
 class _PinoHandler(logging.Handler):
@@ -200,86 +373,48 @@ def _error_fields(exc: BaseException) -> dict[str, str]:
     }
 
 
-def _pump(fd: int, sink: _Sink, stream: str) -> None:
-    """Copy one redirected stream into the log until every writer has closed it."""
-    encode = sink.stream_encoder(stream)
-    pending = b""
-    while True:
-        try:
-            chunk = os.read(fd, _READ_SIZE)
-        except OSError:
-            break
-        if not chunk:
-            break
-        if sink.discarding:
-            pending = b""  # still read: a writer blocked on a full pipe would hang the job
-            continue
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        if len(pending) > MAX_LINE_BYTES:
-            *more, pending = _split_long(pending)
-            lines.extend(more)
-        stamp = b"%d" % _now_ms()
-        sink.write(encode(piece, stamp) for line in lines for piece in _split_long(line))
-    if pending and not sink.discarding:
-        sink.write([encode(pending, b"%d" % _now_ms())])
-    os.close(fd)
-
-
 class TaskLog:
     """The open log of one task, in the task's own process."""
 
     logger: logging.Logger
     """Records sent here (or to any logger, through the root) become pino lines."""
 
-    def __init__(self, sink: _Sink, handler: _PinoHandler, readers: list[threading.Thread]) -> None:
+    def __init__(self, sink: _Sink, handler: _PinoHandler) -> None:
         """Use :meth:`TaskLog.open`; this only holds what it set up."""
         self._sink = sink
         self._handler = handler
-        self._readers = readers
         self._closed = False
         self.logger = logging.getLogger("perseid_jobs.task")
 
     @classmethod
-    def open(
-        cls,
-        path: Path,
-        *,
-        task_id: str,
-        job: str,
-        started_at_ms: int,
-        attempt: int,
-        max_bytes: int = DEFAULT_MAX_LOG_BYTES,
-    ) -> TaskLog:
-        """Create the log file and capture this process's stdout, stderr and logging into it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o644)
-        fields = {"pid": os.getpid(), "hostname": socket.gethostname(), "task": task_id, "job": job}
-        sink = _Sink(fd, max_bytes, fields)
+    def open(cls, output: TaskOutput, *, started_at_ms: int, attempt: int) -> TaskLog:
+        """In the forked task: send stdout, stderr and logging to the log ``output`` prepared.
+
+        Writes the first line, ``task started``. Starts no thread: the zygote reads
+        the pipes.
+        """
+        output.redirect()
+        fields = {"pid": os.getpid(), "hostname": _hostname()}
+        fields |= {"task": output.task_id, "job": output.job}
+        sink = _Sink(output.fd, output.max_bytes, fields, output.truncated)
         started = {"startedAt": started_at_ms, "attempt": attempt}
         sink.write([sink.line(30, _now_ms(), "task started", started)])
-
         handler = _PinoHandler(sink)
         _route_logging(handler)
-        readers = [
-            _redirect(target, stream, sink) for target, stream in ((1, "stdout"), (2, "stderr"))
-        ]
         # Python-level writes go through the new fds too, flushed at each newline.
         sys.stdout = _line_buffered(1)
         sys.stderr = _line_buffered(2)
-        return cls(sink, handler, readers)
+        return cls(sink, handler)
 
     def exception(self, exc: BaseException, msg: str = "task raised") -> None:
         """Log an exception at level 50 with ``err`` holding its type, message and traceback."""
         self.logger.error(msg, exc_info=(type(exc), exc, exc.__traceback__))
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Flush captured output into the file and close it.
+    def close(self) -> None:
+        """Flush what Python still buffers for stdout and stderr, and close the file here.
 
-        Waits at most ``timeout`` seconds for the pipes to drain: a process the
-        job started in the background may still hold stdout open, and its later
-        output is then discarded rather than keeping the task alive.
+        Returns at once: the zygote takes what is left in the pipes when the
+        process has ended, whether or not a background process still holds them.
         """
         if self._closed:
             return
@@ -287,18 +422,6 @@ class TaskLog:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # the job may have closed it
                 stream.flush()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        deadline = time.monotonic() + timeout
-        for reader in self._readers:
-            reader.join(max(0.0, deadline - time.monotonic()))
-        if any(reader.is_alive() for reader in self._readers):
-            note = (
-                "a process started by the task still holds stdout/stderr; its output is discarded"
-            )
-            self._sink.write([self._sink.line(40, _now_ms(), note, {})])
         for logger in (logging.getLogger(), self.logger):
             logger.removeHandler(self._handler)
         self._sink.close()
@@ -329,18 +452,6 @@ def _route_logging(handler: _PinoHandler) -> None:
         task_logger.removeHandler(inherited)
     task_logger.addHandler(handler)
     task_logger.propagate = False
-
-
-def _redirect(target_fd: int, stream: str, sink: _Sink) -> threading.Thread:
-    """Point ``target_fd`` at a pipe whose other end a thread copies into the log."""
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, target_fd)  # fds 1/2 stay inheritable, so subprocesses write here too
-    os.close(write_end)
-    reader = threading.Thread(
-        target=_pump, args=(read_end, sink, stream), name=f"tasklog-{stream}", daemon=True
-    )
-    reader.start()
-    return reader
 
 
 def _line_buffered(fd: int) -> TextIO:

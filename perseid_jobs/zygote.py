@@ -6,6 +6,12 @@ start request, forks a child that runs the task in a new session (its own
 process group, so a kill reaches the job's own subprocesses too). It reaps
 its children and reports each exit status with the reason the child gave.
 
+It also owns each task's stdout and stderr: the pipes are made before the fork
+and their read ends polled here, their lines written into the task's log file
+(:class:`~perseid_jobs.tasklog.TaskOutput`), so a task process starts no
+thread for its output. A task's exit is reported only once its pipes are
+drained, so the log is complete when the worker uploads it.
+
 A task process never outlives its worker: the zygote asks the kernel for
 SIGTERM when the worker dies (``PR_SET_PDEATHSIG``) and then kills every
 task's process group; each child asks for SIGKILL when the zygote dies.
@@ -23,20 +29,21 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import select
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import msgspec
 
 from .jobfile import JobSpec, load_jobs_dir
 from .models import JobDefinition, task_metadata
 from .runtime import EXIT_FAILED, TaskContext, run_job
-from .tasklog import TaskLog
+from .tasklog import TaskLog, TaskOutput
 
 _PR_SET_PDEATHSIG = 1
 
@@ -107,20 +114,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _run_child(req: StartRequest, spec: JobSpec, result_fd: int) -> int:
+def _run_child(req: StartRequest, spec: JobSpec, output: TaskOutput, result_fd: int) -> int:
     """Body of a task process; returns its exit code."""
-    try:
-        log = TaskLog.open(
-            Path(req.log_path),
-            task_id=req.id,
-            job=req.job,
-            started_at_ms=req.started_at_ms,
-            attempt=req.attempt,
-            max_bytes=req.max_log_bytes,
-        )
-    except Exception as exc:
-        _write_all(result_fd, f"cannot open the task log: {exc}".encode())
-        return EXIT_FAILED
+    log = TaskLog.open(output, started_at_ms=req.started_at_ms, attempt=req.attempt)
     task = TaskContext(
         id=req.id,
         job=req.job,
@@ -136,6 +132,14 @@ def _run_child(req: StartRequest, spec: JobSpec, result_fd: int) -> int:
     return code
 
 
+class _Child(NamedTuple):
+    """What the zygote holds for one running task process."""
+
+    task_id: str
+    result_fd: int  # the reason for a failure, written by the task
+    output: TaskOutput | None  # its log and captured stdout/stderr; None if it could not be made
+
+
 class Zygote:
     """The fork server loop."""
 
@@ -143,48 +147,90 @@ class Zygote:
         self.req_fd = req_fd
         self.evt_fd = evt_fd
         self.jobs = jobs
-        self.children: dict[int, tuple[str, int]] = {}  # pid -> (task id, result read fd)
+        self.children: dict[int, _Child] = {}  # by pid
+        self.pipes: dict[int, TaskOutput] = {}  # captured stdout/stderr read fd -> its log
         self.lease_deadline: float | None = None
         self.fenced: set[int] = set()  # children killed because the lease lapsed
         self.buffer = b""
         self.sig_r, self.sig_w = os.pipe()
         os.set_blocking(self.sig_w, False)
         os.set_blocking(self.sig_r, False)
+        self.poller = select.poll()
+        for fd in (req_fd, self.sig_r):
+            self.poller.register(fd, select.POLLIN)
 
     def send(self, event: Any) -> None:
         """Report an event to the worker."""
         _write_all(self.evt_fd, encoder.encode(event) + b"\n")
 
     def start(self, req: StartRequest) -> None:
-        """Fork the process of one task."""
+        """Fork the process of one task, its stdout and stderr piped into its log here."""
         spec = self.jobs.get(req.job)
+        output: TaskOutput | None = None
+        log_error = ""
+        try:
+            output = TaskOutput(
+                Path(req.log_path), task_id=req.id, job=req.job, max_bytes=req.max_log_bytes
+            )
+        except OSError as exc:
+            log_error = f"cannot open the task log: {exc}"
         result_r, result_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the task's process
-            code = EXIT_FAILED
-            try:
-                os.setsid()
-                set_parent_death_signal(signal.SIGKILL)
-                signal.set_wakeup_fd(-1)
-                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, signal.SIG_DFL)
-                for fd in (self.req_fd, self.evt_fd, self.sig_r, self.sig_w, result_r):
-                    os.close(fd)
-                for _, rfd in self.children.values():
-                    os.close(rfd)
-                if spec is None:
-                    _write_all(result_w, f"job {req.job!r} is not loaded on this worker".encode())
-                else:
-                    code = _run_child(req, spec, result_w)
-            finally:
-                os._exit(code)
+            self._child(req, spec, output, log_error, result_r, result_w)
         os.close(result_w)
         os.set_blocking(result_r, False)
-        self.children[pid] = (req.id, result_r)
+        self.children[pid] = _Child(req.id, result_r, output)
+        if output is not None:
+            output.attach(pid)
+            for fd in output.fds:
+                self.pipes[fd] = output
+                self.poller.register(fd, select.POLLIN)
         self.send(Started(id=req.id, pid=pid))
 
+    def _child(
+        self,
+        req: StartRequest,
+        spec: JobSpec | None,
+        output: TaskOutput | None,
+        log_error: str,
+        result_r: int,
+        result_w: int,
+    ) -> NoReturn:
+        code = EXIT_FAILED
+        try:
+            os.setsid()
+            set_parent_death_signal(signal.SIGKILL)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            for fd in (self.req_fd, self.evt_fd, self.sig_r, self.sig_w, result_r):
+                os.close(fd)
+            for child in self.children.values():
+                os.close(child.result_fd)
+                if child.output is not None:
+                    child.output.discard()
+            if output is None:
+                _write_all(result_w, log_error.encode())
+            elif spec is None:
+                _write_all(result_w, f"job {req.job!r} is not loaded on this worker".encode())
+            else:
+                code = _run_child(req, spec, output, result_w)
+        finally:
+            os._exit(code)
+
+    def read_output(self, fd: int) -> None:
+        """Copy one bounded read of a task's stdout or stderr into its log."""
+        output = self.pipes[fd]
+        if not output.read(fd):
+            self._forget(fd)
+
+    def _forget(self, fd: int) -> None:
+        del self.pipes[fd]
+        self.poller.unregister(fd)
+
     def reap(self) -> None:
-        """Collect every exited child and report it."""
+        """Collect every exited child, complete its log, and report it."""
         while self.children:
             try:
                 # Peek first: while the ended leader is not reaped, its pid (the group id)
@@ -197,17 +243,28 @@ class Zygote:
             with contextlib.suppress(OSError):
                 os.killpg(info.si_pid, signal.SIGKILL)
             pid, status = os.waitpid(info.si_pid, 0)
-            task_id, rfd = self.children.pop(pid, ("", -1))
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            if child.output is not None:
+                # The worker uploads the log once it hears of the exit: complete it first.
+                for fd in child.output.fds:
+                    self._forget(fd)
+                child.output.finish()
             reason = b""
-            if rfd >= 0:
-                with contextlib.suppress(BlockingIOError):
-                    reason = os.read(rfd, 65536)
-                os.close(rfd)
+            with contextlib.suppress(BlockingIOError):
+                reason = os.read(child.result_fd, 65536)
+            os.close(child.result_fd)
             if pid in self.fenced:
                 self.fenced.discard(pid)
                 reason = reason or b"killed by the zygote: the instance's lease lapsed"
             self.send(
-                Exited(id=task_id, pid=pid, status=status, reason=reason.decode("utf-8", "replace"))
+                Exited(
+                    id=child.task_id,
+                    pid=pid,
+                    status=status,
+                    reason=reason.decode("utf-8", "replace"),
+                )
             )
 
     def watchdog_timeout(self) -> float | None:
@@ -262,9 +319,11 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         try:
             while True:
-                ready, _, _ = select.select(
-                    [self.req_fd, self.sig_r], [], [], self.watchdog_timeout()
-                )
+                timeout = self.watchdog_timeout()
+                ready = {fd for fd, _ in self.poller.poll(_poll_ms(timeout))}
+                # One bounded read per pipe and round: a flooding task cannot hold up starts.
+                for fd in ready & self.pipes.keys():
+                    self.read_output(fd)
                 if self.sig_r in ready:
                     try:
                         while os.read(self.sig_r, 512):
@@ -277,6 +336,10 @@ class Zygote:
                 self.enforce_lease()  # after reading requests: a renewal may have arrived
         finally:
             self.kill_all()
+
+
+def _poll_ms(timeout: float | None) -> int | None:
+    return None if timeout is None else math.ceil(timeout * 1000)
 
 
 def main() -> None:
