@@ -44,7 +44,7 @@ import msgspec
 
 from . import __version__
 from .bucket import open_bucket
-from .connection import REDIS_ERRORS, Backoff, connect, redacted
+from .connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
 from .durations import format_duration
 from .errors import Code
 from .heartbeat import Heartbeat, Lease
@@ -159,7 +159,11 @@ class Worker:
         self.zygote = ZygoteClient(self.s.jobs_dir)
         for line in self.zygote.ready.errors:
             log.error("job file skipped: %s", line)
-        self.register()
+        try:
+            self.register()
+        except TRANSIENT_ERRORS as exc:  # Redis went away since the ping: the loop retries
+            log.warning("could not register yet (%s); retrying with backoff", exc)
+            self.backoff.failed()
         self.shipper = LogShipper(
             self.s.logs_dir,
             open_bucket(self.s.bucket_url, s3_endpoint_url=self.s.s3_endpoint_url),

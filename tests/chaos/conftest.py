@@ -59,6 +59,7 @@ class Attempt(msgspec.Struct):
     worker: int
     start: int
     end: int | None
+    alive: int  # the last moment it was seen running: its end, else its last tick
 
 
 def read_attempts(directory: Path) -> dict[str, list[Attempt]]:
@@ -67,29 +68,39 @@ def read_attempts(directory: Path) -> dict[str, list[Attempt]]:
     for path in directory.iterdir():
         task_id, attempt, pid = path.name.split(".")
         start = end = None
-        worker = 0
+        worker = alive = 0
         for line in path.read_text().splitlines():
             kind, *rest = line.split()
-            if kind == "S":
+            if kind == "S" and len(rest) == 2:
                 start, worker = int(rest[0]), int(rest[1])
-            elif kind == "E":
-                end = int(rest[0])
+                alive = start
+            elif kind in ("T", "E") and rest:
+                alive = max(alive, int(rest[0]))
+                if kind == "E":
+                    end = int(rest[0])
         if start is not None:
             out.setdefault(task_id, []).append(
-                Attempt(task_id, int(attempt), int(pid), worker, start, end)
+                Attempt(task_id, int(attempt), int(pid), worker, start, end, alive)
             )
     for runs in out.values():
         runs.sort(key=lambda a: a.start)
     return out
 
 
-def overlapping(attempts: dict[str, list[Attempt]]) -> int:
-    """Tasks with two running periods that overlap (a killed attempt never ends)."""
+def overlapping(attempts: dict[str, list[Attempt]], *, killed_end_unknown: bool = True) -> int:
+    """Tasks with two running periods that overlap.
+
+    A killed attempt has no end: with ``killed_end_unknown`` it counts as never ending
+    (any later run overlaps it); otherwise it ended at its last tick (chaos_retry ticks
+    every 5 ms, so an overlap shorter than a tick could go unseen).
+    """
     bad = 0
     for runs in attempts.values():
-        runs = sorted(runs, key=lambda a: a.start)
         for a, b in itertools.pairwise(runs):
-            if a.end is None or b.start < a.end:
+            if a.end is None and killed_end_unknown:
+                bad += 1
+                break
+            if b.start <= (a.end if a.end is not None else a.alive):
                 bad += 1
                 break
     return bad

@@ -71,7 +71,8 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
     assert client.wait(sleeper.id, 10).status is TaskStatus.CANCELLED
 
     victim_id = next(w.id for w in client.workers() if w.pid == victim.proc.pid)
-    held = [client.schedule("sleep", {"seconds": 60}).id for _ in range(6)]
+    # As many sleepers as slots: every instance, the victim too, holds four.
+    held = [client.schedule("sleep", {"seconds": 60}).id for _ in range(12)]
     wait_until(
         lambda: all(r["status"] == "running" for r in task_rows(client, held, "status")),
         10,
