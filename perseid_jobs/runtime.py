@@ -7,10 +7,9 @@ message) is returned to the caller so the process can hand it to the worker.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import traceback
+from collections.abc import Awaitable
 from typing import Any, NoReturn
 
 from .jobfile import JobSpec
@@ -72,7 +71,10 @@ def run_job(spec: JobSpec, task: TaskContext) -> tuple[int, str]:
     """Call the job's function; return (exit code, reason). Never raises."""
     try:
         result = spec.func(task)
-        if inspect.isawaitable(result):
+        if isinstance(result, Awaitable):
+            # Imported here: asyncio would double the zygote every task is forked from.
+            import asyncio
+
             asyncio.run(_await(result))
         return EXIT_COMPLETED, ""
     except SystemExit as exc:

@@ -23,7 +23,6 @@ import functools
 import logging
 import mmap
 import os
-import socket
 import sys
 import threading
 import time
@@ -61,8 +60,9 @@ def _now_ms() -> int:
 
 @functools.cache
 def _hostname() -> str:
-    # Asked once in the zygote; every task process inherits the answer.
-    return socket.gethostname()
+    # Asked once in the zygote; every task process inherits the answer. What
+    # socket.gethostname() returns, without importing socket into the zygote.
+    return os.uname().nodename
 
 
 def _pino_level(levelno: int) -> int:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import math
 import os
 import select
@@ -360,6 +361,10 @@ def main() -> None:
     set_parent_death_signal(signal.SIGTERM)
     jobs, errors = load_jobs_dir(jobs_dir)
     zygote = Zygote(req_fd, evt_fd, jobs)
+    # Everything loaded so far lives as long as the zygote: keep it out of the
+    # collector, so a collection in a task does not write to (and so copy) the
+    # pages of every object it inherited.
+    gc.freeze()
     signal.signal(signal.SIGTERM, on_worker_death)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which drains
     if os.getppid() != worker_pid:
