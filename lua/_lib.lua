@@ -127,9 +127,15 @@ end
 -- token) keeps counting, so a late report of the old attempt is stale.
 local function retry_task(id, reason, code, now)
   local tk = K.task(id)
-  local f = redis.call('HMGET', tk, 'attempt', 'retries', 'backoff_ms', 'instance', 'slots')
+  local f = redis.call('HMGET', tk, 'attempt', 'retries', 'backoff_ms', 'instance', 'slots',
+    'cancel_requested', 'series')
   local attempt = tonumber(f[1]) or 0
   if attempt > (tonumber(f[2]) or 0) then return false end
+  -- Work someone asked to stop is not run again.
+  if f[6] then return false end
+  if f[7] and f[7] ~= '' and redis.call('HGET', K.series(f[7]), 'status') ~= 'active' then
+    return false
+  end
   local start = now + (tonumber(f[3]) or 1000) * math.pow(2, attempt - 1)
   redis.call('ZREM', K.running(), id)
   release_slots(id, f[4], tonumber(f[5]))
@@ -186,30 +192,42 @@ local function create_task(id, job, args, slots, max_ms, start, now, fields)
   redis.call(unpack(h))
 end
 
--- End the series that follow series `sid` (it has no more runs to follow).
+-- End the series that follow series `sid` (it has no more runs to follow), and theirs.
 local function end_followers(sid)
-  for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(sid))) do
-    if redis.call('HGET', K.series(fsid), 'status') == 'active' then
-      redis.call('HSET', K.series(fsid), 'status', 'ended')
-      emit('series_ended', fsid, {'follows', sid})
+  local stack = {sid}
+  while #stack > 0 do
+    local parent = table.remove(stack)
+    for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(parent))) do
+      if redis.call('HGET', K.series(fsid), 'status') == 'active' then
+        redis.call('HSET', K.series(fsid), 'status', 'ended')
+        emit('series_ended', fsid, {'follows', parent})
+        stack[#stack + 1] = fsid
+      end
     end
   end
 end
 
--- Give each active follower of series `sid` a run waiting on the parent's run `parent`.
+-- Give each active follower of series `sid` a run waiting on the parent's run `parent`,
+-- and each follower of those a run waiting on that one, all the way down.
 local function follow_run(sid, parent, now)
-  for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(sid))) do
-    local fk = K.series(fsid)
-    local f = redis.call('HMGET', fk, 'status', 'job', 'args', 'slots', 'max_ms',
-      'last_completed_at', 'key', 'retries', 'backoff_ms')
-    if f[1] == 'active' then
-      local fid = new_id(now)
-      create_task(fid, f[2], f[3], f[4], f[5], -1, now,
-        {'series', fsid, 'start_after', parent, 'last_completed_at', f[6] or '',
-         'key', f[7] or '', 'retries', f[8] or 0, 'backoff_ms', f[9] or 1000})
-      index_task(fid, -1, parent, now)
-      redis.call('HSET', fk, 'current', fid)
-      emit('scheduled', fid, {'series', fsid, 'after', parent})
+  local stack = {{sid, parent}}
+  while #stack > 0 do
+    local top = table.remove(stack)
+    local psid, prun = top[1], top[2]
+    for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(psid))) do
+      local fk = K.series(fsid)
+      local f = redis.call('HMGET', fk, 'status', 'job', 'args', 'slots', 'max_ms',
+        'last_completed_at', 'key', 'retries', 'backoff_ms')
+      if f[1] == 'active' then
+        local fid = new_id(now)
+        create_task(fid, f[2], f[3], f[4], f[5], -1, now,
+          {'series', fsid, 'start_after', prun, 'last_completed_at', f[6] or '',
+           'key', f[7] or '', 'retries', f[8] or 0, 'backoff_ms', f[9] or 1000})
+        index_task(fid, -1, prun, now)
+        redis.call('HSET', fk, 'current', fid)
+        emit('scheduled', fid, {'series', fsid, 'after', prun})
+        stack[#stack + 1] = {fsid, fid}
+      end
     end
   end
 end
@@ -258,6 +276,55 @@ local function continue_series(id, status, start, skipped, now)
     return
   end
   next_series_run(sid, start, skipped, now)
+end
+
+-- Next starts the caller computed for series runs: ARGV[first] = n, then n triples
+-- (task id, next start in ms or "", skipped runs). Returns id -> {start text, skipped}.
+local function read_given(first)
+  local given = {}
+  local n = tonumber(ARGV[first]) or 0
+  for i = 0, n - 1 do
+    local b = first + 1 + 3 * i
+    given[ARGV[b]] = {ARGV[b + 1], tonumber(ARGV[b + 2]) or 0}
+  end
+  return given
+end
+
+-- Fail a running task that no report will come for (its instance is gone or past the hard
+-- deadline), continuing its series. A series run needs its next start from the caller
+-- (`given`); without one it is left as is and listed in `needs` ({id, spec, origin,
+-- start_at}) for a second call. Returns false only in that case.
+local function fail_running(id, reason, given, needs, now)
+  local tk = K.task(id)
+  if redis.call('HGET', tk, 'status') ~= 'running' then return true end
+  if retry_task(id, reason, '', now) then return true end
+  local sid = redis.call('HGET', tk, 'series')
+  local start, skipped = nil, 0
+  if sid and sid ~= '' then
+    local s = redis.call('HMGET', K.series(sid), 'status', 'current', 'spec', 'origin')
+    if s[1] == 'active' and s[2] == id and s[3] and s[3] ~= '' then
+      local g = given[id]
+      if not g then
+        needs[#needs + 1] = {id, s[3], s[4], redis.call('HGET', tk, 'start_at')}
+        return false
+      end
+      if g[1] ~= '' then start = tonumber(g[1]) end
+      skipped = g[2]
+    end
+  end
+  close_task(id, 'failed', reason, '', now)
+  redis.call('HSET', tk, 'log_url', '')
+  continue_series(id, 'failed', start, skipped, now)
+  settle_dependents(id, 'failed', now)
+  return true
+end
+
+-- Remove an instance and everything that belongs to it.
+local function drop_instance(inst)
+  redis.call('DEL', K.instance(inst), K.instance_jobs(inst), K.instance_tasks(inst),
+    K.instance_cancel(inst), K.wake(inst))
+  redis.call('ZREM', K.instances(), inst)
+  redis.call('ZREM', K.sleepers(), inst)
 end
 
 local function task_record(id)

@@ -76,6 +76,15 @@ def series_next(task: ClaimedTask, now_ms: int) -> tuple[str, int]:
     return next_from_spec(task.spec, task.origin, task.start_at, now_ms)
 
 
+def given_next_starts(needs: list[list[str]], now_ms: int) -> list[str | int]:
+    """ARGV for reap/deregister: n, then (task id, next start, skipped) per listed series run."""
+    argv: list[str | int] = [len(needs)]
+    for task_id, spec, origin, start_at in needs:
+        nxt, skipped = next_from_spec(spec, origin, start_at, now_ms)
+        argv += [task_id, nxt, skipped]
+    return argv
+
+
 def next_from_spec(spec: str, origin: str, start_at: str, now_ms: int) -> tuple[str, int]:
     """Next start of a series given its stored spec, grid origin and the ending run's start."""
     rec = _recurrence_decoder.decode(spec)

@@ -50,7 +50,7 @@ from .errors import Code
 from .heartbeat import Heartbeat, Lease
 from .keys import Keys
 from .models import TaskStatus
-from .outcome import ClaimedTask, Outcome, next_from_spec, outcome_of_status, series_next
+from .outcome import ClaimedTask, Outcome, given_next_starts, outcome_of_status, series_next
 from .procs import ZygoteClient
 from .runtime import MAX_REASON_CHARS
 from .scripts import Scripts
@@ -279,10 +279,7 @@ class Worker:
         if self.zygote:
             self.zygote.close()
         if self.registered:
-            self._try(
-                lambda: self.scripts.call("deregister", self.instance_id, "worker shutdown"),
-                "deregister",
-            )
+            self._try(self.deregister, "deregister")
         if self.shipper:
             self.shipper.stop(timeout=min(30.0, self.s.drain_timeout_s))
         while self.log_urls and self._try(
@@ -292,6 +289,13 @@ class Worker:
         if self.wake:
             self.wake.close()
         log.info("instance %s stopped", self.instance_id)
+
+    def deregister(self) -> None:
+        """Leave the instance set; series runs still held get their next run first."""
+        reply = self.scripts.call("deregister", self.instance_id, "worker shutdown", 0)
+        if reply[2]:
+            argv = given_next_starts(reply[2], self.estimated_redis_now())
+            self.scripts.call("deregister", self.instance_id, "worker shutdown", *argv)
 
     def _try(self, call: Any, what: str, attempts: int = 4) -> bool:
         """A best-effort call at shutdown: a few tries with backoff."""
@@ -581,11 +585,7 @@ class Worker:
             self.reconcile_due = True
         reply = self.scripts.call("reap", 0)
         if reply[3]:
-            argv: list[str | int] = [len(reply[3])]
-            for task_id, spec, origin, start_at in reply[3]:
-                nxt, skipped = next_from_spec(spec, origin, start_at, int(reply[1]))
-                argv += [task_id, nxt, skipped]
-            reply = self.scripts.call("reap", *argv)
+            reply = self.scripts.call("reap", *given_next_starts(reply[3], int(reply[1])))
         for task_id in reply[2]:
             log.warning("reaped task %s", task_id)
 

@@ -33,7 +33,6 @@ import uuid
 from typing import Any
 
 import msgspec
-import pytest
 import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -48,7 +47,7 @@ from hypothesis.stateful import (
 from perseid_jobs.errors import Code
 from perseid_jobs.keys import Keys
 from perseid_jobs.models import JobDefinition
-from perseid_jobs.outcome import next_from_spec
+from perseid_jobs.outcome import given_next_starts, next_from_spec
 from perseid_jobs.recurrence import make_recurrence
 from perseid_jobs.redisproc import RedisServer
 from perseid_jobs.scripts import Scripts
@@ -256,11 +255,7 @@ class ScriptsModel(RuleBasedStateMachine):
     def reap(self) -> None:
         reply = self.s.call("reap", 0)
         if reply[3]:
-            argv: list[Any] = [len(reply[3])]
-            for task_id, spec, origin, start_at in reply[3]:
-                nxt, skipped = next_from_spec(spec, origin, start_at, int(reply[1]))
-                argv += [task_id, nxt, skipped]
-            reply = self.s.call("reap", *argv)
+            reply = self.s.call("reap", *given_next_starts(reply[3], int(reply[1])))
             assert reply[3] == []
         alive = set(self.r.zrange(self.k.instances, 0, -1))
         self.instances = [i for i in self.instances if i in alive]
@@ -286,15 +281,24 @@ class ScriptsModel(RuleBasedStateMachine):
         if task_id is not None:
             self.r.zadd(self.k.running, {task_id: self.now_ms() - 1})
 
+    def deregister_instance(self, name: str) -> None:
+        """Deregister as the worker does: series runs it held get their next start first."""
+        reply = self.s.call("deregister", name, "worker shutdown", 0)
+        assert reply[0] == Code.OK
+        if reply[2]:
+            reply = self.s.call(
+                "deregister", name, "worker shutdown", *given_next_starts(reply[2], self.now_ms())
+            )
+            assert reply[2] == []
+        assert not self.r.exists(self.k.instance(name))
+
     @precondition(lambda self: self.r.zcard(self.k.running) > 0)
     @rule(inst=pick)
     def deregister(self, inst: int) -> None:
         name = self.choose(self.instances, inst)
         if name is None or len(self.instances) < 2:
             return
-        if any(self.task(t).get("series") for t in self.running_of(name)):
-            return  # see test_deregister_continues_the_series_of_a_run_it_fails
-        assert self.s.call("deregister", name, "worker shutdown")[0] == Code.OK
+        self.deregister_instance(name)
         self.instances.remove(name)
         assert all(self.task(t)["status"] != "running" or self.task(t)["instance"] != name
                    for t in self.tasks)  # fmt: skip
@@ -401,27 +405,17 @@ def _one_instance(redis_server: RedisServer) -> ScriptsModel:
     return model
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lua/deregister.lua fails a series run without continuing its series: the series"
-    " stays active with a terminal current run and never runs again",
-)
 def test_deregister_continues_the_series_of_a_run_it_fails(redis_server: RedisServer) -> None:
     m = _one_instance(redis_server)
     try:
         m.schedule(job="a", later=False, series=True, key="", after=None, retries=0)
         m.claim(inst=0, n=1)
-        assert m.s.call("deregister", m.instances[0], "worker shutdown")[0] == Code.OK
+        m.deregister_instance(m.instances[0])
         m.a_series_has_one_live_run()
     finally:
         m.teardown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lua/_lib.lua retry_task retries a failed attempt even after a cancel was requested"
-    " (cancel_requested set, or its series cancelled): the cancelled work runs again",
-)
 def test_a_task_whose_cancel_was_requested_is_not_retried(redis_server: RedisServer) -> None:
     m = _one_instance(redis_server)
     try:
@@ -436,12 +430,6 @@ def test_a_task_whose_cancel_was_requested_is_not_retried(redis_server: RedisSer
         m.teardown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lua/_lib.lua end_followers ends only the direct followers of a series, and"
-    " follow_run gives runs only to them: a series that follows a follower series stays"
-    " active forever after its first run",
-)
 def test_a_follower_of_a_follower_ends_and_runs_with_it(redis_server: RedisServer) -> None:
     m = _one_instance(redis_server)
     try:

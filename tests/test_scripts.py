@@ -203,6 +203,6 @@ def test_deregister_fails_what_the_instance_still_held(c: Client) -> None:
     register(c, "i1", 4)
     t = c.schedule("hello").id
     claim(c, "i1")
-    assert c.scripts.call("deregister", "i1", "worker shutdown") == [Code.OK, 1]
+    assert c.scripts.call("deregister", "i1", "worker shutdown", 0) == [Code.OK, 1, []]
     assert (c.get(t).status.value, c.get(t).reason) == ("failed", "worker shutdown")
     assert c.workers() == []
