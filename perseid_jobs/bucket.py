@@ -21,6 +21,7 @@ __all__ = [
     "S3Bucket",
     "object_key",
     "open_bucket",
+    "upload_many",
 ]
 
 LOG_CONTENT_TYPE = "application/x-ndjson"
@@ -73,6 +74,37 @@ class FileBucket:
 
     def upload(self, local_path: Path, key: str) -> str:
         """Copy the file into place atomically: readers see the whole log or nothing."""
+        [result] = self.upload_many([(local_path, key)])
+        if isinstance(result, BucketError):
+            raise result
+        return result
+
+    def upload_many(self, items: list[tuple[Path, str]]) -> list[str | BucketError]:
+        """Copy each file into place atomically; each directory is fsynced once for all.
+
+        Returns, in order, each object's URL or the BucketError that says why it
+        was not stored. A URL is returned only once its rename is durable.
+        """
+        results: list[str | BucketError] = []
+        dirs: dict[Path, list[int]] = {}  # directory -> indexes of the renames in it
+        for index, (local_path, key) in enumerate(items):
+            try:
+                dest = self._place(local_path, key)
+            except BucketError as exc:
+                results.append(exc)
+                continue
+            results.append(dest.as_uri())
+            dirs.setdefault(dest.parent, []).append(index)
+        for directory, indexes in dirs.items():
+            try:
+                _fsync_dir(directory)  # the renames themselves must survive a crash
+            except OSError as exc:
+                for index in indexes:
+                    results[index] = BucketError(f"cannot store {items[index][0]}: {exc}")
+        return results
+
+    def _place(self, local_path: Path, key: str) -> Path:
+        """Copy one file to a durable temporary and rename it to its key's path."""
         dest = self._path(key)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
         try:
@@ -82,11 +114,10 @@ class FileBucket:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)  # the rename itself must survive a crash
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise BucketError(f"cannot store {local_path} in {self.url}: {exc}") from exc
-        return dest.as_uri()
+        return dest
 
     def read(self, key_or_url: str) -> bytes:
         """Return a stored log's bytes."""
@@ -199,6 +230,27 @@ class S3Bucket:
             return self.bucket, self._full_key(key_or_url)
         parts = urlsplit(key_or_url)
         return parts.netloc, parts.path.lstrip("/")
+
+
+def upload_many(bucket: Bucket, items: list[tuple[Path, str]]) -> list[str | BucketError]:
+    """Upload several files; each one's URL or BucketError, in order.
+
+    A directory bucket syncs each directory once for the whole batch; other
+    buckets upload one file at a time.
+    """
+    if isinstance(bucket, FileBucket):
+        return bucket.upload_many(items)
+    results: list[str | BucketError] = []
+    for local_path, key in items:
+        try:
+            results.append(bucket.upload(local_path, key))
+        except BucketError as exc:
+            results.append(exc)
+        except Exception as exc:  # a bucket's unexpected failure fails that log, not the batch
+            error = BucketError(f"cannot upload {local_path} to {bucket.url}: {exc!r}")
+            error.__cause__ = exc
+            results.append(error)
+    return results
 
 
 def open_bucket(url: str, *, s3_endpoint_url: str | None = None) -> Bucket:

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import msgspec
 
-from perseid_jobs.bucket import Bucket, object_key
+from perseid_jobs.bucket import Bucket, BucketError, object_key, upload_many
 
 __all__ = ["LogShipper"]
 
 log = logging.getLogger(__name__)
+
+BATCH_SIZE = 64
+"""Most logs uploaded (and reported through ``on_uploaded_many``) in one go."""
 
 UNKNOWN_JOB = "_unknown"
 """Job name used for a leftover log whose first line is unreadable, so it is still kept."""
@@ -59,6 +62,10 @@ class LogShipper:
     A log is deleted locally only once the bucket has confirmed it, so none is
     ever lost: failed uploads wait in the spool and are retried with
     exponential backoff (with jitter) until the bucket is reachable again.
+
+    Logs are taken from the queue in batches of up to ``batch_size``: a
+    directory bucket syncs each directory once per batch, and the URLs are
+    reported in one call of ``on_uploaded_many`` when it is given.
     """
 
     def __init__(
@@ -67,18 +74,27 @@ class LogShipper:
         bucket: Bucket,
         *,
         on_uploaded: Callable[[str, str], None] | None = None,
+        on_uploaded_many: Callable[[list[tuple[str, str]]], None] | None = None,
+        batch_size: int = BATCH_SIZE,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
-        """Ship ``logs_dir/<task id>.log`` files to ``bucket``; call ``on_uploaded(task, url)``."""
+        """Ship ``logs_dir/<task id>.log`` files to ``bucket``.
+
+        After each batch, ``on_uploaded_many([(task id, url), …])`` is called once
+        with the logs it stored, in queue order; without it, ``on_uploaded(task
+        id, url)`` once per log. Either runs on the shipper's thread.
+        """
         self.logs_dir = logs_dir
         self.bucket = bucket
         self._on_uploaded = on_uploaded
+        self._on_uploaded_many = on_uploaded_many
+        self._batch_size = max(1, batch_size)
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._cond = threading.Condition()
         self._queue: deque[_Pending] = deque()
-        self._in_flight: _Pending | None = None
+        self._in_flight: list[_Pending] = []
         self._failures = 0
         self._consecutive_failures = 0
         self._resume_at = 0.0  # monotonic time before which no upload is attempted
@@ -101,8 +117,8 @@ class LogShipper:
     def submit(self, task_id: str, job: str, started_at_ms: int) -> None:
         """Queue ``logs_dir/<task_id>.log`` for upload; returns at once."""
         with self._cond:
-            waiting = [*self._queue, self._in_flight]
-            if any(entry is not None and entry.task_id == task_id for entry in waiting):
+            waiting = [*self._queue, *self._in_flight]
+            if any(entry.task_id == task_id for entry in waiting):
                 return
             self._queue.append(_Pending(task_id, job, started_at_ms))
             self._cond.notify()
@@ -110,7 +126,7 @@ class LogShipper:
     def pending(self) -> int:
         """Number of logs waiting: queued, being uploaded, or waiting to be retried."""
         with self._cond:
-            return len(self._queue) + (self._in_flight is not None)
+            return len(self._queue) + len(self._in_flight)
 
     def failures(self) -> int:
         """Number of upload attempts that have failed so far."""
@@ -134,64 +150,91 @@ class LogShipper:
             log.warning("%d log(s) not uploaded; they stay in %s", left, self.logs_dir)
 
     def _run(self) -> None:
-        while (entry := self._next()) is not None:
-            self._ship(entry)
+        while batch := self._next():
+            self._ship(batch)
 
-    def _next(self) -> _Pending | None:
-        """Wait for a log to upload; None once stopping and out of work or time."""
+    def _next(self) -> list[_Pending]:
+        """Wait for logs and take up to a batch; [] once stopping and out of work or time."""
         with self._cond:
             while True:
                 now = time.monotonic()
                 if self._stop_at is not None and (not self._queue or now >= self._stop_at):
-                    return None
+                    return []
                 if self._queue and now >= self._resume_at:
-                    self._in_flight = self._queue.popleft()
+                    count = min(self._batch_size, len(self._queue))
+                    self._in_flight = [self._queue.popleft() for _ in range(count)]
                     return self._in_flight
                 waits = [self._stop_at - now] if self._stop_at is not None else []
                 if self._queue:
                     waits.append(self._resume_at - now)
                 self._cond.wait(min(waits) if waits else None)
 
-    def _ship(self, entry: _Pending) -> None:
-        path = self.logs_dir / f"{entry.task_id}.log"
-        if not path.exists():
-            log.error("log of task %s vanished from %s before upload", entry.task_id, path)
-            self._settle(entry, failed=False)
-            return
+    def _ship(self, batch: list[_Pending]) -> None:
+        items: list[tuple[Path, str]] = []
+        present: list[_Pending] = []
+        for entry in batch:
+            path = self.logs_dir / f"{entry.task_id}.log"
+            if path.exists():
+                present.append(entry)
+                items.append((path, object_key(entry.job, entry.task_id, entry.started_at_ms)))
+            else:
+                log.error("log of task %s vanished from %s before upload", entry.task_id, path)
         try:
-            url = self.bucket.upload(
-                path, object_key(entry.job, entry.task_id, entry.started_at_ms)
-            )
+            results = upload_many(self.bucket, items)
         except Exception as exc:  # any failure, expected or not, must keep the thread alive
-            backoff = self._settle(entry, failed=True)
-            log.warning(
-                "upload of task %s log failed (%s); retrying in %.1fs", entry.task_id, exc, backoff
-            )
-            return
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            # Harmless: a later start uploads it again under the same key.
-            log.error("cannot remove uploaded log %s: %s", path, exc)
-        self._settle(entry, failed=False)
-        if self._on_uploaded is not None:
+            results = [BucketError(str(exc))] * len(items)
+        uploaded: list[tuple[str, str]] = []
+        failed: list[_Pending] = []
+        for entry, (path, _), result in zip(present, items, results, strict=True):
+            if isinstance(result, BucketError):
+                failed.append(entry)
+                continue
             try:
-                self._on_uploaded(entry.task_id, url)
-            except Exception:
-                log.exception("recording the log URL of task %s failed", entry.task_id)
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                # Harmless: a later start uploads it again under the same key.
+                log.error("cannot remove uploaded log %s: %s", path, exc)
+            uploaded.append((entry.task_id, result))
+        backoff = self._settle(len(batch) - len(failed), failed)
+        for entry, result in zip(present, results, strict=True):
+            if isinstance(result, BucketError):
+                log.warning(
+                    "upload of task %s log failed (%s); retrying in %.1fs",
+                    entry.task_id,
+                    result,
+                    backoff,
+                )
+        if uploaded:
+            self._report(uploaded)
 
-    def _settle(self, entry: _Pending, *, failed: bool) -> float:
-        """Account for one attempt; a failed log goes to the back of the queue."""
+    def _report(self, uploaded: list[tuple[str, str]]) -> None:
+        if self._on_uploaded_many is not None:
+            try:
+                self._on_uploaded_many(uploaded)
+            except Exception:
+                log.exception("recording the log URLs of %d task(s) failed", len(uploaded))
+            return
+        if self._on_uploaded is None:
+            return
+        for task_id, url in uploaded:
+            try:
+                self._on_uploaded(task_id, url)
+            except Exception:
+                log.exception("recording the log URL of task %s failed", task_id)
+
+    def _settle(self, succeeded: int, failed: list[_Pending]) -> float:
+        """Account for one batch; failed logs go to the back of the queue. Returns the backoff."""
         with self._cond:
-            self._in_flight = None
+            self._in_flight = []
             if not failed:
                 self._consecutive_failures = 0
                 return 0.0
-            self._failures += 1
-            self._consecutive_failures += 1
-            self._queue.append(entry)
+            self._failures += len(failed)
             # One backoff for the whole shipper: when the bucket is down every upload
-            # fails, and hammering it once per log helps nobody.
+            # fails, and hammering it once per log helps nobody. A batch where some
+            # logs went through starts the backoff over.
+            self._consecutive_failures = 1 if succeeded else self._consecutive_failures + 1
+            self._queue.extend(failed)
             # The exponent is capped so a days-long outage cannot overflow a float.
             delay = self._min_backoff * 2.0 ** min(self._consecutive_failures - 1, 30)
             delay = min(self._max_backoff, delay) * random.uniform(0.8, 1.2)

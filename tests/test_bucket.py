@@ -155,3 +155,25 @@ def test_documented_lifecycle_rules_are_accepted_by_the_s3_api(s3: S3Server) -> 
     client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration=rules)
     stored = client.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
     assert [rule["ID"] for rule in stored] == [rule["ID"] for rule in rules["Rules"]]
+
+
+def test_file_bucket_batch_syncs_each_directory_once_and_fails_only_bad_items(
+    tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import perseid_jobs.bucket as bucket_module
+
+    synced: list[Path] = []
+    real_fsync_dir = bucket_module._fsync_dir
+
+    def counting_fsync_dir(path: Path) -> None:
+        synced.append(path)
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(bucket_module, "_fsync_dir", counting_fsync_dir)
+    bucket = FileBucket(tmp_path / "bucket")
+    keys = [f"etl/2024/03/31/01H{i}.log" for i in range(5)]
+    results = bucket.upload_many([(log_file, key) for key in keys] + [(log_file, "../outside.log")])
+    assert results[:5] == [(tmp_path / "bucket" / key).as_uri() for key in keys]
+    assert isinstance(results[5], BucketError)
+    assert synced == [tmp_path / "bucket" / "etl" / "2024" / "03" / "31"]
+    assert all(bucket.read(key) == log_file.read_bytes() for key in keys)

@@ -195,3 +195,49 @@ def test_stop_gives_up_at_its_timeout_and_leaves_logs_in_the_spool(logs_dir: Pat
     assert time.monotonic() - started < 1.0
     assert shipper.pending() == 1
     assert [path.name for path in logs_dir.iterdir()] == ["01HA.log"]
+
+
+def test_queued_logs_go_up_in_batches_reported_in_one_call_each(
+    tmp_path: Path, logs_dir: Path
+) -> None:
+    batches: list[list[tuple[str, str]]] = []
+    singles = Recorder()
+    bucket = open_bucket(str(tmp_path / "bucket"))
+    shipper = LogShipper(
+        logs_dir, bucket, on_uploaded=singles, on_uploaded_many=batches.append, batch_size=3
+    )
+    task_ids = [f"01H{i:02d}" for i in range(7)]
+    for task_id in task_ids:  # queued before start, so they are taken in full batches
+        write_log(logs_dir, task_id)
+        shipper.submit(task_id, "etl", STARTED_AT_MS)
+    shipper.submit("01HGONE", "etl", STARTED_AT_MS)  # no file: reported in no batch
+    shipper.start()
+    wait_until(lambda: shipper.pending() == 0, what="every batch")
+    shipper.stop()
+    assert [len(batch) for batch in batches] == [3, 3, 1]
+    assert [task_id for batch in batches for task_id, _ in batch] == task_ids
+    assert singles.calls == []  # the batch callback replaces the per-log one
+    for task_id, url in (pair for batch in batches for pair in batch):
+        assert bucket.read(url) == bucket.read(object_key("etl", task_id, STARTED_AT_MS))
+    assert list(logs_dir.iterdir()) == []
+
+
+def test_a_failed_log_in_a_batch_is_retried_alone_and_the_rest_is_reported(
+    tmp_path: Path, logs_dir: Path
+) -> None:
+    batches: list[list[tuple[str, str]]] = []
+    bucket = open_bucket(str(tmp_path / "bucket"))
+    shipper = LogShipper(
+        logs_dir, bucket, on_uploaded_many=batches.append, min_backoff=0.05, max_backoff=0.1
+    )
+    for task_id in ("01HA", "01HB"):
+        write_log(logs_dir, task_id)
+        shipper.submit(task_id, "etl", STARTED_AT_MS)
+    shipper.submit("01HBAD", "../../escape", STARTED_AT_MS)  # a key outside the bucket
+    write_log(logs_dir, "01HBAD")
+    shipper.start()
+    wait_until(lambda: shipper.failures() >= 2, what="the bad log failing again")
+    shipper.stop(timeout=0)
+    assert batches[0] == [(t, dict(batches[0])[t]) for t in ("01HA", "01HB")]
+    assert [path.name for path in logs_dir.iterdir()] == ["01HBAD.log"]
+    assert shipper.pending() == 1
