@@ -80,11 +80,20 @@ def make_client(redis_url: str, namespace: str, jobs_dir: Path | None = None) ->
 
 
 def parse_args_json(text: str) -> dict[str, Any]:
-    """``--args`` text -> dict, or a one-line InvalidArgs."""
-    if len(text.encode()) > 1024 * 1024:
-        raise InvalidArgs(
-            f"--args is {len(text.encode())} bytes; the limit is 1 MiB: pass a reference instead"
-        )
+    """``--args`` text (or ``@file.json``, or ``-``: stdin) -> dict, or a one-line error."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgs(f"--args {text}: cannot read the file: {exc}") from None
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgs("--args is not valid UTF-8: pass JSON text") from None
+    if size > 1024 * 1024:
+        raise InvalidArgs(f"--args is {size} bytes; the limit is 1 MiB: pass a reference instead")
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -106,7 +115,9 @@ def emit_json(obj: Any) -> None:
 @errors_as_lines
 def schedule(
     job: Annotated[str, typer.Argument(help="Job name (the file stem in the jobs directory).")],
-    args: Annotated[str, typer.Option("--args", help="Task arguments, a JSON object.")] = "{}",
+    args: Annotated[
+        str, typer.Option("--args", help="Task arguments: a JSON object, @file.json, or - (stdin).")
+    ] = "{}",
     at: Annotated[str | None, typer.Option(help="ISO-8601 time with offset, or +90s/+10m.")] = None,
     every: Annotated[
         str | None, typer.Option(help="Run on a fixed grid: 10s, 5m, 1h, P1D.")
@@ -286,4 +297,14 @@ def main() -> None:
     from . import cli_worker  # registers `worker` and `logs`
 
     del cli_worker
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: one line, not a box
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if format_message else str(exc)
+        if message:
+            typer.echo(f"error: {message}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

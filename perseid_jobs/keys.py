@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import ConfigError
+
 DEFAULT_NAMESPACE = "perseid"
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -64,7 +66,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
 }
 
 
-class NamespaceError(ValueError):
+class NamespaceError(ConfigError, ValueError):
     """The namespace cannot be used in a key."""
 
 

@@ -49,8 +49,10 @@ from .durations import format_duration
 from .errors import Code
 from .heartbeat import Heartbeat, Lease
 from .keys import Keys
+from .metrics import WorkerMetrics
 from .models import TaskStatus
 from .outcome import ClaimedTask, Outcome, given_next_starts, outcome_of_status, series_next
+from .probe import WorkerProbe
 from .procs import ZygoteClient
 from .runtime import MAX_REASON_CHARS
 from .scripts import Scripts
@@ -138,6 +140,8 @@ class Worker:
         os.set_blocking(self._poke_w, False)
         self.zygote: ZygoteClient | None = None
         self.shipper: LogShipper | None = None
+        self.metrics: WorkerMetrics | None = None
+        self.last_loop = time.monotonic()
         self.heart: Heartbeat | None = None
         self.wake: WakeChannel | None = None
         self.slots_used = 0
@@ -180,6 +184,10 @@ class Worker:
             on_cancels=self._on_cancels,
         )
         self.heart.start()
+        if self.s.metrics_port is not None:
+            self.metrics = WorkerMetrics(WorkerProbe(self))
+            port = self.metrics.serve(self.s.metrics_port)
+            log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", port)
         self.wake = WakeChannel(
             connect(self.s.redis_url, retries=0, socket_timeout=None, check=False)
         )
@@ -223,6 +231,7 @@ class Worker:
     def loop(self) -> None:
         """The main loop; returns once drained."""
         while True:
+            self.last_loop = time.monotonic()
             if self.registered and self.lease.lapsed():
                 log.error(
                     "instance %s: no lease renewal for %gs", self.instance_id, self.s.lease_ttl_s
@@ -274,6 +283,8 @@ class Worker:
 
     def shutdown(self) -> None:
         """Stop everything this instance started."""
+        if self.metrics:
+            self.metrics.close()
         if self.heart:
             self.heart.stop()
         if self.zygote:
@@ -365,7 +376,10 @@ class Worker:
         )
         self._on_cancels(list(claim[3]))
         for record in claim[4]:
-            self.start_task(msgspec.convert(record, ClaimedTask))
+            task = msgspec.convert(record, ClaimedTask)
+            if self.metrics:
+                self.metrics.claimed(task.job, (int(task.started_at) - int(task.start_at)) / 1000)
+            self.start_task(task)
         if claim[4]:
             self.need_claim = True  # more may fit
         self._apply_cancels()
@@ -413,6 +427,8 @@ class Worker:
         if run.forced is not None:
             status, reason = run.forced
         next_start, skipped = series_next(run.task, self.estimated_redis_now())
+        if self.metrics:
+            self.metrics.finished(run.task.job, status.value, time.monotonic() - run.started_mono)
         outcome = Outcome(
             id=run.task.id,
             token=run.task.attempt,
@@ -588,6 +604,8 @@ class Worker:
             reply = self.scripts.call("reap", *given_next_starts(reply[3], int(reply[1])))
         for task_id in reply[2]:
             log.warning("reaped task %s", task_id)
+        if self.metrics and reply[2]:
+            self.metrics.reaped(str(self.redis.hget(self.keys.task(t), "job")) for t in reply[2])
 
     # -- waiting ---------------------------------------------------------------------------
     def next_timeout(self) -> float:

@@ -64,8 +64,7 @@ CASES = [
     Case("args invalid JSON", ["schedule", "hello", "--args", "{"], "not valid JSON"),
     Case("args nested 60,000 deep", ["schedule", "hello", "--args", DEEP_LIST], "not valid JSON"),
     Case("args object nested deep", ["schedule", "hello", "--args", DEEP_OBJECT], "not valid JSON"),
-    Case("args not UTF-8", ["schedule", "hello", "--args", b'{"a": "\xff"}'], "UTF-8",
-         fix="cli.parse_args_json: text.encode() raises UnicodeEncodeError on surrogates"),
+    Case("args not UTF-8", ["schedule", "hello", "--args", b'{"a": "\xff"}'], "UTF-8"),
     Case("--at not a time", ["schedule", "hello", "--at", "tomorrowish"], "--at 'tomorrowish'"),
     Case("--at without offset", ["schedule", "hello", "--at", "2026-12-01T09:00"], "offset"),
     Case("--at bad delay", ["schedule", "hello", "--at", "+10x"], "invalid duration"),
@@ -84,11 +83,9 @@ CASES = [
     Case("not a Redis URL", ["show", "X", "--redis", "http://127.0.0.1:1/0"],
          "invalid Redis URL", uses=()),
     Case("namespace with braces", ["schedule", "hello", "--namespace", "a{b}"], "namespace",
-         uses=("redis", "jobs"),
-         fix="keys.NamespaceError is no PerseidError: make it `class NamespaceError(ConfigError,"
-             " ValueError)`"),
+         uses=("redis", "jobs")),
     Case("worker namespace with braces", ["worker", "--slots", "1", "--namespace", "x{y}"],
-         "namespace", uses=("redis", "jobs"), fix="the same NamespaceError"),
+         "namespace", uses=("redis", "jobs")),
     Case("--slots 0", ["worker", "--slots", "0"], "at least 1 slot"),
     Case("--slots -1", ["worker", "--slots", "-1"], "at least 1 slot"),
     Case("jobs dir missing", ["worker", "--slots", "1", "--jobs", "/nonexistent/jobs"],
@@ -99,9 +96,7 @@ CASES = [
          ["worker", "--slots", "1", "--heartbeat", "5s", "--lease-ttl", "5s"], "--lease-ttl"),
     Case("heartbeat not a duration", ["worker", "--slots", "1", "--heartbeat", "soon"],
          "--heartbeat"),
-    Case("unknown --status", ["tasks", "--status", "bogus"], "bogus", uses=NO_JOBS,
-         fix="typer prints a multi-line usage box for click usage errors: run the app with"
-             " standalone_mode=False and print click.UsageError.format_message() as one line"),
+    Case("unknown --status", ["tasks", "--status", "bogus"], "bogus", uses=NO_JOBS),
 ]  # fmt: skip
 
 

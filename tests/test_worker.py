@@ -217,8 +217,12 @@ def test_task_processes_die_with_a_killed_worker(client: Client, start_worker) -
     wait_until(lambda: client.get(task.id).status is TaskStatus.RUNNING, 15, "running")
     children = Path(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read_text().split()
     zygote = int(children[0])
-    grand = Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()
-    assert grand, "the task runs in a child of the zygote"
+
+    def task_processes() -> list[str]:  # Redis says running a moment before the fork
+        return Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()
+
+    grand = wait_until(task_processes, 5, "the task's process, a child of the zygote")
+    assert isinstance(grand, list)
     w.kill9()
 
     def gone(pid: int) -> bool:

@@ -1,0 +1,61 @@
+"""Metrics and health endpoints of a real worker, scraped over HTTP."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from perseid_jobs import Client, TaskStatus
+from perseid_jobs.redisproc import free_port
+
+from .conftest import wait_until, wait_workers
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_worker_serves_metrics_with_job_name_labels_and_health(
+    client: Client, start_worker
+) -> None:
+    port = free_port()
+    start_worker(8, "--metrics-port", str(port))
+    wait_workers(client, 1)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: get(f"{base}/readyz")[0] == 200, 10, "ready")
+    assert get(f"{base}/healthz")[0] == 200
+    ends = [client.wait(client.schedule(job).id, 15).status
+            for job in ("hello", "hello", "fail", "cancel_self")]  # fmt: skip
+    assert ends == [TaskStatus.COMPLETED] * 2 + [TaskStatus.FAILED, TaskStatus.CANCELLED]
+
+    def scraped() -> dict:
+        m = samples(get(f"{base}/metrics")[1])
+        done = m.get(("perseid_jobs_tasks_total", (("job_name", "hello"), ("status", "completed"))))
+        return m if done == 2 else {}
+
+    m = wait_until(scraped, 10, "metrics of the finished tasks")
+    assert isinstance(m, dict)
+    assert m[("perseid_jobs_tasks_total", (("job_name", "fail"), ("status", "failed")))] == 1
+    key = ("perseid_jobs_tasks_total", (("job_name", "cancel_self"), ("status", "cancelled")))
+    assert m[key] == 1
+    assert m[("perseid_jobs_tasks_total", (("job_name", "hello"), ("status", "claimed")))] == 2
+    assert m[("perseid_jobs_task_duration_seconds_count", (("job_name", "hello"),))] == 2
+    assert m[("perseid_jobs_task_start_lag_seconds_count", (("job_name", "hello"),))] == 2
+    assert m[("perseid_jobs_slots_total", ())] == 8
+    assert m[("perseid_jobs_slots_used", ())] == 0
+    assert m[("perseid_jobs_due_backlog", ())] == 0
+    assert not any(label == "job" for (_, labels) in m for label, _ in labels)
