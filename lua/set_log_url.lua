@@ -1,9 +1,13 @@
--- set_log_url: record where a task's log went, if the task still exists.
+-- set_log_url: record where tasks' logs went, for the tasks that still exist.
 -- KEYS[1]  tagged key prefix
--- ARGV[1]  task id
--- ARGV[2]  log URL
--- Returns  {0, 1 if recorded, 0 if the task is gone}
+-- ARGV     pairs: task id, log URL (as many pairs as the caller has)
+-- Returns  {0, number recorded}
 
-if redis.call('EXISTS', K.task(ARGV[1])) == 0 then return {OK, 0} end
-redis.call('HSET', K.task(ARGV[1]), 'log_url', ARGV[2])
-return {OK, 1}
+local recorded = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('EXISTS', K.task(ARGV[i])) == 1 then
+    redis.call('HSET', K.task(ARGV[i]), 'log_url', ARGV[i + 1])
+    recorded = recorded + 1
+  end
+end
+return {OK, recorded}

@@ -262,9 +262,7 @@ class Worker:
             if self.pending or (self.need_claim and self.drain_deadline is None):
                 self.finish_and_claim()
             while self.log_urls:
-                task_id, url = self.log_urls[0]
-                self.scripts.call("set_log_url", task_id, url)
-                self.log_urls.popleft()
+                self.record_log_urls()
             if time.monotonic() >= self.next_reap:
                 self.reap()
         except REDIS_ERRORS as exc:
@@ -300,6 +298,13 @@ class Worker:
         if self.wake:
             self.wake.close()
         log.info("instance %s stopped", self.instance_id)
+
+    def record_log_urls(self, most: int = 200) -> None:
+        """Record where uploaded logs went: up to ``most`` in one script call."""
+        batch = [self.log_urls[i] for i in range(min(most, len(self.log_urls)))]
+        self.scripts.call("set_log_url", *(field for pair in batch for field in pair))
+        for _ in batch:
+            self.log_urls.popleft()
 
     def deregister(self) -> None:
         """Leave the instance set; series runs still held get their next run first."""
