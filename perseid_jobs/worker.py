@@ -171,7 +171,7 @@ class Worker:
         self.shipper = LogShipper(
             self.s.logs_dir,
             open_bucket(self.s.bucket_url, s3_endpoint_url=self.s.s3_endpoint_url),
-            on_uploaded=self._record_log_url,
+            on_uploaded_many=self._record_log_urls,
         )
         self.shipper.start()
         beat_timeout = max(0.5, min(self.s.heartbeat_s, self.s.lease_ttl_s / 3))
@@ -698,9 +698,9 @@ class Worker:
             self.cancels.update(ids)
             self._poke()
 
-    def _record_log_url(self, task_id: str, url: str) -> None:
-        # Called on the shipper's thread: the loop records it, with its retries.
-        self.log_urls.append((task_id, url))
+    def _record_log_urls(self, pairs: list[tuple[str, str]]) -> None:
+        """From the shipper's thread: the loop records them, in one call per batch."""
+        self.log_urls.extend(pairs)
         self._poke()
 
     # -- Redis time ------------------------------------------------------------------------
