@@ -90,3 +90,27 @@ def next_from_spec(spec: str, origin: str, start_at: str, now_ms: int) -> tuple[
     rec = _recurrence_decoder.decode(spec)
     nxt = next_run(rec, origin_ms=int(origin), current_start_ms=int(start_at), now_ms=now_ms)
     return str(nxt.start_ms), nxt.skipped
+
+
+def run_key(task: ClaimedTask) -> tuple[str, str, str]:
+    """What identifies one run of a task, even across a failover that lost writes."""
+    return (task.id, str(task.attempt), str(task.started_at))
+
+
+# Task hash fields a reconcile reads to rebuild a ClaimedTask (the first 11, in order).
+TASK_FIELDS = (
+    "id",
+    "job",
+    "args",
+    "attempt",
+    "started_at",
+    "start_at",
+    "max_ms",
+    "slots",
+    "series",
+    "last_completed_at",
+    "skipped_runs",
+    "status",
+    "instance",
+    "deadline",
+)

@@ -19,6 +19,7 @@ truncation line and sets a flag in memory both processes share.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import mmap
@@ -159,14 +160,22 @@ class _Sink:
                 return
             data = b"".join(lines)
             try:
-                # The file's size, not a count of our own: the other process appends too.
-                size = os.fstat(self.fd).st_size
-                if size + len(data) > self.max_bytes:
-                    self.truncated[0] = 1
-                    data = self._cut(data, size)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self.fd, view) :]
+                # A POSIX record lock (per process) makes check-size-then-append atomic
+                # across the two writers, so the cap and the one truncation line hold.
+                fcntl.lockf(self.fd, fcntl.LOCK_EX)
+                try:
+                    if self.truncated[0]:
+                        return
+                    # The file's size, not a count of our own: the other process appends too.
+                    size = os.fstat(self.fd).st_size
+                    if size + len(data) > self.max_bytes:
+                        self.truncated[0] = 1
+                        data = self._cut(data, size)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(self.fd, view) :]
+                finally:
+                    fcntl.lockf(self.fd, fcntl.LOCK_UN)
             except OSError:
                 # Disk full or similar: nowhere left to report it; keep the job running.
                 self.truncated[0] = 1

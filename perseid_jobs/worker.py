@@ -35,14 +35,13 @@ import select
 import signal
 import socket
 import time
-import uuid
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from . import __version__
+from . import __version__, recovery
 from .bucket import open_bucket
 from .connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
 from .durations import format_duration
@@ -51,7 +50,7 @@ from .heartbeat import Heartbeat, Lease
 from .keys import Keys
 from .metrics import WorkerMetrics
 from .models import TaskStatus
-from .outcome import ClaimedTask, Outcome, given_next_starts, outcome_of_status, series_next
+from .outcome import ClaimedTask, Outcome, outcome_of_status, run_key, series_next
 from .probe import WorkerProbe
 from .procs import ZygoteClient
 from .runtime import MAX_REASON_CHARS
@@ -64,22 +63,6 @@ from .zygote import Exited, Started, StartRequest
 log = logging.getLogger("perseid_jobs.worker")
 
 REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
-_TASK_FIELDS = (
-    "id",
-    "job",
-    "args",
-    "attempt",
-    "started_at",
-    "start_at",
-    "max_ms",
-    "slots",
-    "series",
-    "last_completed_at",
-    "skipped_runs",
-    "status",
-    "instance",
-    "deadline",
-)
 
 
 class Running(msgspec.Struct):
@@ -92,17 +75,6 @@ class Running(msgspec.Struct):
     pid: int | None = None
     kill_at: float | None = None
     forced: tuple[TaskStatus, str] | None = None
-
-
-def new_instance_id() -> str:
-    """A fresh instance id: host name and a random suffix."""
-    host = socket.gethostname().split(".")[0][:24]
-    return f"{host}-{uuid.uuid4().hex[:8]}"
-
-
-def run_key(task: ClaimedTask) -> tuple[str, str, str]:
-    """What identifies one run of a task, even across a failover that lost writes."""
-    return (task.id, str(task.attempt), str(task.started_at))
 
 
 class Worker:
@@ -118,7 +90,7 @@ class Worker:
             socket_timeout=max(1.0, min(10.0, settings.lease_ttl_s / 2)),
         )
         self.scripts = Scripts(self.redis, self.keys)
-        self.lease = Lease(settings.instance_id or new_instance_id(), settings.lease_ttl_s)
+        self.lease = Lease(settings.instance_id or recovery.new_instance_id(), settings.lease_ttl_s)
         self.backoff = Backoff(cap=max(0.5, min(2.0, settings.heartbeat_s)))
         self.running: dict[str, Running] = {}
         self.pending: list[tuple[str, Outcome]] = []  # (instance id it ran under, outcome)
@@ -238,10 +210,10 @@ class Worker:
                 )
                 self.fenced = True
             if self.fenced:
-                self.fence()
+                recovery.fence(self)
             if self.stop_requested and self.drain_deadline is None:
-                self.begin_drain()
-            if self.drain_deadline is not None and self.drain_step():
+                recovery.begin_drain(self)
+            if self.drain_deadline is not None and recovery.drain_step(self):
                 return
             if self.backoff.ready():
                 self.talk_to_redis()
@@ -258,13 +230,13 @@ class Worker:
                 self.scripts.call("drain", self.instance_id)
                 self.drain_marked = True
             if self.reconcile_due and self.registered:
-                self.reconcile()
+                recovery.reconcile(self)
             if self.pending or (self.need_claim and self.drain_deadline is None):
                 self.finish_and_claim()
             while self.log_urls:
                 self.record_log_urls()
             if time.monotonic() >= self.next_reap:
-                self.reap()
+                recovery.reap(self)
         except REDIS_ERRORS as exc:
             self.reconcile_due = True
             delay = self.backoff.failed()
@@ -288,7 +260,7 @@ class Worker:
         if self.zygote:
             self.zygote.close()
         if self.registered:
-            self._try(self.deregister, "deregister")
+            self._try(lambda: recovery.deregister(self), "deregister")
         if self.shipper:
             self.shipper.stop(timeout=min(30.0, self.s.drain_timeout_s))
         while self.log_urls and self._try(
@@ -305,13 +277,6 @@ class Worker:
         self.scripts.call("set_log_url", *(field for pair in batch for field in pair))
         for _ in batch:
             self.log_urls.popleft()
-
-    def deregister(self) -> None:
-        """Leave the instance set; series runs still held get their next run first."""
-        reply = self.scripts.call("deregister", self.instance_id, "worker shutdown", 0)
-        if reply[2]:
-            argv = given_next_starts(reply[2], self.estimated_redis_now())
-            self.scripts.call("deregister", self.instance_id, "worker shutdown", *argv)
 
     def _try(self, call: Any, what: str, attempts: int = 4) -> bool:
         """A best-effort call at shutdown: a few tries with backoff."""
@@ -451,50 +416,6 @@ class Worker:
             self.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
 
     # -- reconciling with Redis after a doubt -----------------------------------------------
-    def reconcile(self) -> None:
-        """Make local state agree with the instance's task set in Redis (the truth)."""
-        inst = self.instance_id
-        theirs: set[str] = set(self.redis.smembers(self.keys.instance_tasks(inst)))  # type: ignore[arg-type]
-        self.reconcile_due = False
-        for task_id, run in list(self.running.items()):
-            if task_id not in theirs and run.instance == inst and run.pid is not None:
-                log.warning("task %s is no longer this instance's in Redis: killing it", task_id)
-                self.kill(run, signal.SIGKILL)
-                self.ghosts.add(run.pid)
-                del self.running[task_id]
-                self.slots_used -= int(run.task.slots)
-        reporting = {o.id for i, o in self.pending if i == inst}
-        unknown = sorted(theirs - set(self.running) - reporting)
-        if unknown:
-            self.adopt(inst, unknown)
-
-    def adopt(self, inst: str, ids: list[str]) -> None:
-        """Run (or report again) tasks Redis says this instance runs and it does not."""
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(self.keys.task(task_id), _TASK_FIELDS)
-        rows = [dict(zip(_TASK_FIELDS, row, strict=True)) for row in pipe.execute()]
-        now_ms = self.estimated_redis_now()
-        for task_id, h in zip(ids, rows, strict=True):
-            if h["status"] != "running" or h["instance"] != inst:
-                continue
-            spec: Any = ""
-            origin: Any = ""
-            if h["series"]:
-                spec, origin = self.redis.hmget(self.keys.series(h["series"]), ["spec", "origin"])
-            fields = [h[f] or "" for f in _TASK_FIELDS[:11]] + [spec or "", origin or ""]
-            fields[0] = task_id  # the id is the key, not a field of the hash
-            task = msgspec.convert(fields, ClaimedTask)
-            again = self.reported.get(run_key(task))
-            if again is not None:
-                log.warning("reporting %s again: Redis lost the earlier report", task_id)
-                self.pending.append(again)
-                continue
-            # Claimed by a call whose reply never came back: nobody runs it, so we do,
-            # within what is left before the reaper's hard deadline.
-            left_s = (int(h["deadline"] or 0) - now_ms) / 1000 - 5.0
-            log.warning("task %s was claimed by a call whose reply was lost: starting it", task_id)
-            self.start_task(task, max_s=max(0.0, min(int(task.max_ms) / 1000, left_s)))
 
     # -- deadlines, cancels, fencing, draining ---------------------------------------------
     def kill(self, run: Running, sig: int) -> None:
@@ -535,82 +456,7 @@ class Worker:
             elif run is None:
                 self.cancels.discard(task_id)
 
-    def fence(self) -> None:
-        """The lease lapsed: kill every task; serve again under a new id once Redis answers."""
-        old = self.instance_id
-        self.fenced = False
-        self.lease.drop(new_instance_id())
-        for run in self.running.values():
-            run.forced = (TaskStatus.FAILED, f"instance {old} lost its lease")
-            self.kill(run, signal.SIGKILL)
-        self.collect_exits(timeout=5.0)
-        self.cancels.clear()
-        self.next_due_mono = None
-        if self.wake:
-            self.wake.close()
-        log.warning(
-            "instance %s fenced: its tasks are killed and reported under it (the"
-            " fencing token decides); serving again as %s",
-            old,
-            self.instance_id,
-        )
-
-    def begin_drain(self) -> None:
-        """Stop claiming; running tasks get --drain-timeout to finish."""
-        log.info("draining: %d running, up to %gs", len(self.running), self.s.drain_timeout_s)
-        self.drain_deadline = time.monotonic() + self.s.drain_timeout_s
-
-    def drain_step(self) -> bool:
-        """True once nothing runs and everything is reported (or Redis stayed away too long)."""
-        assert self.drain_deadline is not None
-        if not self.running and not self.pending:
-            return True
-        past = time.monotonic() >= self.drain_deadline
-        if self.running and past:
-            for run in self.running.values():
-                run.forced = (TaskStatus.FAILED, "worker shutdown")
-                self.kill(run, signal.SIGKILL)
-            self.collect_exits(timeout=10.0)
-            for task_id in list(self.running):  # never reported their exit: give up on them
-                run = self.running.pop(task_id)
-                outcome = Outcome(
-                    run.task.id, run.task.attempt, TaskStatus.FAILED, "", "worker shutdown"
-                )
-                self.pending.append((run.instance, outcome))
-        if not self.running and past and self.backoff.down_since is not None:
-            log.error(
-                "Redis unreachable at shutdown: %d outcomes unreported; the reaper fails"
-                " those tasks once the lease lapses",
-                len(self.pending),
-            )
-            return True
-        return False
-
-    def collect_exits(self, timeout: float) -> None:
-        """Wait (bounded) until every running task reported its exit."""
-        assert self.zygote is not None
-        deadline = time.monotonic() + timeout
-        while self.running and time.monotonic() < deadline:
-            r, _, _ = select.select([self.zygote], [], [], 0.1)
-            if r:
-                self.handle_zygote()
-
     # -- reaping ---------------------------------------------------------------------------
-    def reap(self) -> None:
-        """Fail dead instances' tasks and tasks past their hard deadline (idempotent).
-
-        Also the periodic reconcile: cheap (one SMEMBERS) and it heals what no error told of.
-        """
-        self.next_reap = time.monotonic() + self.s.reap_interval_s
-        if self.registered:
-            self.reconcile_due = True
-        reply = self.scripts.call("reap", 0)
-        if reply[3]:
-            reply = self.scripts.call("reap", *given_next_starts(reply[3], int(reply[1])))
-        for task_id in reply[2]:
-            log.warning("reaped task %s", task_id)
-        if self.metrics and reply[2]:
-            self.metrics.reaped(str(self.redis.hget(self.keys.task(t), "job")) for t in reply[2])
 
     # -- waiting ---------------------------------------------------------------------------
     def next_timeout(self) -> float:
