@@ -22,8 +22,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check perseid_jobs tests
 	$(BIN)/mypy
 
-demo: $(STAMP) ## example jobs on an embedded default
-	$(BIN)/perseid-jobs demo
+DEMO_ARGS ?=
+demo: $(STAMP) ## example jobs on an embedded default (DEMO_ARGS="--duration 30" to stop by itself)
+	$(BIN)/perseid-jobs demo $(DEMO_ARGS)
 
 chaos: $(STAMP) ## fault-injection tests only
 	$(BIN)/pytest -q -m chaos
