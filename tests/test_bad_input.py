@@ -235,7 +235,8 @@ def test_worker_with_a_broken_job_file_serves_the_others(
     wait_workers(client, 1)
     assert [j.name for j in client.jobs()] == ["good"]
     assert client.wait(client.schedule("good").id, 15).status is TaskStatus.COMPLETED
-    assert "broken.py" in worker.output() and worker.proc.poll() is None
+    assert "broken.py" in worker.output() and "SyntaxError" in worker.output()
+    assert "no_job.py" in worker.output() and worker.proc.poll() is None
 
 
 def test_grandchild_ignoring_sigterm_is_killed_at_the_timeout_anyway(

@@ -176,22 +176,6 @@ def test_two_workers_racing_on_500_tasks_run_each_exactly_once(
     assert len({t.instance for t in done}) == 2
 
 
-def test_worker_reports_a_broken_job_file_and_serves_the_others(
-    client: Client, start_worker, tmp_path: Path
-) -> None:
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    (jobs / "good.py").write_text(
-        "from perseid_jobs import job\n@job(max_duration=5)\ndef run(task):\n    pass\n"
-    )
-    (jobs / "broken.py").write_text("def oops(:\n")
-    w = start_worker(2, jobs=jobs)
-    wait_workers(client, 1)
-    assert [j.name for j in client.jobs()] == ["good"]
-    assert client.wait(client.schedule("good").id, 15).status is TaskStatus.COMPLETED
-    assert "broken.py" in w.output() and "SyntaxError" in w.output()
-
-
 def test_sigterm_drains_running_tasks_then_deregisters(client: Client, start_worker) -> None:
     w = start_worker(4)
     task = client.schedule("sleep", {"seconds": 1})
