@@ -51,7 +51,8 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
     ]
     done = [client.wait(i, 30) for i in ids]
     throughput = len(ids) / (time.monotonic() - started)
-    parent = client.schedule("hello", {"name": "parent"})
+    # Due in a second, so it cannot have ended before the child names it.
+    parent = client.schedule("hello", {"name": "parent"}, at="+1s")
     child = client.schedule("hello", {"name": "child"}, after=parent.id)
     series = client.schedule("hello", every="1s")
     assert all(t.status is TaskStatus.COMPLETED and t.attempt == 1 for t in done)
