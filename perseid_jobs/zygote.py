@@ -148,6 +148,7 @@ class Zygote:
         self.req_fd = req_fd
         self.evt_fd = evt_fd
         self.jobs = jobs
+        self.pid = os.getpid()
         self.children: dict[int, _Child] = {}  # by pid
         self.pipes: dict[int, TaskOutput] = {}  # captured stdout/stderr read fd -> its log
         self.lease_deadline: float | None = None
@@ -202,6 +203,10 @@ class Zygote:
         try:
             os.setsid()
             set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != self.pid:
+                # The zygote died between the fork and the line above (its kill-all may
+                # not have known this pid yet): no one would report us, so go.
+                os._exit(EXIT_FAILED)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
