@@ -18,8 +18,8 @@ test: $(STAMP) ## the whole test suite, against private redis-server processes
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check perseid_jobs tests
-	$(BIN)/ruff format --check perseid_jobs tests
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check perseid_jobs tests jobs
 	$(BIN)/mypy
 
 DEMO_ARGS ?=
