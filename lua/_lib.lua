@@ -141,8 +141,7 @@ local function retry_task(id, reason, code, now)
   release_slots(id, f[4], tonumber(f[5]))
   redis.call('HSET', tk, 'status', 'pending', 'start_at', start, 'last_error', reason,
     'last_exit_code', code)
-  redis.call('ZADD', K.due(), start, id)
-  wake_sleepers(start)
+  index_task(id, start, '', now)
   emit('retry', id, {'attempt', attempt, 'reason', reason})
   return true
 end
@@ -161,8 +160,7 @@ local function settle_dependents(id, status, now)
         if pstatus == 'completed' then
           redis.call('ZREM', K.blocked(), dep)
           redis.call('HSET', K.task(dep), 'start_at', now)
-          redis.call('ZADD', K.due(), now, dep)
-          wake_sleepers(now - 1)
+          index_task(dep, now, '', now)
           emit('released', dep, {'after', parent})
         else
           close_task(dep, 'cancelled', 'dependency ' .. parent .. ' ' .. pstatus, '', now)
@@ -247,8 +245,7 @@ local function next_series_run(sid, start, skipped, now)
   create_task(id, s[1], s[2], s[3], s[4], start, now,
     {'series', sid, 'last_completed_at', s[5] or '', 'skipped_runs', skipped, 'key', s[6] or '',
      'retries', s[7] or 0, 'backoff_ms', s[8] or 1000})
-  redis.call('ZADD', K.due(), start, id)
-  wake_sleepers(start)
+  index_task(id, start, '', now)
   redis.call('HSET', sk, 'current', id, 'next_start', start)
   if skipped > 0 then
     redis.call('HINCRBY', sk, 'skipped', skipped)
@@ -328,9 +325,10 @@ local function drop_instance(inst)
 end
 
 local function task_record(id)
-  local f = redis.call('HMGET', K.task(id), 'id', 'job', 'args', 'attempt', 'started_at',
+  -- The id is the key, not a field: the record starts with it, then the fields.
+  local f = redis.call('HMGET', K.task(id), 'job', 'args', 'attempt', 'started_at',
     'start_at', 'max_ms', 'slots', 'series', 'last_completed_at', 'skipped_runs')
-  f[1] = id
+  table.insert(f, 1, id)
   local sid = f[9]
   f[12] = ''
   f[13] = ''
