@@ -179,6 +179,8 @@ class Client:
         return task
 
     def _warn_capacity(self, job: str, slots: int) -> None:
+        if slots <= 1:
+            return  # every instance offers at least one slot: no need to list them
         # With no live instance at all (workers not started yet) there is nothing to compare.
         biggest = max((i.slots_total for i in self.workers()), default=0)
         if biggest and slots > biggest:
@@ -231,11 +233,11 @@ class Client:
         Follows the events stream, so it wakes on the state change itself.
         """
         deadline = time.monotonic() + timeout
-        last = "$"
+        # Follow from the stream's end as it is before the first look at the task, so an
+        # ending between that look and the first read is not missed.
+        newest = self.redis.xrevrange(self.keys.events, count=1)
+        last = newest[0][0] if newest else "0-0"
         while True:
-            newest = self.redis.xrevrange(self.keys.events, count=1)
-            if last == "$" and newest:
-                last = newest[0][0]
             task = self.get(task_id)
             remaining = deadline - time.monotonic()
             if task.status.terminal or remaining <= 0:

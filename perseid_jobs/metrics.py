@@ -11,7 +11,6 @@ target.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -164,8 +163,3 @@ def _text(start: Callable[..., Any], ok: bool, body: str) -> list[bytes]:
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds
         pass
-
-
-def monotonic_age(since: float) -> float:
-    """Seconds since a ``time.monotonic()`` reading."""
-    return time.monotonic() - since

@@ -97,9 +97,8 @@ def run_key(task: ClaimedTask) -> tuple[str, str, str]:
     return (task.id, str(task.attempt), str(task.started_at))
 
 
-# Task hash fields a reconcile reads to rebuild a ClaimedTask (the first 11, in order).
+# Task hash fields a reconcile reads: the first 10 rebuild a ClaimedTask after its id.
 TASK_FIELDS = (
-    "id",
     "job",
     "args",
     "attempt",

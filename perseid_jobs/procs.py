@@ -92,14 +92,10 @@ class ZygoteClient:
         *lines, self._buffer = self._buffer.split(b"\n")
         return [event_decoder.decode(line) for line in lines]
 
-    def alive(self) -> bool:
-        """True while the zygote process runs."""
-        return self.proc.poll() is None
-
     def close(self, timeout: float = 5.0) -> None:
         """Tell the zygote to kill its tasks and exit; wait for it."""
         with contextlib.suppress(OSError):
-            self.start_stop()
+            self._send(Stop())
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -108,7 +104,3 @@ class ZygoteClient:
         for fd in (self._req_w, self._evt_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-    def start_stop(self) -> None:
-        """Send the stop request."""
-        self._send(Stop())

@@ -72,8 +72,8 @@ def adopt(w: Worker, inst: str, ids: list[str]) -> None:
         origin: Any = ""
         if h["series"]:
             spec, origin = w.redis.hmget(w.keys.series(h["series"]), ["spec", "origin"])
-        fields = [h[f] or "" for f in TASK_FIELDS[:11]] + [spec or "", origin or ""]
-        fields[0] = task_id  # the id is the key, not a field of the hash
+        # The id is the key, not a field; then the record's fields, as claim returns them.
+        fields = [task_id] + [h[f] or "" for f in TASK_FIELDS[:10]] + [spec or "", origin or ""]
         task = msgspec.convert(fields, ClaimedTask)
         again = w.reported.get(run_key(task))
         if again is not None:

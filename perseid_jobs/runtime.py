@@ -8,7 +8,6 @@ message) is returned to the caller so the process can hand it to the worker.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Awaitable
 from typing import Any, NoReturn
 
@@ -92,8 +91,3 @@ def run_job(spec: JobSpec, task: TaskContext) -> tuple[int, str]:
 
 async def _await(awaitable: Any) -> None:
     await awaitable
-
-
-def format_traceback(exc: BaseException) -> str:
-    """The full traceback text of ``exc``."""
-    return "".join(traceback.format_exception(exc))

@@ -58,7 +58,7 @@ from .scripts import Scripts
 from .settings import WorkerSettings
 from .shipper import LogShipper
 from .wake import WakeChannel
-from .zygote import Exited, Started, StartRequest
+from .zygote import Exited, Started, StartRequest, drain_pipe
 
 log = logging.getLogger("perseid_jobs.worker")
 
@@ -317,7 +317,7 @@ class Worker:
         finally:
             self.pending = left + self.pending
         self.need_claim = False
-        self.on_claim(claim)
+        self.on_claim(claim, want)
 
     def _finish(self, inst: str, outcomes: list[Outcome], want: int) -> Any:
         argv: list[str | int] = [inst, want, len(outcomes)]
@@ -334,8 +334,8 @@ class Worker:
                 )
         return reply[2]
 
-    def on_claim(self, claim: Any) -> None:
-        """Act on a claim reply (see lua/claim.lua)."""
+    def on_claim(self, claim: Any, wanted: int) -> None:
+        """Act on a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks."""
         if claim[0] == Code.LEASE_LOST:
             self.fenced = True
             return
@@ -350,8 +350,9 @@ class Worker:
             if self.metrics:
                 self.metrics.claimed(task.job, (int(task.started_at) - int(task.start_at)) / 1000)
             self.start_task(task)
-        if claim[4]:
-            self.need_claim = True  # more may fit
+        if wanted and len(claim[4]) >= wanted:
+            # It stopped at the count, not for want of due tasks or free slots: look again.
+            self.need_claim = True
         self._apply_cancels()
 
     def start_task(self, task: ClaimedTask, max_s: float | None = None) -> None:
@@ -501,11 +502,7 @@ class Worker:
         if self.zygote in r:
             self.handle_zygote()
         if self._poke_r in r:
-            try:
-                while os.read(self._poke_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
+            drain_pipe(self._poke_r)
         if (self.wake in r and self.wake.consume()) or self.wake.overdue():
             self.need_claim = True
         if self.next_due_mono is not None and time.monotonic() >= self.next_due_mono:

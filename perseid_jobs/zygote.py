@@ -103,6 +103,13 @@ event_decoder = msgspec.json.Decoder(Event)
 encoder = msgspec.json.Encoder()
 
 
+def drain_pipe(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe (its bytes only say "look")."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
+
+
 def set_parent_death_signal(sig: int) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -331,11 +338,7 @@ class Zygote:
                 for fd in ready & self.pipes.keys():
                     self.read_output(fd)
                 if self.sig_r in ready:
-                    try:
-                        while os.read(self.sig_r, 512):
-                            pass
-                    except BlockingIOError:
-                        pass
+                    drain_pipe(self.sig_r)
                     self.reap()
                 if self.req_fd in ready and not self.handle_requests():
                     break
