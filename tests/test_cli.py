@@ -90,3 +90,21 @@ def test_run_executes_one_task_locally_without_redis() -> None:
     assert failed.stderr.splitlines()[-1].endswith("ValueError: this job always fails")
     cancelled = cli("run", "cancel_self", "--jobs", str(JOBS), check=False)
     assert cancelled.returncode == 100
+
+
+def test_args_come_from_a_file_or_stdin(
+    redis_server: RedisServer, namespace: str, client: Client, tmp_path
+) -> None:
+    common = ("--redis", redis_server.url, "--namespace", namespace, "--jobs", str(JOBS))
+    path = tmp_path / "args.json"
+    path.write_text('{"from": "file"}')
+    by_file = cli("schedule", "hello", "--args", f"@{path}", "--at", "+1h", *common)
+    piped = subprocess.run(
+        [sys.executable, "-m", "perseid_jobs", "schedule", "hello", "--args", "-",
+         "--at", "+1h", *common],
+        input='{"from": "stdin"}', capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert client.get(by_file.stdout.strip()).args == {"from": "file"}
+    assert client.get(piped.stdout.strip()).args == {"from": "stdin"}
+    missing = cli("schedule", "hello", "--args", "@/nonexistent.json", *common, check=False)
+    assert missing.returncode == 2 and "cannot read the file" in missing.stderr

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.redisproc import free_port
+from perseid_jobs.redisproc import RedisServer, free_port
+from perseid_jobs.settings import WorkerSettings, worker_argv
 
-from .conftest import wait_until, wait_workers
+from .conftest import JOBS, wait_until, wait_workers
 
 
 def get(url: str) -> tuple[int, str]:
@@ -61,3 +64,29 @@ def test_worker_serves_metrics_with_job_name_labels_and_health(
     assert m[("perseid_jobs_slots_used", ())] == 0
     assert m[("perseid_jobs_due_backlog", ())] == 0
     assert not any(label == "job" for (_, labels) in m for label, _ in labels)
+
+
+def test_readyz_says_not_ready_while_redis_is_down_and_ready_again_after(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(directory=tmp_path / "redis").start()
+    port = free_port()
+    settings = WorkerSettings(
+        slots=2, jobs_dir=JOBS, redis_url=server.url, namespace="ready", heartbeat_s=0.2,
+        lease_ttl_s=5, reap_interval_s=0.3, logs_dir=tmp_path / "logs",
+        bucket_url=f"file://{tmp_path / 'bucket'}", metrics_port=port,
+    )  # fmt: skip
+    worker = subprocess.Popen(worker_argv(settings), stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: get(f"{base}/readyz")[0] == 200, 15, "ready")
+        server.kill()
+        wait_until(lambda: get(f"{base}/readyz")[0] == 503, 15, "not ready")
+        assert get(f"{base}/healthz")[0] == 200  # alive all along: no restart wanted
+        server.start()
+        wait_until(lambda: get(f"{base}/readyz")[0] == 200, 20, "ready again")
+    finally:
+        worker.kill()
+        worker.wait()
+        server.stop()

@@ -65,7 +65,6 @@ def test_task_past_max_duration_is_killed_with_its_process_group(
     done = client.wait(client.schedule("timeout").id, 20)
     assert done.status is TaskStatus.FAILED
     assert done.reason == "timeout after 2s"
-    log_files = list(w.bucket.rglob(f"{done.id}.log"))
     wait_until(lambda: list(w.bucket.rglob(f"{done.id}.log")), 10, "the log upload")
     log_files = list(w.bucket.rglob(f"{done.id}.log"))
     lines = [orjson.loads(x) for x in log_files[0].read_bytes().splitlines()]

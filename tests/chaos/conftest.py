@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import msgspec
 import pytest
 
 from perseid_jobs import Client
+from perseid_jobs.connection import REDIS_ERRORS
+from perseid_jobs.errors import RedisUnavailable
 
 from ..conftest import WorkerProc
 
@@ -166,3 +169,33 @@ def all_settled(client: Client) -> bool:
     """Nothing pending, blocked or running in the namespace."""
     r, k = client.redis, client.keys
     return r.zcard(k.due) + r.zcard(k.blocked) + r.zcard(k.running) == 0
+
+
+class AckedScheduler:
+    """Schedules ``chaos_record`` tasks one by one through an outage, each under its own key.
+
+    A schedule that raised was not acknowledged and is sent again with the same key, so a
+    retry whose first try did land returns that task instead of a second one.
+    """
+
+    def __init__(self, client: Client, records: Path, count: int, pause_s: float) -> None:
+        self.client = client
+        self.records = records
+        self.count = count
+        self.pause_s = pause_s
+        self.acked: list[str] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        """Schedule them all (the body of a thread)."""
+        for i in range(self.count):
+            while True:
+                try:
+                    args = {"dir": str(self.records), "seconds": 0.05}
+                    task = self.client.schedule("chaos_record", args, key=f"k{i}")
+                    break
+                except (*REDIS_ERRORS, RedisUnavailable):
+                    self.failures += 1
+                    time.sleep(0.05)
+            self.acked.append(task.id)
+            time.sleep(self.pause_s)

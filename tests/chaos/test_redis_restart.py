@@ -10,11 +10,17 @@ from typing import Any
 import pytest
 
 from perseid_jobs import Client
-from perseid_jobs.connection import REDIS_ERRORS
-from perseid_jobs.errors import RedisUnavailable
 
 from ..conftest import JOBS, wait_until, wait_workers
-from .conftest import Fleet, all_settled, overlapping, read_attempts, slots_left, task_rows
+from .conftest import (
+    AckedScheduler,
+    Fleet,
+    all_settled,
+    overlapping,
+    read_attempts,
+    slots_left,
+    task_rows,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -37,25 +43,9 @@ def test_redis_restart_loses_no_acknowledged_schedule_and_workers_carry_on(
     wait_workers(client, 3)
     before = {w.id for w in client.workers()}
 
-    acked: list[str] = []
-    failures = 0
-
-    def schedule_all() -> None:
-        nonlocal failures
-        for i in range(TASKS):
-            while True:
-                try:
-                    task = client.schedule(
-                        "chaos_record", {"dir": str(records), "seconds": 0.05}, key=f"k{i}"
-                    )
-                    break
-                except (*REDIS_ERRORS, RedisUnavailable):
-                    failures += 1  # not acknowledged: the same key again
-                    time.sleep(0.05)
-            acked.append(task.id)
-            time.sleep(0.004)
-
-    scheduler = threading.Thread(target=schedule_all)
+    sched = AckedScheduler(client, records, TASKS, pause_s=0.004)
+    acked = sched.acked
+    scheduler = threading.Thread(target=sched.run)
     scheduler.start()
     wait_until(lambda: len(acked) >= TASKS // 3, 30, "a third of the schedules")
     server.kill()
@@ -86,7 +76,7 @@ def test_redis_restart_loses_no_acknowledged_schedule_and_workers_carry_on(
         overlapping=overlapping(attempts),
         slots_left=used,
         down_s=f"{down_s:.1f}",
-        schedule_retries=failures,
+        schedule_retries=sched.failures,
         workers_kept_their_ids=before == after,
         reconciled=outputs.count("reply was lost"),
         stale_reports=outputs.count("was stale"),

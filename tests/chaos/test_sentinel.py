@@ -11,11 +11,17 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.connection import REDIS_ERRORS
-from perseid_jobs.errors import RedisUnavailable
 
 from ..conftest import JOBS, wait_until, wait_workers
-from .conftest import Fleet, all_settled, overlapping, read_attempts, slots_left, task_rows
+from .conftest import (
+    AckedScheduler,
+    Fleet,
+    all_settled,
+    overlapping,
+    read_attempts,
+    slots_left,
+    task_rows,
+)
 from .proxy import LossyProxy
 from .servers import SentinelSetup
 
@@ -48,22 +54,9 @@ def run_failover(setup: SentinelSetup, tmp_path: Path, fleets: list[Fleet], repo
     wait_workers(client, 3)
     before = {w.id for w in client.workers()}
 
-    acked: list[str] = []
-
-    def schedule_all() -> None:
-        for i in range(TASKS):
-            while True:
-                try:
-                    task = client.schedule(
-                        "chaos_record", {"dir": str(records), "seconds": 0.05}, key=f"k{i}"
-                    )
-                    break
-                except (*REDIS_ERRORS, RedisUnavailable):
-                    time.sleep(0.1)
-            acked.append(task.id)
-            time.sleep(0.005)
-
-    scheduler = threading.Thread(target=schedule_all)
+    sched = AckedScheduler(client, records, TASKS, pause_s=0.005)
+    acked = sched.acked
+    scheduler = threading.Thread(target=sched.run)
     scheduler.start()
     wait_until(lambda: len(acked) >= TASKS // 3, 30, "a third of the schedules")
     old_port = setup.primary.port
