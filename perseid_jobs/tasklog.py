@@ -208,6 +208,19 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _create(path: Path) -> int:
+    """A new, empty file at ``path``, open for appending; its directory made if missing."""
+    # A new inode, never the old file emptied: an earlier attempt's log may also
+    # live on in a directory bucket, as a second name of the same file.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    try:
+        return os.open(path, _OPEN_FLAGS, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, _OPEN_FLAGS, 0o644)
+
+
 class _Stream:
     """The zygote's end of one captured pipe: what it read up to the last newline."""
 
@@ -236,11 +249,10 @@ class TaskOutput:
 
     def __init__(self, path: Path, *, task_id: str, job: str, max_bytes: int) -> None:
         """Create (or empty) the log file and the two pipes. Raises OSError."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.task_id = task_id
         self.job = job
         self.max_bytes = max_bytes
-        self.fd = os.open(path, _OPEN_FLAGS, 0o644)
+        self.fd = _create(path)
         self.truncated = mmap.mmap(-1, 1)  # shared (MAP_SHARED) with the forked task
         self._streams: dict[int, _Stream] = {}
         self._write_ends: list[int] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,23 +159,65 @@ def test_documented_lifecycle_rules_are_accepted_by_the_s3_api(s3: S3Server) -> 
     assert [rule["ID"] for rule in stored] == [rule["ID"] for rule in rules["Rules"]]
 
 
-def test_file_bucket_batch_syncs_each_directory_once_and_fails_only_bad_items(
+def test_file_bucket_batch_syncs_each_filesystem_once_and_fails_only_bad_items(
     tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import perseid_jobs.bucket as bucket_module
 
-    synced: list[Path] = []
-    real_fsync_dir = bucket_module._fsync_dir
+    real_syncfs = bucket_module._syncfs()
+    if real_syncfs is None:
+        pytest.skip("no syncfs on this system")
+    synced: list[int] = []
 
-    def counting_fsync_dir(path: Path) -> None:
-        synced.append(path)
-        real_fsync_dir(path)
+    def counting_syncfs(fd: int) -> int:
+        synced.append(os.fstat(fd).st_dev)
+        return real_syncfs(fd)
 
-    monkeypatch.setattr(bucket_module, "_fsync_dir", counting_fsync_dir)
+    monkeypatch.setattr(bucket_module, "_syncfs", lambda: counting_syncfs)
     bucket = FileBucket(tmp_path / "bucket")
-    keys = [f"etl/2024/03/31/01H{i}.log" for i in range(5)]
+    keys = [f"etl/2024/03/{day}/01H{i}.log" for day in (30, 31) for i in range(3)]
     results = bucket.upload_many([(log_file, key) for key in keys] + [(log_file, "../outside.log")])
-    assert results[:5] == [(tmp_path / "bucket" / key).as_uri() for key in keys]
-    assert isinstance(results[5], BucketError)
-    assert synced == [tmp_path / "bucket" / "etl" / "2024" / "03" / "31"]
+    assert results[:6] == [(tmp_path / "bucket" / key).as_uri() for key in keys]
+    assert isinstance(results[6], BucketError)
+    assert synced == [os.stat(tmp_path).st_dev]  # two directories, one filesystem, one flush
+    assert all(bucket.read(key) == log_file.read_bytes() for key in keys)
+    assert not list((tmp_path / "bucket").rglob(".*.tmp"))
+
+
+def test_file_bucket_on_the_spool_filesystem_stores_a_second_name_not_a_copy(
+    tmp_path: Path, log_file: Path
+) -> None:
+    bucket = FileBucket(tmp_path / "bucket")
+    url = bucket.upload(log_file, "etl/2024/03/31/01HTASK.log")
+    stored = tmp_path / "bucket" / "etl/2024/03/31/01HTASK.log"
+    assert url == stored.as_uri()
+    assert os.stat(stored).st_ino == os.stat(log_file).st_ino
+    log_file.unlink()  # the spool's name goes after the upload; the bucket's stays
+    assert stored.read_bytes().endswith(b'"done"}\n')
+
+
+def test_file_bucket_across_filesystems_copies(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second filesystem at /dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm) as spool:
+        log = Path(spool) / "01HTASK.log"
+        log.write_bytes(b'{"level":30,"msg":"task started"}\n')
+        bucket = FileBucket(tmp_path / "bucket")
+        bucket.upload(log, "etl/2024/03/31/01HTASK.log")
+        stored = tmp_path / "bucket" / "etl/2024/03/31/01HTASK.log"
+        assert stored.read_bytes() == log.read_bytes()
+        assert os.stat(stored).st_ino != os.stat(log).st_ino
+
+
+def test_file_bucket_without_syncfs_fsyncs_and_stores_the_same(
+    tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import perseid_jobs.bucket as bucket_module
+
+    monkeypatch.setattr(bucket_module, "_syncfs", lambda: None)
+    bucket = FileBucket(tmp_path / "bucket")
+    keys = [f"etl/2024/03/31/01H{i}.log" for i in range(3)]
+    results = bucket.upload_many([(log_file, key) for key in keys])
+    assert results == [(tmp_path / "bucket" / key).as_uri() for key in keys]
     assert all(bucket.read(key) == log_file.read_bytes() for key in keys)

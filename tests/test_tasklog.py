@@ -243,3 +243,16 @@ def test_a_background_process_holding_stdout_delays_neither_the_task_nor_its_log
     assert only(docs, "early")["stream"] == "stdout"
     assert docs[-1]["level"] == 40
     assert "still holds stdout/stderr" in docs[-1]["msg"]
+
+
+def test_a_new_log_never_writes_into_a_file_an_earlier_attempt_left_linked(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "01HTASK.log"
+    run_in_child(path, lambda log: print("first attempt"))
+    uploaded = tmp_path / "bucket-copy.log"
+    os.link(path, uploaded)  # what a directory bucket on the same filesystem holds
+    first = uploaded.read_bytes()
+    run_in_child(path, lambda log: print("second attempt"))
+    assert uploaded.read_bytes() == first
+    assert [doc["msg"] for doc in read_lines(path)][-1] == "second attempt"
