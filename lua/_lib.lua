@@ -17,8 +17,11 @@ local E_PARENT_NOT_FOUND = -4
 local E_PARENT_ENDED = -5
 local E_STALE = -6
 
+-- Microseconds past the millisecond now_ms() last returned (each script calls it once).
+local NOW_US_PAST_MS = 0
 local function now_ms()
   local t = redis.call('TIME')
+  NOW_US_PAST_MS = tonumber(t[2]) % 1000
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -390,5 +393,5 @@ local function claim(inst, max_count, now)
   end
   local ck = K.instance_cancel(inst)
   local cancels = redis.call('SMEMBERS', ck)
-  return {OK, now, next_due, cancels, out}
+  return {OK, now, next_due, cancels, out, NOW_US_PAST_MS}
 end

@@ -22,7 +22,10 @@ class ZygoteFailed(PerseidError):
 class ZygoteClient:
     """A running zygote process and the two pipes to it."""
 
-    def __init__(self, jobs_dir: Path, *, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self, jobs_dir: Path, *, spare_dir: Path | None = None, start_timeout: float = 60.0
+    ) -> None:
+        """Start the zygote for ``jobs_dir``; with ``spare_dir``, it keeps a spare process."""
         req_r, self._req_w = os.pipe()
         self._evt_r, evt_w = os.pipe()
         self.proc = subprocess.Popen(
@@ -34,6 +37,7 @@ class ZygoteClient:
                 str(evt_w),
                 str(jobs_dir),
                 str(os.getpid()),
+                *([str(spare_dir)] if spare_dir is not None else []),
             ],
             pass_fds=(req_r, evt_w),
             stdin=subprocess.DEVNULL,

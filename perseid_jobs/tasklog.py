@@ -412,20 +412,51 @@ class TaskLog:
         """In the forked task: send stdout, stderr and logging to the log ``output`` prepared.
 
         Writes the first line, ``task started``. Starts no thread: the zygote reads
-        the pipes.
+        the pipes. The same as :meth:`prepare` then :meth:`begin`.
+        """
+        log = cls.prepare(output)
+        log.begin(started_at_ms=started_at_ms, attempt=attempt)
+        return log
+
+    @classmethod
+    def prepare(cls, output: TaskOutput) -> TaskLog:
+        """Point stdout, stderr and logging at the log, before the task is known.
+
+        A process forked ahead of its task (a spare) does this while it waits;
+        :meth:`begin` then names the task and writes the first line.
         """
         output.redirect()
         fields = {"pid": os.getpid(), "hostname": _hostname()}
         fields |= {"task": output.task_id, "job": output.job}
         sink = _Sink(output.fd, output.max_bytes, fields, output.truncated)
-        started = {"startedAt": started_at_ms, "attempt": attempt}
-        sink.write([sink.line(30, _now_ms(), "task started", started)])
         handler = _PinoHandler(sink)
         _route_logging(handler)
         # Python-level writes go through the new fds too, flushed at each newline.
         sys.stdout = _line_buffered(1)
         sys.stderr = _line_buffered(2)
         return cls(sink, handler)
+
+    def begin(
+        self,
+        *,
+        started_at_ms: int,
+        attempt: int,
+        task_id: str = "",
+        job: str = "",
+        max_bytes: int = 0,
+    ) -> None:
+        """Write ``task started``; first name the task if :meth:`prepare` did not know it."""
+        sink = self._sink
+        if task_id:
+            sink.fields["task"] = task_id
+            sink.fields["job"] = job
+            sink.max_bytes = max_bytes
+        sink.write([self.sample_line(started_at_ms=started_at_ms, attempt=attempt)])
+
+    def sample_line(self, *, started_at_ms: int, attempt: int) -> bytes:
+        """The ``task started`` line, made but not written."""
+        started = {"startedAt": started_at_ms, "attempt": attempt}
+        return self._sink.line(30, _now_ms(), "task started", started)
 
     def exception(self, exc: BaseException, msg: str = "task raised") -> None:
         """Log an exception at level 50 with ``err`` holding its type, message and traceback."""

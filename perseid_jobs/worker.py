@@ -62,6 +62,7 @@ from .zygote import Exited, Started, StartRequest, drain_pipe
 
 log = logging.getLogger("perseid_jobs.worker")
 
+SPARE_DIR = ".spare"  # in the logs directory: the log file of the task process forked ahead
 REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
 
 
@@ -132,7 +133,7 @@ class Worker:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the process exit code."""
         self.s.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.zygote = ZygoteClient(self.s.jobs_dir)
+        self.zygote = ZygoteClient(self.s.jobs_dir, spare_dir=self.s.logs_dir / SPARE_DIR)
         for line in self.zygote.ready.errors:
             log.error("job file skipped: %s", line)
         try:
@@ -309,6 +310,7 @@ class Worker:
             if not outcomes and want == 0:
                 self.need_claim = False
                 return
+            sent = time.monotonic()
             if outcomes:
                 claim = self._finish(mine, outcomes, want)
             else:
@@ -317,7 +319,7 @@ class Worker:
         finally:
             self.pending = left + self.pending
         self.need_claim = False
-        self.on_claim(claim, want)
+        self.on_claim(claim, want, sent)
 
     def _finish(self, inst: str, outcomes: list[Outcome], want: int) -> Any:
         argv: list[str | int] = [inst, want, len(outcomes)]
@@ -334,16 +336,21 @@ class Worker:
                 )
         return reply[2]
 
-    def on_claim(self, claim: Any, wanted: int) -> None:
-        """Act on a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks."""
+    def on_claim(self, claim: Any, wanted: int, sent: float) -> None:
+        """Act on a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks.
+
+        ``sent`` is when the call went out (``time.monotonic()``).
+        """
         if claim[0] == Code.LEASE_LOST:
             self.fenced = True
             return
         self._saw_now(claim[1])
         next_due = int(claim[2])
-        self.next_due_mono = (
-            None if next_due < 0 else time.monotonic() + max(0, next_due - claim[1]) / 1000
-        )
+        # To the microsecond: Redis's clock at the claim was `now` ms plus claim[5] us. Counted
+        # from when the call went out, so the next claim reaches Redis about when the task
+        # is due, not a reply's trip later; were it early, Redis would only say "not yet".
+        wait_us = (next_due - int(claim[1])) * 1000 - int(claim[5])
+        self.next_due_mono = None if next_due < 0 else sent + max(0, wait_us) / 1e6
         self._on_cancels(list(claim[3]))
         for record in claim[4]:
             task = msgspec.convert(record, ClaimedTask)

@@ -47,6 +47,8 @@ from .runtime import EXIT_FAILED, TaskContext, run_job
 from .tasklog import TaskLog, TaskOutput
 
 _PR_SET_PDEATHSIG = 1
+SPARE_AFTER_IDLE_S = 0.005
+"""Quiet time after which the zygote forks a spare task process ahead of the next start."""
 
 
 class StartRequest(msgspec.Struct, tag="start"):
@@ -110,10 +112,12 @@ def drain_pipe(fd: int) -> None:
             pass
 
 
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every task
+
+
 def set_parent_death_signal(sig: int) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -122,9 +126,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _run_child(req: StartRequest, spec: JobSpec, output: TaskOutput, result_fd: int) -> int:
-    """Body of a task process; returns its exit code."""
-    log = TaskLog.open(output, started_at_ms=req.started_at_ms, attempt=req.attempt)
+def _run_child(req: StartRequest, spec: JobSpec, log: TaskLog, result_fd: int) -> int:
+    """Body of a task process, its log prepared; returns its exit code."""
+    log.begin(
+        started_at_ms=req.started_at_ms,
+        attempt=req.attempt,
+        task_id=req.id,
+        job=req.job,
+        max_bytes=req.max_log_bytes,
+    )
     task = TaskContext(
         id=req.id,
         job=req.job,
@@ -148,13 +158,33 @@ class _Child(NamedTuple):
     output: TaskOutput | None  # its log and captured stdout/stderr; None if it could not be made
 
 
+class _Spare(NamedTuple):
+    """A process forked ahead of its task, waiting for the start request on ``ctl_fd``.
+
+    It has already done what every task does before its job runs (its own
+    session, the parent-death signal, default signal handlers, stdout and
+    stderr pointed at its log), so a start costs a pipe write, not a fork.
+    """
+
+    pid: int
+    ctl_fd: int  # the start request is written here, then closed
+    result_fd: int
+    output: TaskOutput  # its log, at the spare path until the task's is known
+
+
 class Zygote:
     """The fork server loop."""
 
-    def __init__(self, req_fd: int, evt_fd: int, jobs: dict[str, JobSpec]) -> None:
+    def __init__(
+        self, req_fd: int, evt_fd: int, jobs: dict[str, JobSpec], spare_dir: Path | None = None
+    ) -> None:
         self.req_fd = req_fd
         self.evt_fd = evt_fd
         self.jobs = jobs
+        self.spare: _Spare | None = None
+        self.spare_path: Path | None = None
+        if spare_dir is not None:
+            self.spare_path = _clear_spares(spare_dir)
         self.pid = os.getpid()
         self.children: dict[int, _Child] = {}  # by pid
         self.pipes: dict[int, TaskOutput] = {}  # captured stdout/stderr read fd -> its log
@@ -173,7 +203,10 @@ class Zygote:
         _write_all(self.evt_fd, encoder.encode(event) + b"\n")
 
     def start(self, req: StartRequest) -> None:
-        """Fork the process of one task, its stdout and stderr piped into its log here."""
+        """Start one task: hand it to the spare if there is one, else fork its process."""
+        spare, self.spare = self.spare, None
+        if spare is not None and self._hand_over(spare, req):
+            return
         spec = self.jobs.get(req.job)
         output: TaskOutput | None = None
         log_error = ""
@@ -188,14 +221,86 @@ class Zygote:
         if pid == 0:  # the task's process
             self._child(req, spec, output, log_error, result_r, result_w)
         os.close(result_w)
-        os.set_blocking(result_r, False)
-        self.children[pid] = _Child(req.id, result_r, output)
+        self._started(req.id, pid, result_r, output)
+
+    def _started(self, task_id: str, pid: int, result_fd: int, output: TaskOutput | None) -> None:
+        os.set_blocking(result_fd, False)
+        self.children[pid] = _Child(task_id, result_fd, output)
         if output is not None:
             output.attach(pid)
             for fd in output.fds:
                 self.pipes[fd] = output
                 self.poller.register(fd, select.POLLIN)
-        self.send(Started(id=req.id, pid=pid))
+        self.send(Started(id=task_id, pid=pid))
+
+    def _hand_over(self, spare: _Spare, req: StartRequest) -> bool:
+        """Give the task to the spare: its log file takes the task's name. False if it failed."""
+        assert self.spare_path is not None
+        try:
+            try:
+                # A new file under that name: an earlier attempt's may live on in the bucket.
+                os.replace(self.spare_path, req.log_path)
+                _write_all(spare.ctl_fd, encoder.encode(req))
+            finally:
+                os.close(spare.ctl_fd)
+        except OSError:
+            # Gone, or the log cannot be named: fork for this task instead.
+            self.kill(spare.pid)
+            os.close(spare.result_fd)
+            spare.output.discard()
+            return False
+        spare.output.task_id, spare.output.job = req.id, req.job
+        spare.output.max_bytes = req.max_log_bytes
+        self._started(req.id, spare.pid, spare.result_fd, spare.output)
+        return True
+
+    def make_spare(self) -> None:
+        """Fork the next task's process ahead of its request (when spares are on)."""
+        if self.spare is not None or self.spare_path is None:
+            return
+        try:
+            output = TaskOutput(self.spare_path, task_id="", job="", max_bytes=0)
+        except OSError as exc:
+            print(f"perseid-jobs: no spare task process ({exc}); forks per start", file=sys.stderr)
+            self.spare_path = None
+            return
+        ctl_r, ctl_w = os.pipe()
+        result_r, result_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_FAILED
+            try:
+                self._become_task((ctl_r, result_w))
+                os.close(ctl_w)
+                os.close(result_r)
+                code = _run_spare(self.jobs, output, ctl_r, result_w)
+            finally:
+                os._exit(code)
+        os.close(ctl_r)
+        os.close(result_w)
+        self.spare = _Spare(pid, ctl_w, result_r, output)
+
+    def _become_task(self, keep: tuple[int, ...]) -> None:
+        """In a new child: its own session, death with the zygote, nothing of the zygote's."""
+        os.setsid()
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != self.pid:
+            # The zygote died between the fork and the line above (its kill-all may
+            # not have known this pid yet): no one would report us, so go.
+            os._exit(EXIT_FAILED)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w}
+        fds |= {child.result_fd for child in self.children.values()}
+        if self.spare is not None:
+            fds |= {self.spare.ctl_fd, self.spare.result_fd}
+            self.spare.output.discard()
+        for fd in fds - set(keep):
+            os.close(fd)
+        for child in self.children.values():
+            if child.output is not None:
+                child.output.discard()
 
     def _child(
         self,
@@ -208,27 +313,14 @@ class Zygote:
     ) -> NoReturn:
         code = EXIT_FAILED
         try:
-            os.setsid()
-            set_parent_death_signal(signal.SIGKILL)
-            if os.getppid() != self.pid:
-                # The zygote died between the fork and the line above (its kill-all may
-                # not have known this pid yet): no one would report us, so go.
-                os._exit(EXIT_FAILED)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            for fd in (self.req_fd, self.evt_fd, self.sig_r, self.sig_w, result_r):
-                os.close(fd)
-            for child in self.children.values():
-                os.close(child.result_fd)
-                if child.output is not None:
-                    child.output.discard()
+            self._become_task((result_w,))
+            os.close(result_r)
             if output is None:
                 _write_all(result_w, log_error.encode())
             elif spec is None:
                 _write_all(result_w, f"job {req.job!r} is not loaded on this worker".encode())
             else:
-                code = _run_child(req, spec, output, result_w)
+                code = _run_child(req, spec, TaskLog.prepare(output), result_w)
         finally:
             os._exit(code)
 
@@ -244,7 +336,7 @@ class Zygote:
 
     def reap(self) -> None:
         """Collect every exited child, complete its log, and report it."""
-        while self.children:
+        while True:  # until waitid says none (left): tasks, and a spare that died
             try:
                 # Peek first: while the ended leader is not reaped, its pid (the group id)
                 # cannot be reused, so killing what is left of its group is safe.
@@ -258,6 +350,11 @@ class Zygote:
             pid, status = os.waitpid(info.si_pid, 0)
             child = self.children.pop(pid, None)
             if child is None:
+                if self.spare is not None and self.spare.pid == pid:  # killed while waiting
+                    os.close(self.spare.ctl_fd)
+                    os.close(self.spare.result_fd)
+                    self.spare.output.discard()
+                    self.spare = None
                 continue
             if child.output is not None:
                 # The worker uploads the log once it hears of the exit: complete it first.
@@ -305,9 +402,13 @@ class Zygote:
                 continue
 
     def kill_all(self) -> None:
-        """SIGKILL every task's process group."""
+        """SIGKILL every task's process group, and the spare."""
         for pid in list(self.children):
             self.kill(pid)
+        if self.spare is not None:
+            self.kill(self.spare.pid)
+            if self.spare_path is not None:
+                self.spare_path.unlink(missing_ok=True)
 
     def handle_requests(self) -> bool:
         """Read and act on pending requests; False when the worker is gone or said stop."""
@@ -333,7 +434,16 @@ class Zygote:
         try:
             while True:
                 timeout = self.watchdog_timeout()
+                spare_wanted = self.spare is None and self.spare_path is not None
+                if spare_wanted:
+                    timeout = (
+                        SPARE_AFTER_IDLE_S if timeout is None else min(timeout, SPARE_AFTER_IDLE_S)
+                    )
                 ready = {fd for fd, _ in self.poller.poll(_poll_ms(timeout))}
+                if not ready and spare_wanted:
+                    # Quiet for a moment: fork the next task's process now, off the path
+                    # of any start (and not while a task just started wants the CPU).
+                    self.make_spare()
                 # One bounded read per pipe and round: a flooding task cannot hold up starts.
                 for fd in ready & self.pipes.keys():
                     self.read_output(fd)
@@ -347,18 +457,77 @@ class Zygote:
             self.kill_all()
 
 
+def _run_spare(jobs: dict[str, JobSpec], output: TaskOutput, ctl_fd: int, result_fd: int) -> int:
+    """Body of a spare: prepare the log, wait for the start request, run it."""
+    log = TaskLog.prepare(output)
+    _warm(log)
+    data = b""
+    while chunk := os.read(ctl_fd, 1 << 16):
+        data += chunk
+    if not data:
+        return 0  # not needed after all: the zygote is stopping
+    req = request_decoder.decode(data)
+    assert isinstance(req, StartRequest)
+    spec = jobs.get(req.job)
+    if spec is None:
+        _write_all(result_fd, f"job {req.job!r} is not loaded on this worker".encode())
+        return EXIT_FAILED
+    return _run_child(req, spec, log, result_fd)
+
+
+_SAMPLE_REQUEST = encoder.encode(
+    StartRequest(
+        id="01M8E3REWN0000000000000001",
+        job="sample",
+        args='{"sample": [1, 2.5, "x", null, true]}',
+        attempt=1,
+        started_at_ms=1_700_000_000_000,
+        last_completed_at="1700000000000",
+        skipped_runs="1",
+        log_path="/sample.log",
+        max_log_bytes=1,
+    )
+)
+
+
+def _warm(log: TaskLog) -> None:
+    """In a spare: go once through what a start goes through, on a sample, unwritten.
+
+    A forked process pays a page fault for each page it first writes (even a
+    reference count): paid here, while it waits, not between request and job.
+    """
+    req = request_decoder.decode(_SAMPLE_REQUEST)
+    assert isinstance(req, StartRequest)
+    msgspec.json.decode(req.args)
+    task_metadata(req.last_completed_at, req.skipped_runs)
+    log.sample_line(started_at_ms=req.started_at_ms, attempt=req.attempt)
+
+
+def _clear_spares(spare_dir: Path) -> Path:
+    """This zygote's spare log path; earlier zygotes' leftovers there are removed."""
+    spare_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in spare_dir.glob("*.log"):
+        leftover.unlink(missing_ok=True)
+    return spare_dir / f"{os.getpid()}.log"
+
+
 def _poll_ms(timeout: float | None) -> int | None:
     return None if timeout is None else math.ceil(timeout * 1000)
 
 
 def main() -> None:
-    """Entry point: ``python -m perseid_jobs.zygote REQ_FD EVT_FD JOBS_DIR WORKER_PID``."""
+    """Entry point: ``python -m perseid_jobs.zygote REQ_FD EVT_FD JOBS_DIR WORKER_PID [SPARE_DIR]``.
+
+    With SPARE_DIR, one task process is kept forked ahead of its start request
+    (its log file waits in that directory).
+    """
     req_fd, evt_fd, jobs_dir, worker_pid = (
         int(sys.argv[1]),
         int(sys.argv[2]),
         Path(sys.argv[3]),
         int(sys.argv[4]),
     )
+    spare_dir = Path(sys.argv[5]) if len(sys.argv) > 5 else None
     os.set_inheritable(req_fd, False)
     os.set_inheritable(evt_fd, False)
 
@@ -368,7 +537,7 @@ def main() -> None:
 
     set_parent_death_signal(signal.SIGTERM)
     jobs, errors = load_jobs_dir(jobs_dir)
-    zygote = Zygote(req_fd, evt_fd, jobs)
+    zygote = Zygote(req_fd, evt_fd, jobs, spare_dir)
     # Everything loaded so far lives as long as the zygote: keep it out of the
     # collector, so a collection in a task does not write to (and so copy) the
     # pages of every object it inherited.

@@ -182,6 +182,17 @@ class ScriptsModel(RuleBasedStateMachine):
         if name is not None:
             assert self.s.call("heartbeat", name, TTL_MS)[0] == Code.OK
 
+    def retried(self, h: dict[str, str], status: str) -> bool:
+        """Whether a run reported ``status`` goes back to pending: a failed attempt with
+        retries left, not asked to stop, and (for a series run) its series still active."""
+        series = h.get("series") or ""
+        return (
+            status == "failed"
+            and int(h["attempt"]) <= int(h.get("retries") or 0)
+            and not h.get("cancel_requested")
+            and (not series or self.r.hget(self.k.series(series), "status") == "active")
+        )
+
     @precondition(lambda self: self.r.zcard(self.k.running) > 0)
     @rule(which=pick, status=st.sampled_from(TERMINAL))
     def finish(self, which: int, status: str) -> None:
@@ -195,7 +206,7 @@ class ScriptsModel(RuleBasedStateMachine):
             "finish", name, 0, 1, task_id, h["attempt"], status, "0", "", nxt, skipped
         )
         assert reply[1] == [Code.OK]
-        retried = status == "failed" and int(h["attempt"]) <= int(h.get("retries") or 0)
+        retried = self.retried(h, status)
         assert self.task(task_id)["status"] == ("pending" if retried else status)
 
     @precondition(lambda self: self.r.zcard(self.k.running) > 0)
@@ -210,8 +221,7 @@ class ScriptsModel(RuleBasedStateMachine):
             h, status = self.task(task_id), statuses[i % len(statuses)]
             nxt, skipped = self.next_start(task_id)
             argv += [task_id, h["attempt"], status, "0", "", nxt, skipped]
-            retried = status == "failed" and int(h["attempt"]) <= int(h.get("retries") or 0)
-            expect[task_id] = "pending" if retried else status
+            expect[task_id] = "pending" if self.retried(h, status) else status
         argv[2] = len(expect)
         assert self.s.call("finish", *argv)[1] == [Code.OK] * len(expect)
         assert {t: self.task(t)["status"] for t in expect} == expect

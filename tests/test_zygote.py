@@ -1,0 +1,177 @@
+"""The zygote on its own: starts through the spare process and without one, real processes."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from perseid_jobs.procs import ZygoteClient
+from perseid_jobs.zygote import Event, Exited, Started, StartRequest
+
+from .conftest import JOBS, wait_until
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid``."""
+    found: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            found |= {int(p) for p in f.read().split()}
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie is not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def request(task_id: str, logs: Path, job: str = "hello", args: bytes = b"{}") -> StartRequest:
+    return StartRequest(
+        id=task_id,
+        job=job,
+        args=args.decode(),
+        attempt=1,
+        started_at_ms=1_700_000_000_000,
+        last_completed_at="",
+        skipped_runs="",
+        log_path=str(logs / f"{task_id}.log"),
+        max_log_bytes=1 << 20,
+    )
+
+
+def events_until_exit(zygote: ZygoteClient, task_id: str, timeout: float = 20.0) -> list[Event]:
+    """Read the zygote's events until ``task_id`` exits."""
+    seen: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        select.select([zygote.fileno()], [], [], 0.5)
+        seen += zygote.read_events()
+        if any(isinstance(e, Exited) and e.id == task_id for e in seen):
+            return seen
+    raise AssertionError(f"{task_id} did not exit within {timeout}s; events: {seen}")
+
+
+def log_lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def zygote(logs: Path) -> Iterator[ZygoteClient]:
+    z = ZygoteClient(JOBS, spare_dir=logs / ".spare")
+    yield z
+    z.close()
+
+
+def spare_of(zygote: ZygoteClient) -> int:
+    """The pid of the zygote's spare process, once it has forked one."""
+    found = wait_until(lambda: children(zygote.proc.pid), what="a spare task process")
+    assert isinstance(found, set) and len(found) == 1
+    return found.pop()
+
+
+def test_a_start_goes_to_the_spare_forked_ahead_and_logs_as_that_task(
+    zygote: ZygoteClient, logs: Path
+) -> None:
+    spare = spare_of(zygote)
+    spare_file = logs / ".spare" / f"{zygote.proc.pid}.log"
+    assert spare_file.exists()
+    zygote.start(request("01TASKA", logs, args=b'{"name": "spare"}'))
+    events = events_until_exit(zygote, "01TASKA")
+    started = [e for e in events if isinstance(e, Started)]
+    exited = [e for e in events if isinstance(e, Exited)]
+    assert [(e.id, e.pid) for e in started] == [("01TASKA", spare)]
+    assert [(e.id, e.pid, os.waitstatus_to_exitcode(e.status)) for e in exited] == [
+        ("01TASKA", spare, 0)
+    ]
+    lines = log_lines(logs / "01TASKA.log")
+    assert lines[0]["msg"] == "task started"
+    assert {(line["task"], line["job"], line["pid"]) for line in lines} == {
+        ("01TASKA", "hello", spare)
+    }
+    assert any(line["msg"] == "hello, spare" for line in lines)  # its stdout, captured
+    # The next spare has its own, new file; the task's log is not it.
+    next_spare = spare_of(zygote)
+    assert next_spare != spare
+    assert os.stat(spare_file).st_ino != os.stat(logs / "01TASKA.log").st_ino
+
+
+def test_a_killed_spare_is_replaced_and_starts_still_run(zygote: ZygoteClient, logs: Path) -> None:
+    spare = spare_of(zygote)
+    os.kill(spare, signal.SIGKILL)
+    wait_until(lambda: spare not in children(zygote.proc.pid), what="the spare reaped")
+    zygote.start(request("01TASKB", logs, job="fail"))
+    events = events_until_exit(zygote, "01TASKB")
+    [exited] = [e for e in events if isinstance(e, Exited)]
+    assert os.waitstatus_to_exitcode(exited.status) == 1
+    assert exited.reason == "ValueError: this job always fails"
+    assert log_lines(logs / "01TASKB.log")[0]["task"] == "01TASKB"
+    assert spare_of(zygote) != spare
+
+
+def test_starts_in_a_burst_run_each_once_with_or_without_the_spare(
+    zygote: ZygoteClient, logs: Path
+) -> None:
+    spare_of(zygote)
+    ids = [f"01BURST{i}" for i in range(6)]
+    for task_id in ids:
+        zygote.start(request(task_id, logs))
+    seen: list[Event] = []
+    for task_id in ids:
+        if not any(isinstance(e, Exited) and e.id == task_id for e in seen):
+            seen += events_until_exit(zygote, task_id)
+    exits = sorted(e.id for e in seen if isinstance(e, Exited))
+    assert exits == sorted(ids)
+    assert len({e.pid for e in seen if isinstance(e, Started)}) == len(ids)
+    for task_id in ids:
+        assert log_lines(logs / f"{task_id}.log")[0]["task"] == task_id
+
+
+def test_stopping_kills_the_spare_and_removes_its_file(logs: Path) -> None:
+    zygote = ZygoteClient(JOBS, spare_dir=logs / ".spare")
+    spare = spare_of(zygote)
+    zygote.close()
+    assert not (logs / ".spare" / f"{zygote.proc.pid}.log").exists()
+    wait_until(lambda: not alive(spare), what="the spare killed")
+
+
+def test_leftover_spare_files_are_removed_at_start(logs: Path) -> None:
+    leftover = logs / ".spare" / "12345.log"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"")
+    zygote = ZygoteClient(JOBS, spare_dir=logs / ".spare")
+    try:
+        spare_of(zygote)
+        assert not leftover.exists()
+        assert [p.name for p in (logs / ".spare").iterdir()] == [f"{zygote.proc.pid}.log"]
+    finally:
+        zygote.close()
+
+
+def test_without_a_spare_dir_every_start_forks(logs: Path) -> None:
+    zygote = ZygoteClient(JOBS)
+    try:
+        time.sleep(0.05)  # longer than the idle time after which a spare would be forked
+        assert children(zygote.proc.pid) == set()
+        zygote.start(request("01TASKC", logs))
+        events = events_until_exit(zygote, "01TASKC")
+        assert [e.id for e in events if isinstance(e, Exited)] == ["01TASKC"]
+    finally:
+        zygote.close()
