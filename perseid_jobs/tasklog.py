@@ -366,11 +366,15 @@ class TaskOutput:
 class _PinoHandler(logging.Handler):
     """Turns log records into pino lines in the task's file."""
 
-    def __init__(self, sink: _Sink) -> None:
+    def __init__(self, sink: _Sink | None) -> None:
         super().__init__()
-        self.sink = sink
+        self.sink = sink  # None in the zygote, until a task's process sets its own
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.sink is None:  # the zygote's own records: warnings to its stderr
+            if logging.lastResort is not None:
+                logging.lastResort.handle(record)
+            return
         try:
             extra = {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS}
             if record.exc_info and record.exc_info[1] is not None:
@@ -429,11 +433,12 @@ class TaskLog:
         fields = {"pid": os.getpid(), "hostname": _hostname()}
         fields |= {"task": output.task_id, "job": output.job}
         sink = _Sink(output.fd, output.max_bytes, fields, output.truncated)
+        if _ROUTED is not None:  # set up once in the zygote: only the sink is this task's
+            _ROUTED.sink = sink
+            return cls(sink, _ROUTED)
         handler = _PinoHandler(sink)
         _route_logging(handler)
-        # Python-level writes go through the new fds too, flushed at each newline.
-        sys.stdout = _line_buffered(1)
-        sys.stderr = _line_buffered(2)
+        _write_stdio_by_line()
         return cls(sink, handler)
 
     def begin(
@@ -474,8 +479,9 @@ class TaskLog:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # the job may have closed it
                 stream.flush()
-        for logger in (logging.getLogger(), self.logger):
-            logger.removeHandler(self._handler)
+        if self._handler is not _ROUTED:
+            for logger in (logging.getLogger(), self.logger):
+                logger.removeHandler(self._handler)
         self._sink.close()
 
     def __enter__(self) -> TaskLog:
@@ -487,6 +493,34 @@ class TaskLog:
     ) -> None:
         """Close the log (see :meth:`close`)."""
         self.close()
+
+
+_ROUTED: _PinoHandler | None = None
+
+
+def route_process() -> None:
+    """In the zygote, once: set up what every task process forked from it would.
+
+    Logging goes to one handler, whose sink each task's process points at its
+    own log; ``sys.stdout`` and ``sys.stderr`` write fds 1 and 2 line by line
+    (in a task's process, its pipes, once :meth:`TaskLog.prepare` redirects
+    them). Done once here rather than in every task, which would pay for it in
+    copy-on-write page faults.
+    """
+    global _ROUTED
+    handler = _PinoHandler(None)
+    _route_logging(handler)
+    _write_stdio_by_line()
+    _ROUTED = handler
+
+
+def _write_stdio_by_line() -> None:
+    """Python-level writes to stdout and stderr go to fds 1 and 2, flushed at each newline."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    sys.stdout = _line_buffered(1)
+    sys.stderr = _line_buffered(2)
 
 
 def _route_logging(handler: _PinoHandler) -> None:

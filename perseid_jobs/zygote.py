@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib
 import math
 import os
 import select
@@ -44,7 +45,7 @@ import msgspec
 from .jobfile import JobSpec, load_jobs_dir
 from .models import JobDefinition, task_metadata
 from .runtime import EXIT_FAILED, TaskContext, run_job
-from .tasklog import TaskLog, TaskOutput
+from .tasklog import TaskLog, TaskOutput, route_process
 
 _PR_SET_PDEATHSIG = 1
 SPARE_AFTER_IDLE_S = 0.005
@@ -112,6 +113,7 @@ def drain_pipe(fd: int) -> None:
             pass
 
 
+_signal: Any = importlib.import_module("_signal")  # signal's C half (no stub of its own)
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every task
 
 
@@ -290,7 +292,9 @@ class Zygote:
             os._exit(EXIT_FAILED)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+            # The C function, not signal.signal: its enum wrapping alone would copy
+            # tens of the zygote's pages into every task (measured: ~90 us a task).
+            _signal.signal(sig, _signal.SIG_DFL)
         fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w}
         fds |= {child.result_fd for child in self.children.values()}
         if self.spare is not None:
@@ -538,6 +542,7 @@ def main() -> None:
     set_parent_death_signal(signal.SIGTERM)
     jobs, errors = load_jobs_dir(jobs_dir)
     zygote = Zygote(req_fd, evt_fd, jobs, spare_dir)
+    route_process()
     # Everything loaded so far lives as long as the zygote: keep it out of the
     # collector, so a collection in a task does not write to (and so copy) the
     # pages of every object it inherited.
