@@ -327,20 +327,18 @@ local function drop_instance(inst)
   redis.call('ZREM', K.sleepers(), inst)
 end
 
-local function task_record(id)
-  -- The id is the key, not a field: the record starts with it, then the fields.
-  local f = redis.call('HMGET', K.task(id), 'job', 'args', 'attempt', 'started_at',
-    'start_at', 'max_ms', 'slots', 'series', 'last_completed_at', 'skipped_runs')
-  table.insert(f, 1, id)
-  local sid = f[9]
-  f[12] = ''
-  f[13] = ''
+-- The claim record of a task (see claim.lua) from its fields as claim read them:
+-- f = {slots, job, max_ms, args, attempt, start_at, series, last_completed_at,
+-- skipped_runs}, with the new attempt and start time. The id is the key, not a field.
+local function claim_record(id, f, attempt, now)
+  local spec, origin = '', ''
+  local sid = f[7]
   if sid and sid ~= '' then
-    local s = redis.call('HMGET', K.series(sid), 'spec', 'origin')
-    f[12] = s[1] or ''
-    f[13] = s[2] or ''
+    local sf = redis.call('HMGET', K.series(sid), 'spec', 'origin')
+    spec, origin = sf[1] or '', sf[2] or ''
   end
-  return f
+  return {id, f[2], f[4], tostring(attempt), tostring(now), f[6], f[3], f[1], sid, f[8], f[9],
+    spec, origin}
 end
 
 -- Claim due tasks that fit the instance's free slots, in due order.
@@ -358,32 +356,38 @@ local function claim(inst, max_count, now)
     local jobs_key = K.instance_jobs(inst)
     for _, id in ipairs(ids) do
       local tk = K.task(id)
-      local f = redis.call('HMGET', tk, 'slots', 'job', 'max_ms')
+      -- One read for the fit test and the record both.
+      local f = redis.call('HMGET', tk, 'slots', 'job', 'max_ms', 'args', 'attempt', 'start_at',
+        'series', 'last_completed_at', 'skipped_runs')
       local slots = tonumber(f[1])
       if slots <= free and redis.call('SISMEMBER', jobs_key, f[2]) == 1 then
         local deadline = now + tonumber(f[3]) + GRACE_MS
+        local attempt = (tonumber(f[5]) or 0) + 1
         redis.call('ZREM', K.due(), id)
-        redis.call('HINCRBY', tk, 'attempt', 1)
         redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'instance', inst,
-          'deadline', deadline)
+          'deadline', deadline, 'attempt', attempt)
         redis.call('ZADD', K.running(), deadline, id)
         redis.call('SADD', K.instance_tasks(inst), id)
         emit('running', id, {'instance', inst})
         free = free - slots
         took = took + slots
-        out[#out + 1] = task_record(id)
+        out[#out + 1] = claim_record(id, f, attempt, now)
         if #out >= max_count or free <= 0 then break end
       end
     end
     if took > 0 then redis.call('HINCRBY', ih, 'slots_used', took) end
   end
-  if #out > 0 and #redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, 1) > 0 then
-    -- More is due than this instance took: let the idle ones look too (not itself: it
-    -- knows, and a push to its own list would only bounce its outstanding BLPOP).
-    redis.call('ZREM', K.sleepers(), inst)
-    wake_sleepers(now - 1)
+  -- The earliest left: if it is due, more is due than this instance took; else it is next.
+  local nxt = redis.call('ZRANGE', K.due(), 0, 0, 'WITHSCORES')
+  if #nxt > 0 and tonumber(nxt[2]) <= now then
+    if #out > 0 then
+      -- Let the idle ones look too (not itself: it knows, and a push to its own list
+      -- would only bounce its outstanding BLPOP).
+      redis.call('ZREM', K.sleepers(), inst)
+      wake_sleepers(now - 1)
+    end
+    nxt = redis.call('ZRANGEBYSCORE', K.due(), '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   end
-  local nxt = redis.call('ZRANGEBYSCORE', K.due(), '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   local next_due = -1
   if #nxt > 0 then next_due = tonumber(nxt[2]) end
   if next_due >= 0 then
