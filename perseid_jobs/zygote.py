@@ -50,6 +50,8 @@ from .tasklog import TaskLog, TaskOutput, route_process
 _PR_SET_PDEATHSIG = 1
 SPARE_AFTER_IDLE_S = 0.005
 """Quiet time after which the zygote forks a spare task process ahead of the next start."""
+SPARE_AT_ONCE_WITH = 2
+"""Tasks running from which the spare is forked at once, not after a quiet time."""
 
 
 class StartRequest(msgspec.Struct, tag="start"):
@@ -457,6 +459,9 @@ class Zygote:
                 if self.req_fd in ready and not self.handle_requests():
                     break
                 self.enforce_lease()  # after reading requests: a renewal may have arrived
+                if self.spare is None and len(self.children) >= SPARE_AT_ONCE_WITH:
+                    # Busy: another start is likely soon; fork it while these tasks run.
+                    self.make_spare()
         finally:
             self.kill_all()
 
