@@ -195,6 +195,7 @@ class Zygote:
         self.lease_deadline: float | None = None
         self.fenced: set[int] = set()  # children killed because the lease lapsed
         self.buffer = b""
+        self.outbox: list[bytes] = []  # encoded events not yet written
         self.sig_r, self.sig_w = os.pipe()
         os.set_blocking(self.sig_w, False)
         os.set_blocking(self.sig_r, False)
@@ -203,8 +204,15 @@ class Zygote:
             self.poller.register(fd, select.POLLIN)
 
     def send(self, event: Any) -> None:
-        """Report an event to the worker."""
-        _write_all(self.evt_fd, encoder.encode(event) + b"\n")
+        """Queue an event for the worker; :meth:`flush` writes what is queued."""
+        self.outbox.append(encoder.encode(event))
+
+    def flush(self) -> None:
+        """Write the queued events in one write: each write wakes the worker."""
+        if self.outbox:
+            self.outbox.append(b"")
+            data, self.outbox = b"\n".join(self.outbox), []
+            _write_all(self.evt_fd, data)
 
     def start(self, req: StartRequest) -> None:
         """Start one task: hand it to the spare if there is one, else fork its process."""
@@ -459,10 +467,13 @@ class Zygote:
                 if self.req_fd in ready and not self.handle_requests():
                     break
                 self.enforce_lease()  # after reading requests: a renewal may have arrived
+                self.flush()
                 if self.spare is None and len(self.children) >= SPARE_AT_ONCE_WITH:
                     # Busy: another start is likely soon; fork it while these tasks run.
                     self.make_spare()
         finally:
+            with contextlib.suppress(OSError):  # the worker may be gone
+                self.flush()
             self.kill_all()
 
 
@@ -557,6 +568,7 @@ def main() -> None:
     if os.getppid() != worker_pid:
         return
     zygote.send(Ready(jobs={n: s.definition() for n, s in jobs.items()}, errors=errors))
+    zygote.flush()
     zygote.serve()
 
 
