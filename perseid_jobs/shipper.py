@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 64
 """Most logs uploaded (and reported through ``on_uploaded_many``) in one go."""
 
+LINGER_S = 0.02
+"""How long a log waits for others to share its batch (one sync and one report for all)."""
+
 UNKNOWN_JOB = "_unknown"
 """Job name used for a leftover log whose first line is unreadable, so it is still kept."""
 
@@ -63,9 +66,10 @@ class LogShipper:
     ever lost: failed uploads wait in the spool and are retried with
     exponential backoff (with jitter) until the bucket is reachable again.
 
-    Logs are taken from the queue in batches of up to ``batch_size``: a
-    directory bucket syncs each directory once per batch, and the URLs are
-    reported in one call of ``on_uploaded_many`` when it is given.
+    Logs are taken from the queue in batches of up to ``batch_size``, a
+    partial batch once its oldest log has waited ``linger`` seconds: a
+    directory bucket syncs once per batch, and the URLs are reported in one
+    call of ``on_uploaded_many`` when it is given.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class LogShipper:
         on_uploaded: Callable[[str, str], None] | None = None,
         on_uploaded_many: Callable[[list[tuple[str, str]]], None] | None = None,
         batch_size: int = BATCH_SIZE,
+        linger: float = LINGER_S,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
@@ -98,6 +103,8 @@ class LogShipper:
         self._failures = 0
         self._consecutive_failures = 0
         self._resume_at = 0.0  # monotonic time before which no upload is attempted
+        self._linger = linger
+        self._batch_from = 0.0  # monotonic time the oldest queued log arrived
         self._stop_at: float | None = None
         self._thread: threading.Thread | None = None
 
@@ -120,6 +127,8 @@ class LogShipper:
             waiting = [*self._queue, *self._in_flight]
             if any(entry.task_id == task_id for entry in waiting):
                 return
+            if not self._queue:
+                self._batch_from = time.monotonic()
             self._queue.append(_Pending(task_id, job, started_at_ms))
             self._cond.notify()
 
@@ -160,13 +169,18 @@ class LogShipper:
                 now = time.monotonic()
                 if self._stop_at is not None and (not self._queue or now >= self._stop_at):
                     return []
-                if self._queue and now >= self._resume_at:
+                # A partial batch waits a moment for company, unless stopping.
+                ready_at = self._resume_at
+                if len(self._queue) < self._batch_size and self._stop_at is None:
+                    ready_at = max(ready_at, self._batch_from + self._linger)
+                if self._queue and now >= ready_at:
                     count = min(self._batch_size, len(self._queue))
                     self._in_flight = [self._queue.popleft() for _ in range(count)]
+                    self._batch_from = now
                     return self._in_flight
                 waits = [self._stop_at - now] if self._stop_at is not None else []
                 if self._queue:
-                    waits.append(self._resume_at - now)
+                    waits.append(ready_at - now)
                 self._cond.wait(min(waits) if waits else None)
 
     def _ship(self, batch: list[_Pending]) -> None:

@@ -241,3 +241,25 @@ def test_a_failed_log_in_a_batch_is_retried_alone_and_the_rest_is_reported(
     assert batches[0] == [(t, dict(batches[0])[t]) for t in ("01HA", "01HB")]
     assert [path.name for path in logs_dir.iterdir()] == ["01HBAD.log"]
     assert shipper.pending() == 1
+
+
+def test_logs_finished_close_together_share_one_batch(tmp_path: Path) -> None:
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    batches: list[list[tuple[str, str]]] = []
+    shipper = LogShipper(
+        logs_dir,
+        open_bucket((tmp_path / "bucket").as_uri()),
+        on_uploaded_many=batches.append,
+        linger=1.0,
+    )
+    shipper.start()
+    try:
+        ids = ["01HA", "01HB", "01HC"]
+        for task_id in ids:
+            write_log(logs_dir, task_id)
+            shipper.submit(task_id, "etl", STARTED_AT_MS)
+        wait_until(lambda: shipper.pending() == 0, timeout=10)
+    finally:
+        shipper.stop()
+    assert [[task_id for task_id, _ in batch] for batch in batches] == [ids]
