@@ -8,6 +8,7 @@ local SCAN_LIMIT = 256          -- due entries one claim looks at
 local FINISHED_MAX = 100000     -- finished tasks kept, by count
 local FINISHED_AGE_MS = 7 * 24 * 3600 * 1000  -- finished tasks kept, by age
 local TRIM_PER_CALL = 20        -- bounded retention work per call
+local REQUEST_TTL_MS = 120000   -- how long a schedule request id is remembered, for retries
 
 local OK = 0
 local E_LEASE_LOST = -1

@@ -13,13 +13,23 @@
 -- ARGV[10] grid origin (ms) for a recurrence, or "" for the start time
 -- ARGV[11] retries after a failure (0: none)
 -- ARGV[12] backoff before the first retry (ms), doubling each time
+-- ARGV[13] request id, or "": a request repeated within REQUEST_TTL_MS (a client retrying
+--          a call whose reply it lost) returns the task the first one made, not a new one
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting)}
 -- Errors   {-4} parent unknown, {-5, status} parent already ended
 -- Events   scheduled
 
 local job, args, slots, max_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
+local request = ARGV[13] or ''
 local now = now_ms()
+
+if request ~= '' then
+  local made = redis.call('GET', K.request(request))
+  if made then
+    return {OK, made, 0, now, tonumber(redis.call('HGET', K.task(made), 'start_at')) or -1}
+  end
+end
 
 if key ~= '' then
   local target = redis.call('HGET', K.idem(), key)
@@ -79,5 +89,6 @@ end
 create_task(id, job, args, slots, max_ms, start, now, fields)
 index_task(id, start, after, now)
 if key ~= '' then redis.call('HSET', K.idem(), key, sid or id) end
+if request ~= '' then redis.call('SET', K.request(request), id, 'PX', REQUEST_TTL_MS) end
 emit('scheduled', id, {'job', job})
 return {OK, id, 0, now, start}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -119,6 +120,7 @@ class Client:
         key: str | None = None,
         catch_up: str = "skip",
         catch_up_window: str | int | None = None,
+        request_id: str | None = None,
     ) -> Task:
         """Schedule a task (or a recurring series) and return it.
 
@@ -126,6 +128,12 @@ class Client:
         (relative to Redis time) or None for now. ``every``/``cron`` make a
         series; ``after`` waits for another task; ``key`` makes it idempotent:
         a key naming a live task or series returns that one (``existed=True``).
+
+        Each call carries a request id (``request_id``, else a new random one),
+        so a call repeated after its reply was lost (the connection's own
+        retries included) returns the task the first attempt made instead of
+        making a second. Pass the same ``request_id`` to retry a call yourself
+        within 2 minutes.
         """
         encoded = encode_args(args)
         when = parse_when(at)
@@ -170,6 +178,7 @@ class Client:
             origin,
             definition.retries,
             definition.backoff_ms,
+            request_id or uuid.uuid4().hex,
         )
         raise_for_code(
             reply[0], task_id=after or "", detail=str(reply[1]) if len(reply) > 1 else ""

@@ -23,6 +23,7 @@ stays the only owner of the layout on both sides.
 | ``{ns}:sleepers``                     | zset   | instance ids scored by when they next look      |
 | ``{ns}:jobs``                         | hash   | job catalog: name -> JSON definition            |
 | ``{ns}:keys``                         | hash   | idempotency key -> task or series id            |
+| ``{ns}:request:<id>``                 | string | task a schedule request made (expires, 2 min)   |
 | ``{ns}:series``                       | zset   | series ids by creation                          |
 | ``{ns}:series:<id>``                  | hash   | one recurring schedule                          |
 | ``{ns}:series:<id>:followers``        | set    | series that run after each completed run        |
@@ -58,6 +59,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "sleepers": ("sleepers", None),
     "jobs": ("jobs", None),
     "idem": ("keys", None),
+    "request": ("request:{}", "id"),
     "series_index": ("series", None),
     "series": ("series:{}", "id"),
     "followers": ("series:{}:followers", "id"),
@@ -168,6 +170,10 @@ class Keys:
     def series(self, series_id: str) -> str:
         """Hash of one series."""
         return self._k("series", series_id)
+
+    def request(self, request_id: str) -> str:
+        """String: the task a schedule request made (kept a short while, for its retries)."""
+        return self._k("request", request_id)
 
 
 def lua_prelude() -> str:

@@ -206,3 +206,23 @@ def test_deregister_fails_what_the_instance_still_held(c: Client) -> None:
     assert c.scripts.call("deregister", "i1", "worker shutdown", 0) == [Code.OK, 1, []]
     assert (c.get(t).status.value, c.get(t).reason) == ("failed", "worker shutdown")
     assert c.workers() == []
+
+
+def test_a_repeated_schedule_request_returns_the_first_task_not_a_second(c: Client) -> None:
+    first = c.schedule("hello", {"n": 1}, request_id="req-1")
+    again = c.schedule("hello", {"n": 1}, request_id="req-1")
+    other = c.schedule("hello", {"n": 1}, request_id="req-2")
+    assert again.id == first.id and not again.existed
+    assert other.id != first.id
+    assert c.redis.zcard(c.keys.due) == 2
+    scheduled = [e for _, e in c.redis.xrange(c.keys.events) if e["event"] == "scheduled"]
+    assert [e["id"] for e in scheduled] == [first.id, other.id]
+    ttl = c.redis.pttl(c.keys.request("req-1"))
+    assert 0 < ttl <= 120_000
+
+
+def test_a_repeated_series_request_makes_one_series(c: Client) -> None:
+    first = c.schedule("hello", every="1m", request_id="req-s")
+    again = c.schedule("hello", every="1m", request_id="req-s")
+    assert again.id == first.id
+    assert c.redis.zcard(c.keys.series_index) == 1

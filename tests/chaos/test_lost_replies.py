@@ -73,3 +73,41 @@ def test_claims_whose_reply_was_lost_are_run_not_orphaned(
     assert all(len(attempts.get(i, [])) == 1 for i in ids)
     assert (used, held) == (0, 0)
     assert "fenced" not in outputs
+
+
+def test_a_schedule_whose_reply_was_lost_is_retried_without_a_second_task(
+    redis_servers: Any, report: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = redis_servers()
+    proxy = LossyProxy(server.port)
+    client = Client.from_url(proxy.url, namespace="lossy-schedule", jobs_dir=JOBS)
+    calls = 200
+    real_call = client.scripts.call
+    made = 0
+
+    def call_losing_some_replies(name: str, *args: Any, **kwargs: Any) -> Any:
+        # Every tenth schedule script runs in Redis but its reply is lost (the window is
+        # shorter than redis-py's retries, 3 from 50 ms, so the call is sent again).
+        nonlocal made
+        made += name == "schedule"
+        if name == "schedule" and made % 10 == 5:
+            proxy.drop_replies(0.03)
+        return real_call(name, *args, **kwargs)
+
+    monkeypatch.setattr(client.scripts, "call", call_losing_some_replies)
+    try:
+        ids = [client.schedule("hello", at="+1h").id for _ in range(calls)]
+        due = client.redis.zrange(client.keys.due, 0, -1)
+    finally:
+        client.close()
+        proxy.close()
+    report(
+        "schedule replies lost",
+        calls=calls,
+        replies_lost=proxy.dropped,
+        tasks_made=len(due),
+        distinct_ids=len(set(ids)),
+    )
+    assert proxy.dropped >= calls // 10
+    assert len(set(ids)) == calls
+    assert sorted(due) == sorted(ids)  # one task per call: none doubled by the resend
