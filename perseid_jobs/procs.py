@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .errors import PerseidError
-from .zygote import Event, LeaseUntil, Ready, Request, StartRequest, Stop, encoder, event_decoder
+from .protocol import Event, LeaseUntil, Ready, Request, StartRequest, Stop, encoder, event_decoder
 
 
 class ZygoteFailed(PerseidError):

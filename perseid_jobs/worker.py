@@ -53,12 +53,12 @@ from .models import TaskStatus
 from .outcome import ClaimedTask, Outcome, outcome_of_status, run_key, series_next
 from .probe import WorkerProbe
 from .procs import ZygoteClient
+from .protocol import Exited, Started, StartRequest, drain_pipe
 from .runtime import MAX_REASON_CHARS
 from .scripts import Scripts
 from .settings import WorkerSettings
 from .shipper import LogShipper
 from .wake import WakeChannel
-from .zygote import Exited, Started, StartRequest, drain_pipe
 
 log = logging.getLogger("perseid_jobs.worker")
 

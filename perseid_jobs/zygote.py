@@ -40,79 +40,28 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-import msgspec
-
 from .jobfile import JobSpec, load_jobs_dir
-from .models import JobDefinition, task_metadata
-from .runtime import EXIT_FAILED, TaskContext, run_job
+from .protocol import (
+    Exited,
+    LeaseUntil,
+    Ready,
+    Started,
+    StartRequest,
+    Stop,
+    drain_pipe,
+    encoder,
+    request_decoder,
+    write_all,
+)
+from .runtime import EXIT_FAILED
 from .tasklog import TaskLog, TaskOutput, route_process
+from .taskproc import run_spare, run_task
 
 _PR_SET_PDEATHSIG = 1
 SPARE_AFTER_IDLE_S = 0.005
 """Quiet time after which the zygote forks a spare task process ahead of the next start."""
 SPARE_AT_ONCE_WITH = 2
 """Tasks running from which the spare is forked at once, not after a quiet time."""
-
-
-class StartRequest(msgspec.Struct, tag="start"):
-    """Worker -> zygote: run one task."""
-
-    id: str
-    job: str
-    args: str
-    attempt: int
-    started_at_ms: int
-    last_completed_at: str
-    skipped_runs: str
-    log_path: str
-    max_log_bytes: int
-
-
-class Stop(msgspec.Struct, tag="stop"):
-    """Worker -> zygote: kill every task and exit."""
-
-
-class LeaseUntil(msgspec.Struct, tag="lease"):
-    """Worker -> zygote: the lease holds until ``deadline`` (``time.monotonic()`` seconds)."""
-
-    deadline: float
-
-
-class Ready(msgspec.Struct, tag="ready"):
-    """Zygote -> worker: the jobs it loaded and the files it could not."""
-
-    jobs: dict[str, JobDefinition]
-    errors: list[str]
-
-
-class Started(msgspec.Struct, tag="started"):
-    """Zygote -> worker: the task's process exists."""
-
-    id: str
-    pid: int
-
-
-class Exited(msgspec.Struct, tag="exited"):
-    """Zygote -> worker: the task's process ended (``status`` as from waitpid)."""
-
-    id: str
-    pid: int
-    status: int
-    reason: str
-
-
-Request = StartRequest | Stop | LeaseUntil
-Event = Ready | Started | Exited
-request_decoder = msgspec.json.Decoder(Request)
-event_decoder = msgspec.json.Decoder(Event)
-encoder = msgspec.json.Encoder()
-
-
-def drain_pipe(fd: int) -> None:
-    """Empty a non-blocking wake-up pipe (its bytes only say "look")."""
-    with contextlib.suppress(BlockingIOError):
-        while os.read(fd, 512):
-            pass
 
 
 _signal: Any = importlib.import_module("_signal")  # signal's C half (no stub of its own)
@@ -122,36 +71,6 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every
 def set_parent_death_signal(sig: int) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies."""
     _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _run_child(req: StartRequest, spec: JobSpec, log: TaskLog, result_fd: int) -> int:
-    """Body of a task process, its log prepared; returns its exit code."""
-    log.begin(
-        started_at_ms=req.started_at_ms,
-        attempt=req.attempt,
-        task_id=req.id,
-        job=req.job,
-        max_bytes=req.max_log_bytes,
-    )
-    task = TaskContext(
-        id=req.id,
-        job=req.job,
-        args=msgspec.json.decode(req.args),
-        metadata=task_metadata(req.last_completed_at, req.skipped_runs),
-        logger=log.logger,
-        attempt=req.attempt,
-    )
-    code, reason = run_job(spec, task)
-    if reason:
-        _write_all(result_fd, reason.encode("utf-8", "replace"))
-    log.close()
-    return code
 
 
 class _Child(NamedTuple):
@@ -212,7 +131,7 @@ class Zygote:
         if self.outbox:
             self.outbox.append(b"")
             data, self.outbox = b"\n".join(self.outbox), []
-            _write_all(self.evt_fd, data)
+            write_all(self.evt_fd, data)
 
     def start(self, req: StartRequest) -> None:
         """Start one task: hand it to the spare if there is one, else fork its process."""
@@ -252,7 +171,7 @@ class Zygote:
             try:
                 # A new file under that name: an earlier attempt's may live on in the bucket.
                 os.replace(self.spare_path, req.log_path)
-                _write_all(spare.ctl_fd, encoder.encode(req))
+                write_all(spare.ctl_fd, encoder.encode(req))
             finally:
                 os.close(spare.ctl_fd)
         except OSError:
@@ -285,7 +204,7 @@ class Zygote:
                 self._become_task((ctl_r, result_w))
                 os.close(ctl_w)
                 os.close(result_r)
-                code = _run_spare(self.jobs, output, ctl_r, result_w)
+                code = run_spare(self.jobs, output, ctl_r, result_w)
             finally:
                 os._exit(code)
         os.close(ctl_r)
@@ -330,11 +249,11 @@ class Zygote:
             self._become_task((result_w,))
             os.close(result_r)
             if output is None:
-                _write_all(result_w, log_error.encode())
+                write_all(result_w, log_error.encode())
             elif spec is None:
-                _write_all(result_w, f"job {req.job!r} is not loaded on this worker".encode())
+                write_all(result_w, f"job {req.job!r} is not loaded on this worker".encode())
             else:
-                code = _run_child(req, spec, TaskLog.prepare(output), result_w)
+                code = run_task(req, spec, TaskLog.prepare(output), result_w)
         finally:
             os._exit(code)
 
@@ -475,52 +394,6 @@ class Zygote:
             with contextlib.suppress(OSError):  # the worker may be gone
                 self.flush()
             self.kill_all()
-
-
-def _run_spare(jobs: dict[str, JobSpec], output: TaskOutput, ctl_fd: int, result_fd: int) -> int:
-    """Body of a spare: prepare the log, wait for the start request, run it."""
-    log = TaskLog.prepare(output)
-    _warm(log)
-    data = b""
-    while chunk := os.read(ctl_fd, 1 << 16):
-        data += chunk
-    if not data:
-        return 0  # not needed after all: the zygote is stopping
-    req = request_decoder.decode(data)
-    assert isinstance(req, StartRequest)
-    spec = jobs.get(req.job)
-    if spec is None:
-        _write_all(result_fd, f"job {req.job!r} is not loaded on this worker".encode())
-        return EXIT_FAILED
-    return _run_child(req, spec, log, result_fd)
-
-
-_SAMPLE_REQUEST = encoder.encode(
-    StartRequest(
-        id="01M8E3REWN0000000000000001",
-        job="sample",
-        args='{"sample": [1, 2.5, "x", null, true]}',
-        attempt=1,
-        started_at_ms=1_700_000_000_000,
-        last_completed_at="1700000000000",
-        skipped_runs="1",
-        log_path="/sample.log",
-        max_log_bytes=1,
-    )
-)
-
-
-def _warm(log: TaskLog) -> None:
-    """In a spare: go once through what a start goes through, on a sample, unwritten.
-
-    A forked process pays a page fault for each page it first writes (even a
-    reference count): paid here, while it waits, not between request and job.
-    """
-    req = request_decoder.decode(_SAMPLE_REQUEST)
-    assert isinstance(req, StartRequest)
-    msgspec.json.decode(req.args)
-    task_metadata(req.last_completed_at, req.skipped_runs)
-    log.sample_line(started_at_ms=req.started_at_ms, attempt=req.attempt)
 
 
 def _clear_spares(spare_dir: Path) -> Path:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from perseid_jobs.procs import ZygoteClient
-from perseid_jobs.zygote import Event, Exited, Started, StartRequest
+from perseid_jobs.protocol import Event, Exited, Started, StartRequest
 
 from .conftest import JOBS, wait_until
 

@@ -1,0 +1,83 @@
+"""What the worker and its zygote say to each other, one JSON object a line.
+
+The worker writes :data:`Request` messages on one pipe, the zygote answers with
+:data:`Event` messages on another. A spare task process gets its
+:class:`StartRequest` the same way, on a pipe of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import msgspec
+
+from .models import JobDefinition
+
+
+class StartRequest(msgspec.Struct, tag="start"):
+    """Worker -> zygote: run one task."""
+
+    id: str
+    job: str
+    args: str
+    attempt: int
+    started_at_ms: int
+    last_completed_at: str
+    skipped_runs: str
+    log_path: str
+    max_log_bytes: int
+
+
+class Stop(msgspec.Struct, tag="stop"):
+    """Worker -> zygote: kill every task and exit."""
+
+
+class LeaseUntil(msgspec.Struct, tag="lease"):
+    """Worker -> zygote: the lease holds until ``deadline`` (``time.monotonic()`` seconds)."""
+
+    deadline: float
+
+
+class Ready(msgspec.Struct, tag="ready"):
+    """Zygote -> worker: the jobs it loaded and the files it could not."""
+
+    jobs: dict[str, JobDefinition]
+    errors: list[str]
+
+
+class Started(msgspec.Struct, tag="started"):
+    """Zygote -> worker: the task's process exists."""
+
+    id: str
+    pid: int
+
+
+class Exited(msgspec.Struct, tag="exited"):
+    """Zygote -> worker: the task's process ended (``status`` as from waitpid)."""
+
+    id: str
+    pid: int
+    status: int
+    reason: str
+
+
+Request = StartRequest | Stop | LeaseUntil
+Event = Ready | Started | Exited
+request_decoder = msgspec.json.Decoder(Request)
+event_decoder = msgspec.json.Decoder(Event)
+encoder = msgspec.json.Encoder()
+
+
+def drain_pipe(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe (its bytes only say "look")."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a blocking fd."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,88 @@
+"""What a task process runs once forked: its log begun, its job called, its exit code.
+
+A process forked for a task at once runs :func:`run_task`; a spare, forked
+ahead of any task, runs :func:`run_spare`, which prepares the log and goes
+once through a sample start (:func:`warm`) before it waits for its request.
+"""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+
+from .jobfile import JobSpec
+from .models import task_metadata
+from .protocol import StartRequest, encoder, request_decoder, write_all
+from .runtime import EXIT_FAILED, TaskContext, run_job
+from .tasklog import TaskLog, TaskOutput
+
+
+def run_task(req: StartRequest, spec: JobSpec, log: TaskLog, result_fd: int) -> int:
+    """Body of a task process, its log prepared; returns its exit code."""
+    log.begin(
+        started_at_ms=req.started_at_ms,
+        attempt=req.attempt,
+        task_id=req.id,
+        job=req.job,
+        max_bytes=req.max_log_bytes,
+    )
+    task = TaskContext(
+        id=req.id,
+        job=req.job,
+        args=msgspec.json.decode(req.args),
+        metadata=task_metadata(req.last_completed_at, req.skipped_runs),
+        logger=log.logger,
+        attempt=req.attempt,
+    )
+    code, reason = run_job(spec, task)
+    if reason:
+        write_all(result_fd, reason.encode("utf-8", "replace"))
+    log.close()
+    return code
+
+
+def run_spare(jobs: dict[str, JobSpec], output: TaskOutput, ctl_fd: int, result_fd: int) -> int:
+    """Body of a spare: prepare the log, wait for the start request, run it."""
+    log = TaskLog.prepare(output)
+    warm(log)
+    data = b""
+    while chunk := os.read(ctl_fd, 1 << 16):
+        data += chunk
+    if not data:
+        return 0  # not needed after all: the zygote is stopping
+    req = request_decoder.decode(data)
+    assert isinstance(req, StartRequest)
+    spec = jobs.get(req.job)
+    if spec is None:
+        write_all(result_fd, f"job {req.job!r} is not loaded on this worker".encode())
+        return EXIT_FAILED
+    return run_task(req, spec, log, result_fd)
+
+
+_SAMPLE_REQUEST = encoder.encode(
+    StartRequest(
+        id="01M8E3REWN0000000000000001",
+        job="sample",
+        args='{"sample": [1, 2.5, "x", null, true]}',
+        attempt=1,
+        started_at_ms=1_700_000_000_000,
+        last_completed_at="1700000000000",
+        skipped_runs="1",
+        log_path="/sample.log",
+        max_log_bytes=1,
+    )
+)
+
+
+def warm(log: TaskLog) -> None:
+    """In a spare: go once through what a start goes through, on a sample, unwritten.
+
+    A forked process pays a page fault for each page it first writes (even a
+    reference count): paid here, while it waits, not between request and job.
+    """
+    req = request_decoder.decode(_SAMPLE_REQUEST)
+    assert isinstance(req, StartRequest)
+    msgspec.json.decode(req.args)
+    task_metadata(req.last_completed_at, req.skipped_runs)
+    log.sample_line(started_at_ms=req.started_at_ms, attempt=req.attempt)
