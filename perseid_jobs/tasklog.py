@@ -19,193 +19,39 @@ truncation line and sets a flag in memory both processes share.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import functools
 import logging
 import mmap
 import os
 import sys
-import threading
-import time
 import traceback
-import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
-import orjson
+from .pino import (
+    MAX_LINE_BYTES,
+    Sink,
+    hostname,
+    now_ms,
+    pino_level,
+    split_long,
+    stringify,
+)
 
 __all__ = ["DEFAULT_MAX_LOG_BYTES", "MAX_LINE_BYTES", "TaskLog", "TaskOutput"]
 
 DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
 """Size at which a task's log is truncated, unless the task says otherwise."""
 
-MAX_LINE_BYTES = 64 * 1024
-"""Longest stdout/stderr line kept in one entry; longer output is split."""
-
 READ_SIZE = 64 * 1024
 """Bytes read from one pipe per call of :meth:`TaskOutput.read`."""
 
 _DRAIN_LIMIT = 1024 * 1024  # per pipe once the task ended: a live writer could refill it forever
-_STREAM_LEVELS = {"stdout": 30, "stderr": 50}
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
 _STILL_HELD = "a process started by the task still holds stdout/stderr; its output is discarded"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@functools.cache
-def _hostname() -> str:
-    # Asked once in the zygote; every task process inherits the answer. What
-    # socket.gethostname() returns, without importing socket into the zygote.
-    return os.uname().nodename
-
-
-def _pino_level(levelno: int) -> int:
-    """Map a logging level (DEBUG=10 … CRITICAL=50) onto pino's (debug=20 … fatal=60)."""
-    return min(60, max(10, (levelno // 10 + 1) * 10))
-
-
-def _stringify(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:  # a broken __str__ must not lose the line
-        return object.__repr__(value)
-
-
-def _encode(doc: dict[str, Any]) -> bytes:
-    """One JSON line; values orjson cannot encode are stringified rather than raising."""
-    option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
-    try:
-        return orjson.dumps(doc, default=_stringify, option=option)
-    except orjson.JSONEncodeError:
-        # Integers beyond 64 bits and cycles fail without reaching `default`.
-        safe: dict[str, Any] = {}
-        for key, value in doc.items():
-            try:
-                orjson.dumps(value, default=_stringify, option=option)
-                safe[key] = value
-            except orjson.JSONEncodeError:
-                safe[key] = _stringify(value)
-        return orjson.dumps(safe, default=_stringify, option=option)
-
-
-def _split_long(line: bytes) -> Iterator[bytes]:
-    """Cut a line into pieces of at most MAX_LINE_BYTES, never inside a UTF-8 character."""
-    while len(line) > MAX_LINE_BYTES:
-        cut = MAX_LINE_BYTES
-        # Continuation bytes are 0b10xxxxxx; step back to the start of the character.
-        while cut > MAX_LINE_BYTES - 4 and line[cut] & 0xC0 == 0x80:
-            cut -= 1
-        yield line[:cut]
-        line = line[cut:]
-    yield line
-
-
-class _Sink:
-    """One process's writer of the file: serialises its threads and enforces the size cap."""
-
-    def __init__(
-        self, fd: int, max_bytes: int, fields: dict[str, Any], truncated: mmap.mmap
-    ) -> None:
-        self.fd = fd
-        self.max_bytes = max_bytes
-        self.fields = fields  # pid, hostname, task, job: on every line
-        # One byte shared by every writer of the file; once set, output is dropped
-        # (readers keep draining so writers never block).
-        self.truncated = truncated
-        self.lock = threading.Lock()
-        _SINKS.add(self)
-
-    @property
-    def discarding(self) -> bool:
-        """True once the log was truncated (by any writer) or closed here."""
-        return self.fd < 0 or self.truncated[0] != 0
-
-    def line(
-        self, level: int, time_ms: int, msg: str, extra: dict[str, Any], pid: int | None = None
-    ) -> bytes:
-        doc: dict[str, Any] = {"level": level, "time": time_ms}
-        doc["pid"] = self.fields["pid"] if pid is None else pid
-        doc["hostname"] = self.fields["hostname"]
-        doc["msg"] = msg
-        doc["task"] = self.fields["task"]
-        doc["job"] = self.fields["job"]
-        for key, value in extra.items():
-            doc.setdefault(key, value)  # an extra named like a core field must not forge it
-        return _encode(doc)
-
-    def stream_encoder(self, stream: str) -> Callable[[bytes, bytes], bytes]:
-        """A fast encoder for captured output: only time and msg vary between lines."""
-        head = b'{"level":%d,"time":' % _STREAM_LEVELS[stream]
-        middle = orjson.dumps({"pid": self.fields["pid"], "hostname": self.fields["hostname"]})
-        middle = b"," + middle[1:-1] + b',"msg":'
-        tail = orjson.dumps({"task": self.fields["task"], "job": self.fields["job"]})
-        tail = b"," + tail[1:-1] + b',"stream":"' + stream.encode() + b'"}\n'
-
-        def encode(raw: bytes, time_ms: bytes) -> bytes:
-            text = raw.decode("utf-8", errors="replace")
-            return head + time_ms + middle + orjson.dumps(text) + tail
-
-        return encode
-
-    def write(self, lines: Iterable[bytes]) -> None:
-        with self.lock:
-            if self.discarding:
-                return
-            data = b"".join(lines)
-            try:
-                # A POSIX record lock (per process) makes check-size-then-append atomic
-                # across the two writers, so the cap and the one truncation line hold.
-                fcntl.lockf(self.fd, fcntl.LOCK_EX)
-                try:
-                    if self.truncated[0]:
-                        return
-                    # The file's size, not a count of our own: the other process appends too.
-                    size = os.fstat(self.fd).st_size
-                    if size + len(data) > self.max_bytes:
-                        self.truncated[0] = 1
-                        data = self._cut(data, size)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(self.fd, view) :]
-                finally:
-                    fcntl.lockf(self.fd, fcntl.LOCK_UN)
-            except OSError:
-                # Disk full or similar: nowhere left to report it; keep the job running.
-                self.truncated[0] = 1
-
-    def _cut(self, data: bytes, size: int) -> bytes:
-        """Keep the whole lines that fit under the cap, then say the log was truncated."""
-        room = self.max_bytes - size
-        end = data.rfind(b"\n", 0, max(room, 0)) + 1
-        note = f"log truncated at {self.max_bytes} bytes; further output discarded"
-        return data[:end] + self.line(40, _now_ms(), note, {})
-
-    def close(self) -> None:
-        with self.lock:
-            if self.fd < 0:
-                return
-            os.close(self.fd)
-            self.fd = -1
-
-
-_SINKS: weakref.WeakSet[_Sink] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    # A job may fork (multiprocessing) while one of its threads holds the lock;
-    # the copy in the new process would otherwise deadlock on its first log record.
-    for sink in _SINKS:
-        sink.lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _create(path: Path) -> int:
@@ -234,9 +80,9 @@ class _Stream:
         lines = (self.pending + chunk).split(b"\n")
         self.pending = lines.pop()
         if len(self.pending) > MAX_LINE_BYTES:
-            *more, self.pending = _split_long(self.pending)
+            *more, self.pending = split_long(self.pending)
             lines.extend(more)
-        return [piece for line in lines for piece in _split_long(line)]
+        return [piece for line in lines for piece in split_long(line)]
 
 
 class TaskOutput:
@@ -264,7 +110,7 @@ class TaskOutput:
         except OSError:
             self.discard()
             raise
-        self._sink: _Sink | None = None
+        self._sink: Sink | None = None
 
     @property
     def fds(self) -> list[int]:
@@ -285,8 +131,8 @@ class TaskOutput:
         for fd in self._write_ends:
             os.close(fd)
         self._write_ends.clear()
-        fields = {"pid": pid, "hostname": _hostname(), "task": self.task_id, "job": self.job}
-        self._sink = _Sink(self.fd, self.max_bytes, fields, self.truncated)
+        fields = {"pid": pid, "hostname": hostname(), "task": self.task_id, "job": self.job}
+        self._sink = Sink(self.fd, self.max_bytes, fields, self.truncated)
         for fd, stream in self._streams.items():
             os.set_blocking(fd, False)
             stream.encode = self._sink.stream_encoder(stream.name)
@@ -314,7 +160,7 @@ class TaskOutput:
                 held = True
                 self._close_stream(fd)
         if held and self._sink is not None:
-            self._sink.write([self._sink.line(40, _now_ms(), _STILL_HELD, {})])
+            self._sink.write([self._sink.line(40, now_ms(), _STILL_HELD, {})])
         self.discard()
 
     def discard(self) -> None:
@@ -358,7 +204,7 @@ class TaskOutput:
     def _write(self, stream: _Stream, lines: list[bytes]) -> None:
         if self._sink is None or stream.encode is None or not lines:
             return
-        stamp = b"%d" % _now_ms()
+        stamp = b"%d" % now_ms()
         encode = stream.encode
         self._sink.write(encode(line, stamp) for line in lines)
 
@@ -366,7 +212,7 @@ class TaskOutput:
 class _PinoHandler(logging.Handler):
     """Turns log records into pino lines in the task's file."""
 
-    def __init__(self, sink: _Sink | None) -> None:
+    def __init__(self, sink: Sink | None) -> None:
         super().__init__()
         self.sink = sink  # None in the zygote, until a task's process sets its own
 
@@ -381,7 +227,7 @@ class _PinoHandler(logging.Handler):
                 extra["err"] = _error_fields(record.exc_info[1])
             if record.stack_info:
                 extra["stack"] = record.stack_info
-            level = _pino_level(record.levelno)
+            level = pino_level(record.levelno)
             time_ms = int(record.created * 1000)
             # A process the job forked logs under its own pid.
             line = self.sink.line(level, time_ms, record.getMessage(), extra, record.process)
@@ -393,7 +239,7 @@ class _PinoHandler(logging.Handler):
 def _error_fields(exc: BaseException) -> dict[str, str]:
     return {
         "type": type(exc).__name__,
-        "message": _stringify(exc),
+        "message": stringify(exc),
         "stack": "".join(traceback.format_exception(exc)),
     }
 
@@ -404,7 +250,7 @@ class TaskLog:
     logger: logging.Logger
     """Records sent here (or to any logger, through the root) become pino lines."""
 
-    def __init__(self, sink: _Sink, handler: _PinoHandler) -> None:
+    def __init__(self, sink: Sink, handler: _PinoHandler) -> None:
         """Use :meth:`TaskLog.open`; this only holds what it set up."""
         self._sink = sink
         self._handler = handler
@@ -430,9 +276,9 @@ class TaskLog:
         :meth:`begin` then names the task and writes the first line.
         """
         output.redirect()
-        fields = {"pid": os.getpid(), "hostname": _hostname()}
+        fields = {"pid": os.getpid(), "hostname": hostname()}
         fields |= {"task": output.task_id, "job": output.job}
-        sink = _Sink(output.fd, output.max_bytes, fields, output.truncated)
+        sink = Sink(output.fd, output.max_bytes, fields, output.truncated)
         if _ROUTED is not None:  # set up once in the zygote: only the sink is this task's
             _ROUTED.sink = sink
             return cls(sink, _ROUTED)
@@ -461,7 +307,7 @@ class TaskLog:
     def sample_line(self, *, started_at_ms: int, attempt: int) -> bytes:
         """The ``task started`` line, made but not written."""
         started = {"startedAt": started_at_ms, "attempt": attempt}
-        return self._sink.line(30, _now_ms(), "task started", started)
+        return self._sink.line(30, now_ms(), "task started", started)
 
     def exception(self, exc: BaseException, msg: str = "task raised") -> None:
         """Log an exception at level 50 with ``err`` holding its type, message and traceback."""
