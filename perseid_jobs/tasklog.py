@@ -128,6 +128,8 @@ class TaskOutput:
 
     def attach(self, pid: int) -> None:
         """In the zygote, after the fork: keep only the read ends; lines carry ``pid``."""
+        if self._sink is not None:
+            return
         for fd in self._write_ends:
             os.close(fd)
         self._write_ends.clear()
@@ -136,6 +138,16 @@ class TaskOutput:
         for fd, stream in self._streams.items():
             os.set_blocking(fd, False)
             stream.encode = self._sink.stream_encoder(stream.name)
+
+    def announce(self, *, started_at_ms: int, attempt: int) -> None:
+        """In the zygote, once attached: write ``task started`` for the task's process.
+
+        For a spare, whose pid is known before its task: written before the
+        spare hears of the task, so it is the first line, and the spare need
+        not write it (see :meth:`TaskLog.begin`).
+        """
+        assert self._sink is not None
+        self._sink.write([_started_line(self._sink, started_at_ms, attempt)])
 
     def read(self, fd: int, size: int = READ_SIZE) -> bool:
         """Read at most ``size`` bytes from pipe ``fd`` into the log; False once it is closed."""
@@ -207,6 +219,11 @@ class TaskOutput:
         stamp = b"%d" % now_ms()
         encode = stream.encode
         self._sink.write(encode(line, stamp) for line in lines)
+
+
+def _started_line(sink: Sink, started_at_ms: int, attempt: int) -> bytes:
+    started = {"startedAt": started_at_ms, "attempt": attempt}
+    return sink.line(30, now_ms(), "task started", started)
 
 
 class _PinoHandler(logging.Handler):
@@ -295,19 +312,23 @@ class TaskLog:
         task_id: str = "",
         job: str = "",
         max_bytes: int = 0,
+        announce: bool = True,
     ) -> None:
-        """Write ``task started``; first name the task if :meth:`prepare` did not know it."""
+        """Write ``task started`` (unless the zygote did: ``announce=False``).
+
+        First names the task if :meth:`prepare` did not know it.
+        """
         sink = self._sink
         if task_id:
             sink.fields["task"] = task_id
             sink.fields["job"] = job
             sink.max_bytes = max_bytes
-        sink.write([self.sample_line(started_at_ms=started_at_ms, attempt=attempt)])
+        if announce:
+            sink.write([self.sample_line(started_at_ms=started_at_ms, attempt=attempt)])
 
     def sample_line(self, *, started_at_ms: int, attempt: int) -> bytes:
         """The ``task started`` line, made but not written."""
-        started = {"startedAt": started_at_ms, "attempt": attempt}
-        return self._sink.line(30, now_ms(), "task started", started)
+        return _started_line(self._sink, started_at_ms, attempt)
 
     def exception(self, exc: BaseException, msg: str = "task raised") -> None:
         """Log an exception at level 50 with ``err`` holding its type, message and traceback."""

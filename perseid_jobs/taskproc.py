@@ -18,14 +18,20 @@ from .runtime import EXIT_FAILED, TaskContext, run_job
 from .tasklog import TaskLog, TaskOutput
 
 
-def run_task(req: StartRequest, spec: JobSpec, log: TaskLog, result_fd: int) -> int:
-    """Body of a task process, its log prepared; returns its exit code."""
+def run_task(
+    req: StartRequest, spec: JobSpec, log: TaskLog, result_fd: int, *, announced: bool = False
+) -> int:
+    """Body of a task process, its log prepared; returns its exit code.
+
+    ``announced``: the zygote already wrote the ``task started`` line.
+    """
     log.begin(
         started_at_ms=req.started_at_ms,
         attempt=req.attempt,
         task_id=req.id,
         job=req.job,
         max_bytes=req.max_log_bytes,
+        announce=not announced,
     )
     task = TaskContext(
         id=req.id,
@@ -57,7 +63,7 @@ def run_spare(jobs: dict[str, JobSpec], output: TaskOutput, ctl_fd: int, result_
     if spec is None:
         write_all(result_fd, f"job {req.job!r} is not loaded on this worker".encode())
         return EXIT_FAILED
-    return run_task(req, spec, log, result_fd)
+    return run_task(req, spec, log, result_fd, announced=True)
 
 
 _SAMPLE_REQUEST = encoder.encode(

@@ -167,10 +167,16 @@ class Zygote:
     def _hand_over(self, spare: _Spare, req: StartRequest) -> bool:
         """Give the task to the spare: its log file takes the task's name. False if it failed."""
         assert self.spare_path is not None
+        output = spare.output
         try:
             try:
                 # A new file under that name: an earlier attempt's may live on in the bucket.
                 os.replace(self.spare_path, req.log_path)
+                output.task_id, output.job, output.max_bytes = req.id, req.job, req.max_log_bytes
+                output.attach(spare.pid)
+                # Written here, before the spare hears of its task: the first line, and
+                # one thing less for the task's process (whose every step costs it page copies).
+                output.announce(started_at_ms=req.started_at_ms, attempt=req.attempt)
                 write_all(spare.ctl_fd, encoder.encode(req))
             finally:
                 os.close(spare.ctl_fd)
@@ -178,11 +184,9 @@ class Zygote:
             # Gone, or the log cannot be named: fork for this task instead.
             self.kill(spare.pid)
             os.close(spare.result_fd)
-            spare.output.discard()
+            output.discard()
             return False
-        spare.output.task_id, spare.output.job = req.id, req.job
-        spare.output.max_bytes = req.max_log_bytes
-        self._started(req.id, spare.pid, spare.result_fd, spare.output)
+        self._started(req.id, spare.pid, spare.result_fd, output)
         return True
 
     def make_spare(self) -> None:
