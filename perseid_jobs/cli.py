@@ -130,6 +130,12 @@ def schedule(
     key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
     catch_up: Annotated[str, typer.Option("--catch-up", help="skip | all")] = "skip",
     catch_up_window: Annotated[str | None, typer.Option("--catch-up-window")] = None,
+    durable: Annotated[
+        bool, typer.Option("--durable", help="Return once a replica has it too (WAIT 1).")
+    ] = False,
+    durable_timeout: Annotated[
+        float, typer.Option("--durable-timeout", help="Seconds --durable waits for a replica.")
+    ] = 1.0,
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
@@ -149,6 +155,8 @@ def schedule(
         key=key,
         catch_up=catch_up,
         catch_up_window=catch_up_window,
+        durable=durable,
+        durable_timeout=durable_timeout,
     )
     if json:
         emit_json(task)

@@ -15,9 +15,11 @@ import redis
 
 from .connection import DEFAULT_REDIS_URL, connect
 from .errors import (
+    ConfigError,
     InvalidArgs,
     InvalidTime,
     JobDefinitionError,
+    NotDurable,
     TaskNotFound,
     UnknownJob,
     raise_for_code,
@@ -121,6 +123,8 @@ class Client:
         catch_up: str = "skip",
         catch_up_window: str | int | None = None,
         request_id: str | None = None,
+        durable: bool = False,
+        durable_timeout: float = 1.0,
     ) -> Task:
         """Schedule a task (or a recurring series) and return it.
 
@@ -134,7 +138,17 @@ class Client:
         retries included) returns the task the first attempt made instead of
         making a second. Pass the same ``request_id`` to retry a call yourself
         within 2 minutes.
+
+        ``durable``: return only once a replica has the task too (``WAIT 1`` on
+        the same connection, up to ``durable_timeout`` seconds); raises
+        :class:`NotDurable` if none confirmed it (the task is on the primary).
+        Not available on Redis Cluster.
         """
+        if durable and not 0 < durable_timeout <= 3600:
+            raise InvalidTime(
+                f"--durable-timeout {durable_timeout:g}: give the seconds to wait for a replica,"
+                " more than 0 and at most 3600, e.g. 1"
+            )
         encoded = encode_args(args)
         when = parse_when(at)
         if after is not None and (at is not None or every is not None or cron is not None):
@@ -164,8 +178,7 @@ class Client:
             raise InvalidTime("--tz and --catch-up apply to --every/--cron series only")
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
-        reply = self.scripts.call(
-            "schedule",
+        argv = (
             job,
             encoded,
             definition.slots,
@@ -180,12 +193,31 @@ class Client:
             definition.backoff_ms,
             request_id or uuid.uuid4().hex,
         )
+        if durable:
+            reply, acked = self._schedule_durably(argv, durable_timeout)
+        else:
+            reply, acked = self.scripts.call("schedule", *argv), None
         raise_for_code(
             reply[0], task_id=after or "", detail=str(reply[1]) if len(reply) > 1 else ""
         )
+        if acked is not None and acked < 1:
+            raise NotDurable(str(reply[1]), durable_timeout)
         task = self.get(reply[1])
         task.existed = bool(reply[2])
         return task
+
+    def _schedule_durably(self, argv: tuple[Any, ...], timeout: float) -> tuple[Any, int]:
+        """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas)."""
+        if isinstance(self.redis, redis.RedisCluster):
+            raise ConfigError(
+                "--durable is not available on Redis Cluster (WAIT must follow the write on"
+                " its connection); schedule without --durable"
+            )
+        pipe = self.redis.pipeline(transaction=False)
+        self.scripts.call("schedule", *argv, client=pipe)
+        pipe.execute_command("WAIT", 1, max(1, int(timeout * 1000)))
+        reply, acked = pipe.execute()
+        return reply, int(acked)
 
     def _warn_capacity(self, job: str, slots: int) -> None:
         if slots <= 1:

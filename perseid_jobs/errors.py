@@ -86,6 +86,20 @@ class ParentEnded(ConfigError):
         )
 
 
+class NotDurable(PerseidError):
+    """A durable schedule: no replica confirmed the task in time (it is on the primary)."""
+
+    exit_code = 4
+
+    def __init__(self, task_id: str, timeout_s: float) -> None:
+        super().__init__(
+            f"task {task_id} is stored on the primary, but no replica confirmed it within"
+            f" {timeout_s:g}s, so a failover now could lose it: check the replicas"
+            " (INFO replication), or schedule again with the same --key to be sure"
+        )
+        self.task_id = task_id
+
+
 class LeaseLost(PerseidError):
     """The instance's lease lapsed: it is dead for everyone and must fence."""
 
