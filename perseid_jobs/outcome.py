@@ -113,3 +113,15 @@ TASK_FIELDS = (
     "instance",
     "deadline",
 )
+
+
+class Running(msgspec.Struct):
+    """A task this instance runs."""
+
+    task: ClaimedTask
+    instance: str
+    started_mono: float
+    deadline_mono: float
+    pid: int | None = None
+    kill_at: float | None = None
+    forced: tuple[TaskStatus, str] | None = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from . import claiming
 from .models import TaskStatus
 from .outcome import TASK_FIELDS, ClaimedTask, Outcome, given_next_starts, run_key
 
@@ -84,7 +85,7 @@ def adopt(w: Worker, inst: str, ids: list[str]) -> None:
         # within what is left before the reaper's hard deadline.
         left_s = (int(h["deadline"] or 0) - now_ms) / 1000 - 5.0
         log.warning("task %s was claimed by a call whose reply was lost: starting it", task_id)
-        w.start_task(task, max_s=max(0.0, min(int(task.max_ms) / 1000, left_s)))
+        claiming.start_task(w, task, max_s=max(0.0, min(int(task.max_ms) / 1000, left_s)))
 
 
 def fence(w: Worker) -> None:

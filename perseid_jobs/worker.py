@@ -41,20 +41,18 @@ from typing import Any
 
 import msgspec
 
-from . import __version__, recovery
+from . import __version__, claiming, recovery
 from .bucket import open_bucket
 from .connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
 from .durations import format_duration
-from .errors import Code
 from .heartbeat import Heartbeat, Lease
 from .keys import Keys
 from .metrics import WorkerMetrics
 from .models import TaskStatus
-from .outcome import ClaimedTask, Outcome, outcome_of_status, run_key, series_next
+from .outcome import Outcome, Running
 from .probe import WorkerProbe
 from .procs import ZygoteClient
-from .protocol import Exited, Started, StartRequest, drain_pipe
-from .runtime import MAX_REASON_CHARS
+from .protocol import Exited, Started, drain_pipe
 from .scripts import Scripts
 from .settings import WorkerSettings
 from .shipper import LogShipper
@@ -63,19 +61,6 @@ from .wake import WakeChannel
 log = logging.getLogger("perseid_jobs.worker")
 
 SPARE_DIR = ".spare"  # in the logs directory: the log file of the task process forked ahead
-REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
-
-
-class Running(msgspec.Struct):
-    """A task this instance runs."""
-
-    task: ClaimedTask
-    instance: str
-    started_mono: float
-    deadline_mono: float
-    pid: int | None = None
-    kill_at: float | None = None
-    forced: tuple[TaskStatus, str] | None = None
 
 
 class Worker:
@@ -154,7 +139,7 @@ class Worker:
             interval=self.s.heartbeat_s,
             on_renewed=self.zygote.lease_until,
             on_lost=self._on_lost,
-            on_cancels=self._on_cancels,
+            on_cancels=self.on_cancels,
         )
         self.heart.start()
         if self.s.metrics_port is not None:
@@ -197,7 +182,7 @@ class Worker:
             len(self.zygote.ready.jobs),
             *jobs,
         )
-        self._saw_now(reply[1])
+        self.saw_now(reply[1])
         self.zygote.lease_until(self.lease.start(self.instance_id, sent_at))
         self.need_claim = True
 
@@ -233,7 +218,7 @@ class Worker:
             if self.reconcile_due and self.registered:
                 recovery.reconcile(self)
             if self.pending or (self.need_claim and self.drain_deadline is None):
-                self.finish_and_claim()
+                claiming.finish_and_claim(self)
             while self.log_urls:
                 self.record_log_urls()
             if time.monotonic() >= self.next_reap:
@@ -291,137 +276,10 @@ class Worker:
                 time.sleep(backoff.failed())
         return False
 
-    # -- claiming and finishing ------------------------------------------------------------
-    def finish_and_claim(self) -> None:
-        """Report finished tasks and claim what fits, in one script call per instance id."""
-        mine = self.instance_id
-        left = list(self.pending)
-        self.pending = []
-        try:
-            for inst in dict.fromkeys(i for i, _ in left if i != mine):
-                # Tasks of an id this process no longer serves under (it fenced): the
-                # fencing token decides; whatever the claim part says is not for us.
-                self._finish(inst, [o for i, o in left if i == inst], 0)
-                left = [(i, o) for i, o in left if i != inst]
-            outcomes = [o for _, o in left]
-            free = self.s.slots - self.slots_used
-            claiming = free > 0 and self.drain_deadline is None and self.registered
-            want = self.s.claim_batch if claiming else 0
-            if not outcomes and want == 0:
-                self.need_claim = False
-                return
-            sent = time.monotonic()
-            if outcomes:
-                claim = self._finish(mine, outcomes, want)
-            else:
-                claim = self.scripts.call("claim", mine, want)
-            left = []
-        finally:
-            self.pending = left + self.pending
-        self.need_claim = False
-        self.on_claim(claim, want, sent)
-
-    def _finish(self, inst: str, outcomes: list[Outcome], want: int) -> Any:
-        argv: list[str | int] = [inst, want, len(outcomes)]
-        for o in outcomes:
-            argv += o.argv()
-        reply = self.scripts.call("finish", *argv)
-        for o, code in zip(outcomes, reply[1], strict=True):
-            if code == Code.STALE:
-                log.warning(
-                    "finish of %s under %s was stale: already recorded, or the task was"
-                    " reaped meanwhile (this report changed nothing)",
-                    o.id,
-                    inst,
-                )
-        return reply[2]
-
-    def on_claim(self, claim: Any, wanted: int, sent: float) -> None:
-        """Act on a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks.
-
-        ``sent`` is when the call went out (``time.monotonic()``).
-        """
-        if claim[0] == Code.LEASE_LOST:
-            self.fenced = True
-            return
-        self._saw_now(claim[1])
-        next_due = int(claim[2])
-        # To the microsecond: Redis's clock at the claim was `now` ms plus claim[5] us. Counted
-        # from when the call went out, so the next claim reaches Redis about when the task
-        # is due, not a reply's trip later; were it early, Redis would only say "not yet".
-        wait_us = (next_due - int(claim[1])) * 1000 - int(claim[5])
-        self.next_due_mono = None if next_due < 0 else sent + max(0, wait_us) / 1e6
-        self._on_cancels(list(claim[3]))
-        for record in claim[4]:
-            task = msgspec.convert(record, ClaimedTask)
-            if self.metrics:
-                self.metrics.claimed(task.job, (int(task.started_at) - int(task.start_at)) / 1000)
-            self.start_task(task)
-        if wanted and len(claim[4]) >= wanted:
-            # It stopped at the count, not for want of due tasks or free slots: look again.
-            self.need_claim = True
-        self._apply_cancels()
-
-    def start_task(self, task: ClaimedTask, max_s: float | None = None) -> None:
-        """Hand a claimed task to the zygote."""
-        assert self.zygote is not None
-        now = time.monotonic()
-        limit = int(task.max_ms) / 1000 if max_s is None else max_s
-        self.running[task.id] = Running(
-            task=task, instance=self.instance_id, started_mono=now, deadline_mono=now + limit
-        )
-        self.slots_used += int(task.slots)
-        self.zygote.start(
-            StartRequest(
-                id=task.id,
-                job=task.job,
-                args=task.args,
-                attempt=int(task.attempt),
-                started_at_ms=int(task.started_at),
-                last_completed_at=task.last_completed_at or "",
-                skipped_runs=task.skipped_runs or "",
-                log_path=str(self.log_path(task.id)),
-                max_log_bytes=self.s.max_log_bytes,
-            )
-        )
-
+    # -- where tasks' logs go -------------------------------------------------------------
     def log_path(self, task_id: str) -> Path:
         """Where a task's log file is written."""
         return self.s.logs_dir / f"{task_id}.log"
-
-    def on_exit(self, event: Exited) -> None:
-        """A task's process ended: queue its outcome."""
-        if event.pid in self.ghosts:
-            self.ghosts.discard(event.pid)
-            return
-        run = self.running.get(event.id)
-        if run is None or (run.pid is not None and run.pid != event.pid):
-            return
-        del self.running[event.id]
-        self.slots_used -= int(run.task.slots)
-        status, code, reason = outcome_of_status(event.status)
-        if event.reason:
-            reason = f"{reason}: {event.reason}" if status is TaskStatus.FAILED else event.reason
-        if run.forced is not None:
-            status, reason = run.forced
-        next_start, skipped = series_next(run.task, self.estimated_redis_now())
-        if self.metrics:
-            self.metrics.finished(run.task.job, status.value, time.monotonic() - run.started_mono)
-        outcome = Outcome(
-            id=run.task.id,
-            token=run.task.attempt,
-            status=status,
-            exit_code=code,
-            reason=reason[:MAX_REASON_CHARS],
-            next_start=next_start,
-            skipped=skipped,
-        )
-        self.pending.append((run.instance, outcome))
-        self.reported[run_key(run.task)] = (run.instance, outcome)
-        while len(self.reported) > REPORTED_MEMORY:
-            self.reported.popitem(last=False)
-        if self.shipper:
-            self.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
 
     # -- reconciling with Redis after a doubt -----------------------------------------------
 
@@ -455,7 +313,7 @@ class Worker:
                 self.kill(run, signal.SIGKILL)
                 run.kill_at = None
 
-    def _apply_cancels(self) -> None:
+    def apply_cancels(self) -> None:
         for task_id in list(self.cancels):
             run = self.running.get(task_id)
             if run is not None and run.pid is not None:
@@ -515,7 +373,7 @@ class Worker:
         if self.next_due_mono is not None and time.monotonic() >= self.next_due_mono:
             self.next_due_mono = None
             self.need_claim = True
-        self._apply_cancels()
+        self.apply_cancels()
 
     def handle_zygote(self) -> None:
         """Act on the zygote's events."""
@@ -526,7 +384,7 @@ class Worker:
                 if run is not None and run.pid is None:
                     run.pid = event.pid
             elif isinstance(event, Exited):
-                self.on_exit(event)
+                claiming.on_exit(self, event)
 
     # -- callbacks from other threads and signals ------------------------------------------
     def _poke(self) -> None:
@@ -543,7 +401,7 @@ class Worker:
             self.fenced = True
             self._poke()
 
-    def _on_cancels(self, ids: list[str]) -> None:
+    def on_cancels(self, ids: list[str]) -> None:
         if ids:
             self.cancels.update(ids)
             self._poke()
@@ -554,7 +412,7 @@ class Worker:
         self._poke()
 
     # -- Redis time ------------------------------------------------------------------------
-    def _saw_now(self, now_ms: Any) -> None:
+    def saw_now(self, now_ms: Any) -> None:
         self.redis_now = (int(now_ms), time.monotonic())
 
     def estimated_redis_now(self) -> int:

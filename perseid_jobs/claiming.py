@@ -1,0 +1,161 @@
+"""How a worker reports what ended and takes what is due: the hot path.
+
+One script call reports the finished tasks and claims what now fits
+(``finish_and_claim``); each claimed task goes to the zygote
+(``start_task``); each ended process becomes an outcome queued for the next
+call (``on_exit``). Each takes the :class:`~perseid_jobs.worker.Worker` whose
+state it reads and changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .errors import Code
+from .models import TaskStatus
+from .outcome import ClaimedTask, Outcome, Running, outcome_of_status, run_key, series_next
+from .protocol import Exited, StartRequest
+from .runtime import MAX_REASON_CHARS
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("perseid_jobs.worker")
+
+REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
+
+
+def finish_and_claim(w: Worker) -> None:
+    """Report finished tasks and claim what fits, in one script call per instance id."""
+    mine = w.instance_id
+    left = list(w.pending)
+    w.pending = []
+    try:
+        for inst in dict.fromkeys(i for i, _ in left if i != mine):
+            # Tasks of an id this process no longer serves under (it fenced): the
+            # fencing token decides; whatever the claim part says is not for us.
+            _finish(w, inst, [o for i, o in left if i == inst], 0)
+            left = [(i, o) for i, o in left if i != inst]
+        outcomes = [o for _, o in left]
+        free = w.s.slots - w.slots_used
+        claiming = free > 0 and w.drain_deadline is None and w.registered
+        want = w.s.claim_batch if claiming else 0
+        if not outcomes and want == 0:
+            w.need_claim = False
+            return
+        sent = time.monotonic()
+        if outcomes:
+            claim = _finish(w, mine, outcomes, want)
+        else:
+            claim = w.scripts.call("claim", mine, want)
+        left = []
+    finally:
+        w.pending = left + w.pending
+    w.need_claim = False
+    on_claim(w, claim, want, sent)
+
+
+def _finish(w: Worker, inst: str, outcomes: list[Outcome], want: int) -> Any:
+    argv: list[str | int] = [inst, want, len(outcomes)]
+    for o in outcomes:
+        argv += o.argv()
+    reply = w.scripts.call("finish", *argv)
+    for o, code in zip(outcomes, reply[1], strict=True):
+        if code == Code.STALE:
+            log.warning(
+                "finish of %s under %s was stale: already recorded, or the task was"
+                " reaped meanwhile (this report changed nothing)",
+                o.id,
+                inst,
+            )
+    return reply[2]
+
+
+def on_claim(w: Worker, claim: Any, wanted: int, sent: float) -> None:
+    """Act on a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks.
+
+    ``sent`` is when the call went out (``time.monotonic()``).
+    """
+    if claim[0] == Code.LEASE_LOST:
+        w.fenced = True
+        return
+    w.saw_now(claim[1])
+    next_due = int(claim[2])
+    # To the microsecond: Redis's clock at the claim was `now` ms plus claim[5] us. Counted
+    # from when the call went out, so the next claim reaches Redis about when the task
+    # is due, not a reply's trip later; were it early, Redis would only say "not yet".
+    wait_us = (next_due - int(claim[1])) * 1000 - int(claim[5])
+    w.next_due_mono = None if next_due < 0 else sent + max(0, wait_us) / 1e6
+    w.on_cancels(list(claim[3]))
+    for record in claim[4]:
+        task = msgspec.convert(record, ClaimedTask)
+        if w.metrics:
+            w.metrics.claimed(task.job, (int(task.started_at) - int(task.start_at)) / 1000)
+        start_task(w, task)
+    if wanted and len(claim[4]) >= wanted:
+        # It stopped at the count, not for want of due tasks or free slots: look again.
+        w.need_claim = True
+    w.apply_cancels()
+
+
+def start_task(w: Worker, task: ClaimedTask, max_s: float | None = None) -> None:
+    """Hand a claimed task to the zygote."""
+    assert w.zygote is not None
+    now = time.monotonic()
+    limit = int(task.max_ms) / 1000 if max_s is None else max_s
+    w.running[task.id] = Running(
+        task=task, instance=w.instance_id, started_mono=now, deadline_mono=now + limit
+    )
+    w.slots_used += int(task.slots)
+    w.zygote.start(
+        StartRequest(
+            id=task.id,
+            job=task.job,
+            args=task.args,
+            attempt=int(task.attempt),
+            started_at_ms=int(task.started_at),
+            last_completed_at=task.last_completed_at or "",
+            skipped_runs=task.skipped_runs or "",
+            log_path=str(w.log_path(task.id)),
+            max_log_bytes=w.s.max_log_bytes,
+        )
+    )
+
+
+def on_exit(w: Worker, event: Exited) -> None:
+    """A task's process ended: queue its outcome."""
+    if event.pid in w.ghosts:
+        w.ghosts.discard(event.pid)
+        return
+    run = w.running.get(event.id)
+    if run is None or (run.pid is not None and run.pid != event.pid):
+        return
+    del w.running[event.id]
+    w.slots_used -= int(run.task.slots)
+    status, code, reason = outcome_of_status(event.status)
+    if event.reason:
+        reason = f"{reason}: {event.reason}" if status is TaskStatus.FAILED else event.reason
+    if run.forced is not None:
+        status, reason = run.forced
+    next_start, skipped = series_next(run.task, w.estimated_redis_now())
+    if w.metrics:
+        w.metrics.finished(run.task.job, status.value, time.monotonic() - run.started_mono)
+    outcome = Outcome(
+        id=run.task.id,
+        token=run.task.attempt,
+        status=status,
+        exit_code=code,
+        reason=reason[:MAX_REASON_CHARS],
+        next_start=next_start,
+        skipped=skipped,
+    )
+    w.pending.append((run.instance, outcome))
+    w.reported[run_key(run.task)] = (run.instance, outcome)
+    while len(w.reported) > REPORTED_MEMORY:
+        w.reported.popitem(last=False)
+    if w.shipper:
+        w.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
