@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 
 from .errors import PerseidError
-from .protocol import Event, LeaseUntil, Ready, Request, StartRequest, Stop, encoder, event_decoder
+from .protocol import (
+    Event,
+    LeaseUntil,
+    Ready,
+    Request,
+    StartRequest,
+    Stop,
+    encoder,
+    event_decoder,
+    write_all,
+)
 
 
 class ZygoteFailed(PerseidError):
@@ -69,9 +79,7 @@ class ZygoteClient:
     def _send(self, request: Request) -> None:
         data = encoder.encode(request) + b"\n"
         with self._write_lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._req_w, view) :]
+            write_all(self._req_w, data)
 
     def start(self, request: StartRequest) -> None:
         """Ask for one task's process."""

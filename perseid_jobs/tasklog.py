@@ -128,8 +128,6 @@ class TaskOutput:
 
     def attach(self, pid: int) -> None:
         """In the zygote, after the fork: keep only the read ends; lines carry ``pid``."""
-        if self._sink is not None:
-            return
         for fd in self._write_ends:
             os.close(fd)
         self._write_ends.clear()

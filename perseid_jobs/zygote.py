@@ -152,13 +152,15 @@ class Zygote:
         if pid == 0:  # the task's process
             self._child(req, spec, output, log_error, result_r, result_w)
         os.close(result_w)
+        if output is not None:
+            output.attach(pid)
         self._started(req.id, pid, result_r, output)
 
     def _started(self, task_id: str, pid: int, result_fd: int, output: TaskOutput | None) -> None:
+        """Hold a started task's process (its log already attached) and report it."""
         os.set_blocking(result_fd, False)
         self.children[pid] = _Child(task_id, result_fd, output)
         if output is not None:
-            output.attach(pid)
             for fd in output.fds:
                 self.pipes[fd] = output
                 self.poller.register(fd, select.POLLIN)
@@ -230,9 +232,7 @@ class Zygote:
             _signal.signal(sig, _signal.SIG_DFL)
         fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w}
         fds |= {child.result_fd for child in self.children.values()}
-        if self.spare is not None:
-            fds |= {self.spare.ctl_fd, self.spare.result_fd}
-            self.spare.output.discard()
+        # No spare to close: a fork happens only while there is none (start takes it first).
         for fd in fds - set(keep):
             os.close(fd)
         for child in self.children.values():

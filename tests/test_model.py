@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import pytest
 import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -407,53 +409,44 @@ def test_scripts_keep_their_invariants_under_random_sequences(redis_server: Redi
     )
 
 
-# -- Lua bugs the model found (reported; the model steers clear of them meanwhile) ----------
-def _one_instance(redis_server: RedisServer) -> ScriptsModel:
+# -- Lua defects the model found, kept as regression tests -----------------------------------
+@pytest.fixture
+def m(redis_server: RedisServer) -> Iterator[ScriptsModel]:
+    """The model with one registered instance, torn down after the test."""
     ScriptsModel.url = redis_server.url
     model = ScriptsModel()
     model.instances = model.instances[:1]
-    return model
+    yield model
+    model.teardown()
 
 
-def test_deregister_continues_the_series_of_a_run_it_fails(redis_server: RedisServer) -> None:
-    m = _one_instance(redis_server)
-    try:
-        m.schedule(job="a", later=False, series=True, key="", after=None, retries=0)
-        m.claim(inst=0, n=1)
-        m.deregister_instance(m.instances[0])
-        m.a_series_has_one_live_run()
-    finally:
-        m.teardown()
+def test_deregister_continues_the_series_of_a_run_it_fails(m: ScriptsModel) -> None:
+    m.schedule(job="a", later=False, series=True, key="", after=None, retries=0)
+    m.claim(inst=0, n=1)
+    m.deregister_instance(m.instances[0])
+    m.a_series_has_one_live_run()
 
 
-def test_a_task_whose_cancel_was_requested_is_not_retried(redis_server: RedisServer) -> None:
-    m = _one_instance(redis_server)
-    try:
-        m.schedule(job="a", later=False, series=False, key="", after=None, retries=1)
-        m.claim(inst=0, n=1)
-        task_id = m.tasks[0]
-        assert m.s.call("cancel", task_id, "0", "cancelled by user")[1] == "running"
-        m.deadline_passes(which=0)  # its instance never got to kill it
-        m.reap()
-        assert m.task(task_id)["status"] in TERMINAL
-    finally:
-        m.teardown()
+def test_a_task_whose_cancel_was_requested_is_not_retried(m: ScriptsModel) -> None:
+    m.schedule(job="a", later=False, series=False, key="", after=None, retries=1)
+    m.claim(inst=0, n=1)
+    task_id = m.tasks[0]
+    assert m.s.call("cancel", task_id, "0", "cancelled by user")[1] == "running"
+    m.deadline_passes(which=0)  # its instance never got to kill it
+    m.reap()
+    assert m.task(task_id)["status"] in TERMINAL
 
 
-def test_a_follower_of_a_follower_ends_and_runs_with_it(redis_server: RedisServer) -> None:
-    m = _one_instance(redis_server)
-    try:
-        m.schedule(job="a", later=False, series=True, key="", after=None, retries=0)
-        first = m.tasks[0]
-        reply = m.s.call("schedule", "a", "{}", 1, 60_000, "", 0, "", first, "", "", 0, 0)
-        follower_run = reply[1]
-        m.s.call("schedule", "a", "{}", 1, 60_000, "", 0, "", follower_run, "", "", 0, 0)
-        m.discover()
-        assert m.s.call("cancel", first, "0", "cancelled by user")[0] == Code.OK
-        # The series ended; so did the one following it; so must the one following that.
-        assert all(
-            m.r.hget(m.k.series(sid), "status") != "active"
-            for sid in m.r.zrange(m.k.series_index, 0, -1)
-        )
-    finally:
-        m.teardown()
+def test_a_follower_of_a_follower_ends_and_runs_with_it(m: ScriptsModel) -> None:
+    m.schedule(job="a", later=False, series=True, key="", after=None, retries=0)
+    first = m.tasks[0]
+    reply = m.s.call("schedule", "a", "{}", 1, 60_000, "", 0, "", first, "", "", 0, 0)
+    follower_run = reply[1]
+    m.s.call("schedule", "a", "{}", 1, 60_000, "", 0, "", follower_run, "", "", 0, 0)
+    m.discover()
+    assert m.s.call("cancel", first, "0", "cancelled by user")[0] == Code.OK
+    # The series ended; so did the one following it; so must the one following that.
+    assert all(
+        m.r.hget(m.k.series(sid), "status") != "active"
+        for sid in m.r.zrange(m.k.series_index, 0, -1)
+    )

@@ -90,6 +90,36 @@ def test_claim_takes_due_tasks_in_order_within_free_slots_with_a_fencing_token(c
     assert c.get(ids[2]).status.value == "pending"
 
 
+def test_claim_says_when_the_next_task_is_due_to_the_microsecond(c: Client) -> None:
+    register(c, "i1", 1)
+    now_ms = c.now_ms()
+    later = c.schedule("hello", at="+60s")
+    reply = c.scripts.call("claim", "i1", 1)
+    assert reply[4] == []  # nothing due yet
+    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later.id), "start_at"))
+    assert 0 <= int(reply[5]) < 1000  # microseconds past reply[1], Redis's millisecond
+    assert now_ms <= int(reply[1]) < int(reply[2])
+
+
+def test_claim_leaving_work_due_wakes_the_other_sleepers_and_says_what_is_next(
+    c: Client,
+) -> None:
+    register(c, "i1", 1)
+    register(c, "i2", 1)
+    first, second = c.schedule("hello").id, c.schedule("hello").id
+    later = c.schedule("hello", at="+60s").id
+    assert claim(c, "i2", 0) == []  # i2 looks, takes nothing, and sleeps until `later`
+    for inst in ("i1", "i2"):
+        c.redis.delete(c.keys.wake(inst))
+    reply = c.scripts.call("claim", "i1", 1)
+    assert [r[0] for r in reply[4]] == [first]
+    assert c.redis.llen(c.keys.wake("i2")) == 1  # `second` is due and i1 is full
+    assert c.redis.llen(c.keys.wake("i1")) == 0  # not itself
+    # Past the task still due, the next one to come: what i1 waits for.
+    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later), "start_at"))
+    assert c.get(second).status.value == "pending"
+
+
 def test_claim_leaves_a_task_too_big_or_not_offered_for_another_instance(c: Client) -> None:
     register(c, "small", 256, jobs=("hello", "heavy"))
     register(c, "nohello", 1024, jobs=("heavy",))
