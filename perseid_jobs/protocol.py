@@ -44,6 +44,7 @@ class Ready(msgspec.Struct, tag="ready"):
 
     jobs: dict[str, JobDefinition]
     errors: list[str]
+    fork: str = "os"  # how it forks task processes: "libc" or "os" (see perseid_jobs.forking)
 
 
 class Started(msgspec.Struct, tag="started"):

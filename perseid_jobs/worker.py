@@ -152,11 +152,12 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         log.info(
-            "instance %s serving %d jobs with %d slots on %s",
+            "instance %s serving %d jobs with %d slots on %s (task processes: %s fork)",
             self.instance_id,
             len(self.zygote.ready.jobs),
             self.s.slots,
             redacted(self.s.redis_url),
+            self.zygote.ready.fork,
         )
         try:
             self.loop()

@@ -27,6 +27,11 @@ while the ended leader still holds the group id.
 
 from __future__ import annotations
 
+from . import forking
+
+if __name__ == "__main__":
+    forking.record()  # before anything that registers a fork handler is imported (see forking)
+
 import contextlib
 import ctypes
 import gc
@@ -148,7 +153,7 @@ class Zygote:
         except OSError as exc:
             log_error = f"cannot open the task log: {exc}"
         result_r, result_w = os.pipe()
-        pid = os.fork()
+        pid = forking.fork()
         if pid == 0:  # the task's process
             self._child(req, spec, output, log_error, result_r, result_w)
         os.close(result_w)
@@ -203,7 +208,7 @@ class Zygote:
             return
         ctl_r, ctl_w = os.pipe()
         result_r, result_w = os.pipe()
-        pid = os.fork()
+        pid = forking.fork()
         if pid == 0:
             code = EXIT_FAILED
             try:
@@ -429,6 +434,8 @@ def main() -> None:
     os.set_inheritable(evt_fd, False)
 
     def on_worker_death(*_: Any) -> None:
+        if os.getpid() != zygote.pid:
+            return  # in a task just forked: libc's fork keeps a signal the zygote had pending
         zygote.kill_all()
         os._exit(0)
 
@@ -436,6 +443,7 @@ def main() -> None:
     jobs, errors = load_jobs_dir(jobs_dir)
     zygote = Zygote(req_fd, evt_fd, jobs, spare_dir)
     route_process()
+    fork = forking.choose()
     # Everything loaded so far lives as long as the zygote: keep it out of the
     # collector, so a collection in a task does not write to (and so copy) the
     # pages of every object it inherited.
@@ -444,7 +452,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which drains
     if os.getppid() != worker_pid:
         return
-    zygote.send(Ready(jobs={n: s.definition() for n, s in jobs.items()}, errors=errors))
+    zygote.send(Ready(jobs={n: s.definition() for n, s in jobs.items()}, errors=errors, fork=fork))
     zygote.flush()
     zygote.serve()
 
