@@ -11,8 +11,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from perseid_jobs import Client, TaskStatus
+from perseid_jobs.errors import ConfigError
 
 from ..conftest import JOBS, wait_until, wait_workers
+from ..test_cli import cli
 from .conftest import Fleet, read_attempts, slots_left, task_rows
 from .servers import ClusterSetup
 
@@ -108,3 +110,28 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
         kill_detection_ms=f"{detection:.0f}",
         keys_per_node=owners,
     )
+
+
+def test_a_durable_schedule_is_refused_on_a_cluster_and_writes_nothing(tmp_path: Path) -> None:
+    cluster = ClusterSetup(tmp_path / "cluster").start()
+    client = Client.from_url(cluster.url, namespace="durable", jobs_dir=JOBS)
+    try:
+        assert isinstance(client.redis, RedisCluster)
+        with pytest.raises(ConfigError, match="--durable is not available on Redis Cluster"):
+            client.schedule("hello", at="+1h", durable=True)
+        done = cli(
+            "schedule", "hello", "--at", "+1h", "--durable", "--jobs", str(JOBS),
+            "--redis", cluster.url, "--namespace", "durable", check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "error: --durable is not available on Redis Cluster (WAIT must follow the"
+            " write on its connection); schedule without --durable"
+        ]
+        assert client.tasks() == []
+        assert sum(redis.Redis(port=s.port).dbsize() for s in cluster.servers) == 0
+        # Without --durable the same schedule is taken.
+        assert client.schedule("hello", at="+1h").status is TaskStatus.PENDING
+    finally:
+        client.close()
+        cluster.stop()
