@@ -15,7 +15,9 @@
 -- ARGV[12] backoff before the first retry (ms), doubling each time
 -- ARGV[13] request id, or "": a request repeated within REQUEST_TTL_MS (a client retrying
 --          a call whose reply it lost) returns the task the first one made, not a new one
--- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting)}
+-- ARGV[14] "1": the reply also carries the task's hash (what Client.schedule returns), so
+--          the caller needs no second round trip to read it back
+-- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting)[, {task hash, flat}]}
 -- Errors   {-4} parent unknown, {-5, status} parent already ended
 -- Events   scheduled
 
@@ -24,10 +26,17 @@ local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
 local request = ARGV[13] or ''
 local now = now_ms()
 
+local function scheduled(id, existed, start)
+  if ARGV[14] == '1' then
+    return {OK, id, existed, now, start, redis.call('HGETALL', K.task(id))}
+  end
+  return {OK, id, existed, now, start}
+end
+
 if request ~= '' then
   local made = redis.call('GET', K.request(request))
   if made then
-    return {OK, made, 0, now, tonumber(redis.call('HGET', K.task(made), 'start_at')) or -1}
+    return scheduled(made, 0, tonumber(redis.call('HGET', K.task(made), 'start_at')) or -1)
   end
 end
 
@@ -36,11 +45,11 @@ if key ~= '' then
   if target then
     local s = redis.call('HMGET', K.series(target), 'status', 'current')
     if s[1] == 'active' and s[2] and s[2] ~= '' then
-      return {OK, s[2], 1, now, tonumber(redis.call('HGET', K.task(s[2]), 'start_at')) or -1}
+      return scheduled(s[2], 1, tonumber(redis.call('HGET', K.task(s[2]), 'start_at')) or -1)
     end
     local t = redis.call('HMGET', K.task(target), 'status', 'start_at')
     if t[1] and not is_terminal(t[1]) then
-      return {OK, target, 1, now, tonumber(t[2]) or -1}
+      return scheduled(target, 1, tonumber(t[2]) or -1)
     end
   end
 end
@@ -91,4 +100,4 @@ index_task(id, start, after, now)
 if key ~= '' then redis.call('HSET', K.idem(), key, sid or id) end
 if request ~= '' then redis.call('SET', K.request(request), id, 'PX', REQUEST_TTL_MS) end
 emit('scheduled', id, {'job', job})
-return {OK, id, 0, now, start}
+return scheduled(id, 0, start)

@@ -192,6 +192,7 @@ class Client:
             definition.retries,
             definition.backoff_ms,
             request_id or uuid.uuid4().hex,
+            "1",  # the task's hash in the reply: no second round trip to read it back
         )
         if durable:
             reply, acked = self._schedule_durably(argv, durable_timeout)
@@ -202,7 +203,10 @@ class Client:
         )
         if acked is not None and acked < 1:
             raise NotDurable(str(reply[1]), durable_timeout)
-        task = self.get(reply[1])
+        fields = reply[5]
+        if not fields:  # a retried request whose task has since ended and been trimmed
+            raise TaskNotFound(reply[1])
+        task = task_from_hash(reply[1], dict(zip(fields[::2], fields[1::2], strict=True)))
         task.existed = bool(reply[2])
         return task
 

@@ -7,13 +7,14 @@ both backends.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import msgspec
 import pytest
 import redis
 
-from perseid_jobs import Client
+from perseid_jobs import Client, TaskStatus
 from perseid_jobs.errors import Code
 from perseid_jobs.models import JobDefinition
 from perseid_jobs.recurrence import make_recurrence
@@ -249,6 +250,28 @@ def test_a_repeated_schedule_request_returns_the_first_task_not_a_second(c: Clie
     assert [e["id"] for e in scheduled] == [first.id, other.id]
     ttl = c.redis.pttl(c.keys.request("req-1"))
     assert 0 < ttl <= 120_000
+
+
+def test_schedule_returns_the_stored_task_from_its_one_script_call(
+    c: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c.schedule("hello", at="+1h")  # loads the script, if the server did not have it
+    sent: list[str] = []
+    execute = c.redis.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(*args, **options)
+
+    monkeypatch.setattr(c.redis, "execute_command", counting)
+    task = c.schedule("hello", {"n": 1}, at="+1h", key="k-one-call")
+    again = c.schedule("hello", {"n": 2}, at="+1h", key="k-one-call")
+    monkeypatch.undo()
+    # The job's definition from the catalog, then the script; no read-back of the task.
+    assert sent == ["HGET", "EVALSHA", "HGET", "EVALSHA"]
+    assert task == c.get(task.id)
+    assert (task.status, task.args, task.existed) == (TaskStatus.PENDING, {"n": 1}, False)
+    assert (again.id, again.args, again.existed) == (task.id, {"n": 1}, True)
 
 
 def test_a_repeated_series_request_makes_one_series(c: Client) -> None:
