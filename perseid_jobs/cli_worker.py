@@ -25,6 +25,7 @@ from .connection import DEFAULT_REDIS_URL
 from .durations import DurationError, parse_duration
 from .errors import ConfigError
 from .keys import DEFAULT_NAMESPACE, validate_namespace
+from .procs import start_zygote
 from .settings import DEFAULT_BUCKET, DEFAULT_LOGS_DIR, WorkerSettings
 
 LogsDirOpt = Annotated[
@@ -69,7 +70,6 @@ def worker(
     log_level: Annotated[str, typer.Option(envvar="PERSEID_LOG_LEVEL")] = "INFO",
 ) -> None:
     """Run a worker instance: claim due tasks and run each in its own process."""
-    from .worker import Worker
 
     if slots < 1:
         fail(f"--slots {slots}: an instance must offer at least 1 slot", 2)
@@ -100,7 +100,16 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    raise typer.Exit(Worker(settings).run())
+    # Started first: it imports the jobs while this process imports the rest and connects.
+    zygote = start_zygote(settings.jobs_dir, settings.logs_dir, wait=False)
+    try:
+        from .worker import Worker
+
+        worker = Worker(settings, zygote)
+    except BaseException:
+        zygote.close()
+        raise
+    raise typer.Exit(worker.run())
 
 
 @app.command()

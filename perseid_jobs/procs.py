@@ -24,6 +24,9 @@ from .protocol import (
     write_all,
 )
 
+SPARE_DIR = ".spare"
+"""In a worker's logs directory: the log files of task processes forked ahead (spares)."""
+
 
 class ZygoteFailed(PerseidError):
     """The warm parent did not start or died."""
@@ -33,9 +36,18 @@ class ZygoteClient:
     """A running zygote process and the two pipes to it."""
 
     def __init__(
-        self, jobs_dir: Path, *, spare_dir: Path | None = None, start_timeout: float = 60.0
+        self,
+        jobs_dir: Path,
+        *,
+        spare_dir: Path | None = None,
+        start_timeout: float = 60.0,
+        wait: bool = True,
     ) -> None:
-        """Start the zygote for ``jobs_dir``; with ``spare_dir``, it keeps a spare process."""
+        """Start the zygote for ``jobs_dir``; with ``spare_dir``, it keeps a spare process.
+
+        ``wait=False``: return at once, while it imports the jobs; :attr:`ready`
+        waits for it then (the worker starts it before its own imports are done).
+        """
         req_r, self._req_w = os.pipe()
         self._evt_r, evt_w = os.pipe()
         self.proc = subprocess.Popen(
@@ -56,8 +68,22 @@ class ZygoteClient:
         os.close(evt_w)
         self._buffer = b""
         self._write_lock = threading.Lock()  # the heartbeat thread sends lease deadlines
-        self.ready = self._wait_ready(start_timeout)
-        os.set_blocking(self._evt_r, False)
+        self._start_timeout = start_timeout
+        self._ready: Ready | None = None
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> Ready:
+        """Wait until the zygote is up; what it loaded (its jobs, the files it could not)."""
+        if self._ready is None:
+            self._ready = self._wait_ready(self._start_timeout)
+            os.set_blocking(self._evt_r, False)
+        return self._ready
+
+    @property
+    def ready(self) -> Ready:
+        """What the zygote loaded (waits until it is up)."""
+        return self.wait_ready()
 
     def _wait_ready(self, timeout: float) -> Ready:
         deadline = time.monotonic() + timeout
@@ -116,3 +142,9 @@ class ZygoteClient:
         for fd in (self._req_w, self._evt_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def start_zygote(jobs_dir: Path, logs_dir: Path, *, wait: bool) -> ZygoteClient:
+    """A worker's zygote, its spares' log files in ``logs_dir``/.spare (see ZygoteClient)."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    return ZygoteClient(jobs_dir, spare_dir=logs_dir / SPARE_DIR, wait=wait)

@@ -37,7 +37,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -47,26 +47,26 @@ from .connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redact
 from .durations import format_duration
 from .heartbeat import Heartbeat, Lease
 from .keys import Keys
-from .metrics import WorkerMetrics
 from .models import TaskStatus
 from .outcome import Outcome, Running
-from .probe import WorkerProbe
-from .procs import ZygoteClient
+from .procs import ZygoteClient, start_zygote
 from .protocol import Exited, Started, drain_pipe
 from .scripts import Scripts
 from .settings import WorkerSettings
 from .shipper import LogShipper
 from .wake import WakeChannel
 
-log = logging.getLogger("perseid_jobs.worker")
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
 
-SPARE_DIR = ".spare"  # in the logs directory: the log file of the task process forked ahead
+log = logging.getLogger("perseid_jobs.worker")
 
 
 class Worker:
     """One ``perseid-jobs worker`` process."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, zygote: ZygoteClient | None = None) -> None:
+        """``zygote``: one already started for these settings (else :meth:`run` starts it)."""
         self.s = settings
         self.keys = Keys(settings.namespace)
         # No retries inside redis-py: the loop retries, knowing a reply may have been lost.
@@ -96,7 +96,7 @@ class Worker:
         self._poke_r, self._poke_w = os.pipe()
         os.set_blocking(self._poke_r, False)
         os.set_blocking(self._poke_w, False)
-        self.zygote: ZygoteClient | None = None
+        self.zygote: ZygoteClient | None = zygote
         self.shipper: LogShipper | None = None
         self.metrics: WorkerMetrics | None = None
         self.last_loop = time.monotonic()
@@ -117,8 +117,8 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the process exit code."""
-        self.s.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.zygote = ZygoteClient(self.s.jobs_dir, spare_dir=self.s.logs_dir / SPARE_DIR)
+        if self.zygote is None:
+            self.zygote = start_zygote(self.s.jobs_dir, self.s.logs_dir, wait=True)
         for line in self.zygote.ready.errors:
             log.error("job file skipped: %s", line)
         try:
@@ -143,6 +143,9 @@ class Worker:
         )
         self.heart.start()
         if self.s.metrics_port is not None:
+            from .metrics import WorkerMetrics  # prometheus_client: only when asked for
+            from .probe import WorkerProbe
+
             self.metrics = WorkerMetrics(WorkerProbe(self))
             port = self.metrics.serve(self.s.metrics_port)
             log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", port)
