@@ -331,22 +331,29 @@ class Worker:
     # -- waiting ---------------------------------------------------------------------------
     def next_timeout(self) -> float:
         """Seconds until the loop must act without an event."""
+        if self.fenced or (self.stop_requested and self.drain_deadline is None):
+            return 0.0
         now = time.monotonic()
-        when = [self.next_reap]
+        redis_ready = self.backoff.ready(now)
+        if redis_ready and self.redis_work_waiting():
+            return 0.0
+        # What needs Redis (a reap, a due claim) waits out a backoff: a time it passed
+        # must not turn the wait into a spin while Redis is away.
+        redis_from = now if redis_ready else self.backoff.retry_at
+        when = [max(self.next_reap, redis_from)]
+        if not redis_ready:
+            when.append(self.backoff.retry_at)  # the next try
         if self.next_due_mono is not None:
-            when.append(self.next_due_mono)
+            when.append(max(self.next_due_mono, redis_from))
         for run in self.running.values():
-            when.append(run.kill_at if run.kill_at is not None else run.deadline_mono)
+            if run.kill_at is not None:
+                when.append(run.kill_at)
+            elif run.forced is None:
+                when.append(run.deadline_mono)  # else: killed, its exit is awaited
         if self.drain_deadline is not None:
             when.append(self.drain_deadline)
         if self.lease.deadline is not None:
             when.append(self.lease.deadline)
-        if self.fenced or (self.stop_requested and self.drain_deadline is None):
-            return 0.0
-        if not self.backoff.ready(now):
-            when.append(self.backoff.retry_at)
-        elif self.redis_work_waiting():
-            return 0.0
         return max(0.0, min(when) - now)
 
     def redis_work_waiting(self) -> bool:

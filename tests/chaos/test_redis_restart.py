@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from perseid_jobs import Client
+from perseid_jobs import Client, TaskStatus
 
 from ..conftest import JOBS, wait_until, wait_workers
 from .conftest import (
@@ -89,3 +90,33 @@ def test_redis_restart_loses_no_acknowledged_schedule_and_workers_carry_on(
     assert before == after  # nobody fenced: the restart was shorter than the lease
     assert all(w.proc.poll() is None for w in workers)
     assert "Redis answers again" in outputs
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_worker_waits_out_a_redis_outage_without_spinning(
+    fleets: list[Fleet], redis_servers: Any, tmp_path: Path
+) -> None:
+    server = redis_servers(appendonly=True)
+    client = Client.from_url(server.url, namespace="outage", jobs_dir=JOBS)
+    fleet = Fleet(server.url, "outage", tmp_path, *TIMING)
+    fleets.append(fleet)
+    worker = fleet.start(2)
+    wait_workers(client, 1)
+    assert client.wait(client.schedule("hello").id, 15).status is TaskStatus.COMPLETED
+    server.kill()
+    # Past the first failed calls and into the backoff (capped at 0.5 s with this
+    # heartbeat), with a reap and a lease renewal falling due while Redis is away.
+    time.sleep(1.0)
+    used_before, watched_from = cpu_seconds(worker.proc.pid), time.monotonic()
+    time.sleep(3.0)
+    share = (cpu_seconds(worker.proc.pid) - used_before) / (time.monotonic() - watched_from)
+    server.start()
+    # A loop that spins uses a whole core (share ~1.0); one that waits, almost none.
+    assert share < 0.2, f"the worker used {share:.0%} of a core while Redis was down"
+    assert client.wait(client.schedule("hello").id, 15).status is TaskStatus.COMPLETED
