@@ -30,6 +30,19 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / _TICK
 
 
+def minor_faults(pid: int, *, reaped_children: bool = False) -> int:
+    """Minor page faults of ``pid`` (or of its reaped children); 0 if gone.
+
+    In a forked process nearly every one is a copy-on-write copy of a page
+    the parent shared, so this counts what forking costs a process later.
+    """
+    try:
+        f = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(f[8] if reaped_children else f[7])
+
+
 def descendants(root: int) -> list[int]:
     """``root`` and every live process below it."""
     parent: dict[int, int] = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.peers.bench_record import EnqueueSpec
-from bench.processes import MarkerFile, cpu_seconds, descendants
+from bench.processes import MarkerFile, cpu_seconds, descendants, minor_faults
 from bench.systems import BENCH, Perseid, Stage
 
 PY_SPY = BENCH / ".venv-tools" / "bin" / "py-spy"
@@ -33,6 +33,10 @@ class CpuShare:
     zygote_s: float
     task_processes_s: float
     redis_s: float
+    # Minor page faults (copy-on-write copies, mostly); absent in older results files.
+    worker_faults: int = 0
+    zygote_faults: int = 0
+    task_processes_faults: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ def profile_worker(stage: Stage, n: int, redis_pid: int, out: Path) -> Profile:
             cpu_seconds(zygote),
             cpu_seconds(zygote, children=True) - cpu_seconds(zygote),
             cpu_seconds(redis_pid) - redis0,
+            minor_faults(worker.pid),
+            minor_faults(zygote),
+            minor_faults(zygote, reaped_children=True),
         )
     finally:
         spy.send_signal(signal.SIGINT)

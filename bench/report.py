@@ -302,17 +302,20 @@ def _profile(results: Results) -> str:
     per = 1000 / c.tasks if c.tasks else math.nan
     rows = [
         f"{c.tasks:,} no-op tasks in {c.wall_s:.1f} s with py-spy attached (250 Hz); CPU"
-        " seconds by process, and per task:\n",
-        "| process | CPU s | CPU ms per task |",
-        "| --- | --- | --- |",
+        " seconds and minor page faults (in a forked process, copy-on-write copies) by"
+        " process, and per task:\n",
+        "| process | CPU s | CPU ms per task | page faults per task |",
+        "| --- | --- | --- | --- |",
     ]
-    for label, secs in (
-        ("worker (loop, log shipper, heartbeat)", c.worker_s),
-        ("zygote (forks, reaps)", c.zygote_s),
-        ("task processes (reaped children of the zygote)", c.task_processes_s),
-        ("redis-server", c.redis_s),
-    ):
-        rows.append(f"| {label} | {secs:.2f} | {secs * per:.2f} |")
+    for label, secs, faults in (
+        ("worker (loop, log shipper, heartbeat)", c.worker_s, c.worker_faults),
+        ("zygote (forks, reaps)", c.zygote_s, c.zygote_faults),
+        ("task processes (reaped children of the zygote)", c.task_processes_s,
+         c.task_processes_faults),
+        ("redis-server", c.redis_s, None),
+    ):  # fmt: skip
+        shown = "—" if not faults else f"{faults * per / 1000:.0f}"
+        rows.append(f"| {label} | {secs:.2f} | {secs * per:.2f} | {shown} |")
     for who, top in sorted(p.top_self.items()):
         total = p.samples.get(who, 0)
         rows.append(f"\n**{who}** ({total:,} samples): functions on top of the stack\n")
