@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import time
 
 import msgspec
 
+from .durations import format_duration
 from .models import TaskStatus
 from .recurrence import Recurrence, next_run
 from .runtime import EXIT_CANCELLED, EXIT_COMPLETED
@@ -125,3 +128,30 @@ class Running(msgspec.Struct):
     pid: int | None = None
     kill_at: float | None = None
     forced: tuple[TaskStatus, str] | None = None
+
+    def kill(self, sig: int) -> None:
+        """Signal the task's whole process group (nothing before its pid is known)."""
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def stop(self, status: TaskStatus, reason: str, grace_s: float) -> None:
+        """SIGTERM now, SIGKILL after ``grace_s``; report ``status`` when it exits."""
+        if self.forced is not None:
+            return
+        self.forced = (status, reason)
+        self.kill_at = time.monotonic() + grace_s
+        self.kill(signal.SIGTERM)
+
+    def enforce_deadline(self, now: float, grace_s: float) -> None:
+        """Time the task out past its max duration; SIGKILL it past its grace."""
+        if self.forced is None and now >= self.deadline_mono:
+            limit = format_duration(int(self.task.max_ms))
+            self.stop(TaskStatus.FAILED, f"timeout after {limit}", grace_s)
+        elif self.kill_at is not None and now >= self.kill_at:
+            self.kill(signal.SIGKILL)
+            self.kill_at = None

@@ -49,7 +49,7 @@ def reconcile(w: Worker) -> None:
     for task_id, run in list(w.running.items()):
         if task_id not in theirs and run.instance == inst and run.pid is not None:
             log.warning("task %s is no longer this instance's in Redis: killing it", task_id)
-            w.kill(run, signal.SIGKILL)
+            run.kill(signal.SIGKILL)
             w.ghosts.add(run.pid)
             del w.running[task_id]
             w.slots_used -= int(run.task.slots)
@@ -95,7 +95,7 @@ def fence(w: Worker) -> None:
     w.lease.drop(new_instance_id())
     for run in w.running.values():
         run.forced = (TaskStatus.FAILED, f"instance {old} lost its lease")
-        w.kill(run, signal.SIGKILL)
+        run.kill(signal.SIGKILL)
     collect_exits(w, timeout=5.0)
     w.cancels.clear()
     w.next_due_mono = None
@@ -124,7 +124,7 @@ def drain_step(w: Worker) -> bool:
     if w.running and past:
         for run in w.running.values():
             run.forced = (TaskStatus.FAILED, "worker shutdown")
-            w.kill(run, signal.SIGKILL)
+            run.kill(signal.SIGKILL)
         collect_exits(w, timeout=10.0)
         for task_id in list(w.running):  # never reported their exit: give up on them
             run = w.running.pop(task_id)

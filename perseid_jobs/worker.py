@@ -44,7 +44,6 @@ import msgspec
 from . import __version__, claiming, recovery
 from .bucket import open_bucket
 from .connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
-from .durations import format_duration
 from .heartbeat import Heartbeat, Lease
 from .keys import Keys
 from .models import TaskStatus
@@ -285,48 +284,22 @@ class Worker:
         """Where a task's log file is written."""
         return self.s.logs_dir / f"{task_id}.log"
 
-    # -- reconciling with Redis after a doubt -----------------------------------------------
-
-    # -- deadlines, cancels, fencing, draining ---------------------------------------------
-    def kill(self, run: Running, sig: int) -> None:
-        """Signal a task's whole process group."""
-        if run.pid is None:
-            return
-        try:
-            os.killpg(run.pid, sig)
-        except ProcessLookupError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(run.pid, sig)
-
-    def stop_task(self, run: Running, status: TaskStatus, reason: str) -> None:
-        """SIGTERM now, SIGKILL after the grace period; report ``status`` when it exits."""
-        if run.forced is not None:
-            return
-        run.forced = (status, reason)
-        run.kill_at = time.monotonic() + self.s.kill_grace_s
-        self.kill(run, signal.SIGTERM)
-
+    # -- deadlines, cancels ----------------------------------------------------------------
     def enforce_deadlines(self) -> None:
         """Time out tasks past their max duration; SIGKILL those past their grace."""
         now = time.monotonic()
         for run in self.running.values():
-            if run.forced is None and now >= run.deadline_mono:
-                limit = format_duration(int(run.task.max_ms))
-                self.stop_task(run, TaskStatus.FAILED, f"timeout after {limit}")
-            elif run.kill_at is not None and now >= run.kill_at:
-                self.kill(run, signal.SIGKILL)
-                run.kill_at = None
+            run.enforce_deadline(now, self.s.kill_grace_s)
 
     def apply_cancels(self) -> None:
+        """Stop the running tasks a user cancelled (once their pid is known)."""
         for task_id in list(self.cancels):
             run = self.running.get(task_id)
             if run is not None and run.pid is not None:
-                self.stop_task(run, TaskStatus.CANCELLED, "cancelled by user")
+                run.stop(TaskStatus.CANCELLED, "cancelled by user", self.s.kill_grace_s)
                 self.cancels.discard(task_id)
             elif run is None:
                 self.cancels.discard(task_id)
-
-    # -- reaping ---------------------------------------------------------------------------
 
     # -- waiting ---------------------------------------------------------------------------
     def next_timeout(self) -> float:

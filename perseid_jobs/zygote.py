@@ -33,9 +33,7 @@ if __name__ == "__main__":
     forking.record()  # before anything that registers a fork handler is imported (see forking)
 
 import contextlib
-import ctypes
 import gc
-import importlib
 import math
 import os
 import select
@@ -60,22 +58,12 @@ from .protocol import (
 )
 from .runtime import EXIT_FAILED
 from .tasklog import TaskLog, TaskOutput, route_process
-from .taskproc import run_spare, run_task
+from .taskproc import become_task, run_spare, run_task, set_parent_death_signal
 
-_PR_SET_PDEATHSIG = 1
 SPARE_AFTER_IDLE_S = 0.005
 """Quiet time after which the zygote forks a spare task process ahead of the next start."""
 SPARE_AT_ONCE_WITH = 2
 """Tasks running from which the spare is forked at once, not after a quiet time."""
-
-
-_signal: Any = importlib.import_module("_signal")  # signal's C half (no stub of its own)
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every task
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies."""
-    _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 class _Child(NamedTuple):
@@ -223,26 +211,12 @@ class Zygote:
         self.spare = _Spare(pid, ctl_w, result_r, output)
 
     def _become_task(self, keep: tuple[int, ...]) -> None:
-        """In a new child: its own session, death with the zygote, nothing of the zygote's."""
-        os.setsid()
-        set_parent_death_signal(signal.SIGKILL)
-        if os.getppid() != self.pid:
-            # The zygote died between the fork and the line above (its kill-all may
-            # not have known this pid yet): no one would report us, so go.
-            os._exit(EXIT_FAILED)
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            # The C function, not signal.signal: its enum wrapping alone would copy
-            # tens of the zygote's pages into every task (measured: ~90 us a task).
-            _signal.signal(sig, _signal.SIG_DFL)
+        """In a new child: leave the zygote behind (see :func:`taskproc.become_task`)."""
         fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w}
         fds |= {child.result_fd for child in self.children.values()}
         # No spare to close: a fork happens only while there is none (start takes it first).
-        for fd in fds - set(keep):
-            os.close(fd)
-        for child in self.children.values():
-            if child.output is not None:
-                child.output.discard()
+        outputs = [child.output for child in self.children.values() if child.output is not None]
+        become_task(self.pid, fds - set(keep), outputs)
 
     def _child(
         self,
