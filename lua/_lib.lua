@@ -54,13 +54,18 @@ local function is_terminal(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end
 
--- Wake idle instances that planned to look later than `at`.
-local function wake_sleepers(at)
+-- Wake idle instances that planned to look later than `at`: all but `except`, if given
+-- (a claiming instance, which sets its own entry right after).
+local function wake_sleepers(at, except)
   local ids = redis.call('ZRANGEBYSCORE', K.sleepers(), '(' .. at, '+inf')
+  local woken = 0
   for _, inst in ipairs(ids) do
-    redis.call('LPUSH', K.wake(inst), '1')
+    if inst ~= except then
+      redis.call('LPUSH', K.wake(inst), '1')
+      woken = woken + 1
+    end
   end
-  if #ids > 0 then
+  if woken > 0 then
     redis.call('ZREMRANGEBYSCORE', K.sleepers(), '(' .. at, '+inf')
   end
 end
@@ -350,10 +355,11 @@ local function claim(inst, max_count, now)
   local free = tonumber(ifields[1]) - tonumber(ifields[2])
   local out = {}
   local took = 0
+  local ids = {}
   if max_count > 0 and free > 0 and ifields[3] ~= '1' then
     -- Look a little past what we want, for tasks that don't fit or aren't offered here.
     local window = math.min(SCAN_LIMIT, max_count + 16)
-    local ids = redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, window)
+    ids = redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, window)
     local jobs_key = K.instance_jobs(inst)
     for _, id in ipairs(ids) do
       local tk = K.task(id)
@@ -378,14 +384,19 @@ local function claim(inst, max_count, now)
     end
     if took > 0 then redis.call('HINCRBY', ih, 'slots_used', took) end
   end
-  -- The earliest left: if it is due, more is due than this instance took; else it is next.
-  local nxt = redis.call('ZRANGE', K.due(), 0, 0, 'WITHSCORES')
-  if #nxt > 0 and tonumber(nxt[2]) <= now then
+  -- More is due than this instance took if it passed over any due id it read (they
+  -- are still due); else the earliest left says: if it is due, more is; else it is next.
+  local nxt = {}
+  local more_due = #ids > #out
+  if not more_due then
+    nxt = redis.call('ZRANGE', K.due(), 0, 0, 'WITHSCORES')
+    more_due = #nxt > 0 and tonumber(nxt[2]) <= now
+  end
+  if more_due then
     if #out > 0 then
       -- Let the idle ones look too (not itself: it knows, and a push to its own list
       -- would only bounce its outstanding BLPOP).
-      redis.call('ZREM', K.sleepers(), inst)
-      wake_sleepers(now - 1)
+      wake_sleepers(now - 1, inst)
     end
     nxt = redis.call('ZRANGEBYSCORE', K.due(), '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   end

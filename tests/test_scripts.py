@@ -119,6 +119,27 @@ def test_claim_leaving_work_due_wakes_the_other_sleepers_and_says_what_is_next(
     # Past the task still due, the next one to come: what i1 waits for.
     assert int(reply[2]) == int(c.redis.hget(c.keys.task(later), "start_at"))
     assert c.get(second).status.value == "pending"
+    assert c.redis.zscore(c.keys.sleepers, "i2") is None  # woken: no longer sleeping
+    assert c.redis.zscore(c.keys.sleepers, "i1") == int(reply[2])
+
+
+def test_claim_that_takes_all_it_read_still_sees_work_due_past_what_it_read(c: Client) -> None:
+    register(c, "big", 1000)
+    register(c, "other", 1)
+    ids = [c.schedule("hello").id for _ in range(260)]  # more than one claim reads (256)
+    later = c.schedule("hello", at="+60s").id
+    assert claim(c, "other", 0) == []
+    c.redis.delete(c.keys.wake("other"))
+    reply = c.scripts.call("claim", "big", 300)
+    assert [r[0] for r in reply[4]] == ids[:256]
+    assert c.redis.llen(c.keys.wake("other")) == 1  # four are still due
+    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later), "start_at"))
+    # Nothing due left after the next claim: no one is woken, the next is `later`.
+    c.redis.delete(c.keys.wake("other"))
+    reply = c.scripts.call("claim", "big", 300)
+    assert [r[0] for r in reply[4]] == ids[256:]
+    assert c.redis.llen(c.keys.wake("other")) == 0
+    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later), "start_at"))
 
 
 def test_claim_leaves_a_task_too_big_or_not_offered_for_another_instance(c: Client) -> None:
