@@ -126,10 +126,10 @@ class Zygote:
             data, self.outbox = b"\n".join(self.outbox), []
             write_all(self.evt_fd, data)
 
-    def start(self, req: StartRequest) -> None:
+    def start(self, req: StartRequest, line: bytes) -> None:
         """Start one task: hand it to the spare if there is one, else fork its process."""
         spare, self.spare = self.spare, None
-        if spare is not None and self._hand_over(spare, req):
+        if spare is not None and self._hand_over(spare, req, line):
             return
         spec = self.jobs.get(req.job)
         output: TaskOutput | None = None
@@ -159,7 +159,7 @@ class Zygote:
                 self.poller.register(fd, select.POLLIN)
         self.send(Started(id=task_id, pid=pid))
 
-    def _hand_over(self, spare: _Spare, req: StartRequest) -> bool:
+    def _hand_over(self, spare: _Spare, req: StartRequest, line: bytes) -> bool:
         """Give the task to the spare: its log file takes the task's name. False if it failed."""
         assert self.spare_path is not None
         output = spare.output
@@ -172,7 +172,7 @@ class Zygote:
                 # Written here, before the spare hears of its task: the first line, and
                 # one thing less for the task's process (whose every step costs it page copies).
                 output.announce(started_at_ms=req.started_at_ms, attempt=req.attempt)
-                write_all(spare.ctl_fd, encoder.encode(req))
+                write_all(spare.ctl_fd, line)  # the request as the worker sent it
             finally:
                 os.close(spare.ctl_fd)
         except OSError:
@@ -340,7 +340,7 @@ class Zygote:
             if isinstance(req, LeaseUntil):
                 self.lease_deadline = req.deadline
                 continue
-            self.start(req)
+            self.start(req, line)
         return True
 
     def serve(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bench.processes import cpu_seconds
 from perseid_jobs import Client, TaskStatus
 
 from ..conftest import JOBS, wait_until, wait_workers
@@ -90,13 +90,6 @@ def test_redis_restart_loses_no_acknowledged_schedule_and_workers_carry_on(
     assert before == after  # nobody fenced: the restart was shorter than the lease
     assert all(w.proc.poll() is None for w in workers)
     assert "Redis answers again" in outputs
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_worker_waits_out_a_redis_outage_without_spinning(
