@@ -38,6 +38,7 @@ class _Pending(msgspec.Struct):
     task_id: str
     job: str
     started_at_ms: int
+    queued_at: float = 0.0  # monotonic; a leftover from an earlier run is due at once
 
 
 class _FirstLine(msgspec.Struct, rename="camel"):
@@ -67,7 +68,8 @@ class LogShipper:
     exponential backoff (with jitter) until the bucket is reachable again.
 
     Logs are taken from the queue in batches of up to ``batch_size``, a
-    partial batch once its oldest log has waited ``linger`` seconds: a
+    partial batch once its first log has waited ``linger`` seconds since it
+    was queued (not since the last batch was taken): a
     directory bucket syncs once per batch, and the URLs are reported in one
     call of ``on_uploaded_many`` when it is given.
     """
@@ -104,7 +106,6 @@ class LogShipper:
         self._consecutive_failures = 0
         self._resume_at = 0.0  # monotonic time before which no upload is attempted
         self._linger = linger
-        self._batch_from = 0.0  # monotonic time the oldest queued log arrived
         self._stop_at: float | None = None
         self._thread: threading.Thread | None = None
 
@@ -127,9 +128,7 @@ class LogShipper:
             waiting = [*self._queue, *self._in_flight]
             if any(entry.task_id == task_id for entry in waiting):
                 return
-            if not self._queue:
-                self._batch_from = time.monotonic()
-            self._queue.append(_Pending(task_id, job, started_at_ms))
+            self._queue.append(_Pending(task_id, job, started_at_ms, time.monotonic()))
             self._cond.notify()
 
     def pending(self) -> int:
@@ -169,14 +168,14 @@ class LogShipper:
                 now = time.monotonic()
                 if self._stop_at is not None and (not self._queue or now >= self._stop_at):
                     return []
-                # A partial batch waits a moment for company, unless stopping.
+                # A partial batch waits for company until the log at its head has
+                # waited `linger` since it was queued, unless stopping.
                 ready_at = self._resume_at
-                if len(self._queue) < self._batch_size and self._stop_at is None:
-                    ready_at = max(ready_at, self._batch_from + self._linger)
+                if self._queue and len(self._queue) < self._batch_size and self._stop_at is None:
+                    ready_at = max(ready_at, self._queue[0].queued_at + self._linger)
                 if self._queue and now >= ready_at:
                     count = min(self._batch_size, len(self._queue))
                     self._in_flight = [self._queue.popleft() for _ in range(count)]
-                    self._batch_from = now
                     return self._in_flight
                 waits = [self._stop_at - now] if self._stop_at is not None else []
                 if self._queue:

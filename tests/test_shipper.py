@@ -263,3 +263,52 @@ def test_logs_finished_close_together_share_one_batch(tmp_path: Path) -> None:
     finally:
         shipper.stop()
     assert [[task_id for task_id, _ in batch] for batch in batches] == [ids]
+
+
+class HeldBucket:
+    """A bucket whose first upload waits until released; records when each key arrived."""
+
+    url = "s3://held/logs"
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.uploaded: list[tuple[float, str]] = []
+        self.lock = threading.Lock()
+
+    def upload(self, local_path: Path, key: str) -> str:
+        with self.lock:
+            first = not self.uploaded
+        if first:
+            self.asked.set()
+            assert self.release.wait(10)
+        with self.lock:
+            self.uploaded.append((time.monotonic(), key))
+        return f"{self.url}/{key}"
+
+
+def test_a_log_left_over_from_a_full_batch_waits_its_linger_from_when_it_was_queued(
+    logs_dir: Path,
+) -> None:
+    linger = 1.0
+    bucket = HeldBucket()
+    shipper = LogShipper(logs_dir, bucket, on_uploaded=Recorder(), batch_size=2, linger=linger)
+    shipper.start()
+    try:
+        for task_id in ("01HX", "01HY"):  # a full batch: taken at once, held in its upload
+            write_log(logs_dir, task_id)
+            shipper.submit(task_id, "etl", STARTED_AT_MS)
+        assert bucket.asked.wait(10)
+        for task_id in ("01HA", "01HB", "01HC"):
+            write_log(logs_dir, task_id)
+            shipper.submit(task_id, "etl", STARTED_AT_MS)
+        time.sleep(linger)  # C has now waited its linger, while the upload before it was held
+        bucket.release.set()
+        wait_until(lambda: shipper.pending() == 0, timeout=10, what="every log uploaded")
+    finally:
+        shipper.stop()
+    at = {key.rsplit("/", 1)[-1].removesuffix(".log"): when for when, key in bucket.uploaded}
+    assert set(at) == {"01HX", "01HY", "01HA", "01HB", "01HC"}
+    # A and B went as a full batch; C, queued over `linger` ago, right after, not
+    # after another `linger` counted from when A and B were taken.
+    assert at["01HC"] - at["01HB"] < linger / 2
