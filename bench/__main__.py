@@ -184,6 +184,11 @@ def run_ceilings(results: Results, args: argparse.Namespace, url: str) -> None:
         f"claims/s: raw {results.raw_claims[-1].single:.0f},"
         f" perseid {results.claims[-1].rates.single:.0f}"
     )
+    gap = args.span / max(1, args.latency)  # as far apart as the latency scenario's tasks
+    no_wake = ceilings.WakeTimes(gap * 1000, math.nan, math.nan, math.nan, math.nan)
+    results.wake.append(
+        attempt("wake-up", lambda: ceilings.wake_times(url, gap), lambda _: no_wake)
+    )
     no_scale = claims.Scale(0, math.nan, math.nan, 0, math.nan, math.nan)
     for pending, into_scale in (
         (args.pending_small, results.scale_small),

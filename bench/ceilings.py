@@ -1,11 +1,14 @@
-"""Ceilings no job system can beat on this machine: bare forks, a raw Lua claim."""
+"""Ceilings no job system can beat on this machine: bare forks, a raw Lua claim, wake-ups."""
 
 from __future__ import annotations
 
 import math
+import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -108,3 +111,66 @@ def _fill_due(client: redis.Redis, key: str, n: int) -> None:
     for start in range(0, n, 1000):
         pipe.zadd(key, {f"t{i:09d}": i for i in range(start, min(n, start + 1000))})
     pipe.execute()
+
+
+@dataclass(frozen=True)
+class WakeTimes:
+    """Round trips in µs (medians), back to back and after an idle gap: what one hop costs.
+
+    A start crosses several processes (Redis, the worker, the zygote, the task's
+    process), each asleep until its message arrives. On a VM, waking an idle
+    CPU costs far more than the message itself; this shows how much, so the
+    due → start latency can be read against it.
+    """
+
+    gap_ms: float
+    redis_hot_us: float
+    redis_idle_us: float
+    pipe_hot_us: float
+    pipe_idle_us: float
+
+
+def wake_times(url: str, gap_s: float, n: int = 60) -> WakeTimes:
+    """Redis ``PING`` and a pipe ping-pong with a child, back to back and ``gap_s`` apart."""
+    client = redis.Redis.from_url(url)
+    client.ping()
+    redis_times = [_median_round_trip(client.ping, gap, n) for gap in (0.0, gap_s)]
+    client.close()
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # echo every byte back until the pipe closes
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            while os.read(to_child_r, 1):
+                os.write(to_parent_w, b".")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+
+    def pipe_round_trip() -> None:
+        os.write(to_child_w, b".")
+        os.read(to_parent_r, 1)
+
+    try:
+        pipe_times = [_median_round_trip(pipe_round_trip, gap, n) for gap in (0.0, gap_s)]
+    finally:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        os.waitpid(pid, 0)
+    return WakeTimes(gap_s * 1000, *redis_times, *pipe_times)
+
+
+def _median_round_trip(call: Callable[[], object], gap_s: float, n: int) -> float:
+    times = []
+    for _ in range(n):
+        if gap_s:
+            time.sleep(gap_s)
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)

@@ -128,6 +128,23 @@ def _ceilings_table(results: Results) -> str:
         ("Redis time per raw claim call (`INFO commandstats`)", spread_of(raw, "server_us"), "µs"),
         ("Redis time per `claim` script call, one task", nested(own, "rates", "server_us"), "µs"),
     ]
+    wake = results.wake
+    if wake:
+        gap = f"after {wake[0].gap_ms:.0f} ms idle (as far apart as the due → start tasks)"
+        lines += [
+            (
+                "Redis `PING` round trip from redis-py, back to back",
+                spread_of(wake, "redis_hot_us"),
+                "µs",
+            ),
+            (f"the same, {gap}", spread_of(wake, "redis_idle_us"), "µs"),
+            (
+                "a pipe round trip with another process, back to back",
+                spread_of(wake, "pipe_hot_us"),
+                "µs",
+            ),
+            (f"the same, {gap}", spread_of(wake, "pipe_idle_us"), "µs"),
+        ]
     rows = ["| ceiling or path | rate |", "| --- | --- |"]
     for label, spread, unit in lines:
         rows.append(f"| {label} | {spread.fmt(1 if unit == 'µs' else 0)} {unit} |")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.ceilings import ClaimRates
+from bench.ceilings import ClaimRates, WakeTimes
 from bench.claims import PerseidClaims, Scale
 from bench.profile import CpuShare, Profile
 from bench.scenarios import Idle, Latency, Throughput
@@ -52,6 +52,7 @@ class Results:
     fork_two: list[float] = field(default_factory=list)
     fork_warm: list[float] = field(default_factory=list)
     raw_claims: list[ClaimRates] = field(default_factory=list)
+    wake: list[WakeTimes] = field(default_factory=list)
     claims: list[PerseidClaims] = field(default_factory=list)
     scale_small: list[Scale] = field(default_factory=list)
     scale_big: list[Scale] = field(default_factory=list)
@@ -78,6 +79,7 @@ class Results:
             fork_two=d["fork_two"],
             fork_warm=d["fork_warm"],
             raw_claims=[ClaimRates(**c) for c in d["raw_claims"]],
+            wake=[WakeTimes(**w) for w in d.get("wake", [])],  # absent in older files
             claims=[PerseidClaims(ClaimRates(**c["rates"]), c["batch64"]) for c in d["claims"]],
             scale_small=[Scale(**c) for c in d["scale_small"]],
             scale_big=[Scale(**c) for c in d["scale_big"]],

@@ -90,6 +90,7 @@ def on_claim(w: Worker, claim: Any, wanted: int, sent: float) -> None:
     # is due, not a reply's trip later; were it early, Redis would only say "not yet".
     wait_us = (next_due - int(claim[1])) * 1000 - int(claim[5])
     w.next_due_mono = None if next_due < 0 else sent + max(0, wait_us) / 1e6
+    w.next_due_ms = next_due
     w.on_cancels(list(claim[3]))
     for record in claim[4]:
         task = msgspec.convert(record, ClaimedTask)

@@ -19,6 +19,7 @@ from .protocol import (
     Request,
     StartRequest,
     Stop,
+    Warm,
     encoder,
     event_decoder,
     write_all,
@@ -110,6 +111,11 @@ class ZygoteClient:
     def start(self, request: StartRequest) -> None:
         """Ask for one task's process."""
         self._send(request)
+
+    def warm(self) -> None:
+        """Tell the zygote a start is due in a moment (see :class:`Warm`)."""
+        with contextlib.suppress(OSError):  # the zygote is gone: the event pipe tells
+            self._send(Warm())
 
     def lease_until(self, deadline: float) -> None:
         """Tell the zygote to kill every task if ``deadline`` (monotonic) passes unrenewed."""

@@ -23,6 +23,9 @@ from .protocol import StartRequest, encoder, request_decoder, write_all
 from .runtime import EXIT_FAILED, TaskContext, run_job
 from .tasklog import TaskLog, TaskOutput
 
+NUDGE = b"\n"
+"""Written to a waiting spare ahead of a start request: go through the start once more."""
+
 _PR_SET_PDEATHSIG = 1
 _signal: Any = importlib.import_module("_signal")  # signal's C half (no stub of its own)
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every task
@@ -92,7 +95,9 @@ def run_spare(jobs: dict[str, JobSpec], output: TaskOutput, ctl_fd: int, result_
     warm(log)
     data = b""
     while chunk := os.read(ctl_fd, 1 << 16):
-        data += chunk
+        data = (data + chunk).lstrip(NUDGE)
+        if not data:  # only nudged: a start is due in a moment, and this spare went cold
+            warm(log)
     if not data:
         return 0  # not needed after all: the zygote is stopping
     req = request_decoder.decode(data)

@@ -51,6 +51,7 @@ from .protocol import (
     Started,
     StartRequest,
     Stop,
+    Warm,
     drain_pipe,
     encoder,
     request_decoder,
@@ -58,7 +59,7 @@ from .protocol import (
 )
 from .runtime import EXIT_FAILED
 from .tasklog import TaskLog, TaskOutput, route_process
-from .taskproc import become_task, run_spare, run_task, set_parent_death_signal
+from .taskproc import NUDGE, become_task, run_spare, run_task, set_parent_death_signal
 
 SPARE_AFTER_IDLE_S = 0.005
 """Quiet time after which the zygote forks a spare task process ahead of the next start."""
@@ -183,6 +184,12 @@ class Zygote:
             return False
         self._started(req.id, spare.pid, spare.result_fd, output)
         return True
+
+    def nudge_spare(self) -> None:
+        """Have the spare go through its start once more: one is due in a moment."""
+        if self.spare is not None:
+            with contextlib.suppress(OSError):  # gone: the reap will tell
+                os.write(self.spare.ctl_fd, NUDGE)
 
     def make_spare(self) -> None:
         """Fork the next task's process ahead of its request (when spares are on)."""
@@ -339,6 +346,9 @@ class Zygote:
                 return False
             if isinstance(req, LeaseUntil):
                 self.lease_deadline = req.deadline
+                continue
+            if isinstance(req, Warm):
+                self.nudge_spare()  # reading and decoding it warmed this loop
                 continue
             self.start(req, line)
         return True

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -12,6 +16,7 @@ import redis
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.client import CapacityWarning
 from perseid_jobs.models import Task
+from perseid_jobs.scripts import script_source
 
 from .conftest import wait_until, wait_workers
 
@@ -237,3 +242,55 @@ def test_job_with_retries_fails_once_they_are_spent(client: Client, start_worker
     done = client.wait(client.schedule("flaky", {"succeed_on": 99}).id, 15)
     assert (done.status, done.attempt) == (TaskStatus.FAILED, 3)
     assert done.reason == "exit code 1: RuntimeError: attempt 3 fails"
+
+
+class Monitor:
+    """The commands Redis runs while it is open, as ``MONITOR`` reports them."""
+
+    def __init__(self, raw_redis: redis.Redis) -> None:
+        self._monitor = raw_redis.monitor()
+        self._monitor.__enter__()  # MONITOR is on once this returns
+        self.commands: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError, ValueError):
+            for command in self._monitor.listen():
+                self.commands.append(command)
+
+    def close(self) -> list[dict[str, Any]]:
+        self._monitor.connection.disconnect()
+        self._thread.join(5)
+        return self.commands
+
+
+def test_an_idle_worker_warms_its_start_path_once_before_a_due_time_and_a_busy_one_never(
+    client: Client, start_worker, raw_redis: redis.Redis
+) -> None:
+    start_worker(2)
+    wait_workers(client, 1)
+    monitor = Monitor(raw_redis)
+    try:
+        due = client.schedule("hello", at="+1s")
+        assert client.wait(due.id, 15).status is TaskStatus.COMPLETED
+        backlog = [client.schedule("hello") for _ in range(20)]
+        for task in backlog:
+            assert client.wait(task.id, 15).status is TaskStatus.COMPLETED
+    finally:
+        commands = monitor.close()
+    claim = f"EVALSHA {hashlib.sha1(script_source('claim').encode()).hexdigest()}"
+    ports = {c["client_port"] for c in commands if c["command"].startswith(claim)}
+    assert ports  # the worker's claim connection
+    warm_ups = [
+        c
+        for c in commands
+        if c["client_port"] in ports and c["client_address"] != "lua" and c["command"] == "TIME"
+    ]
+    # One round trip on the claim's connection, in the moment before the due time (the
+    # zygote and its spare go through their loops too: see test_zygote); none for the
+    # backlog, due at once.
+    assert len(warm_ups) == 1
+    assert due.start_at is not None
+    due_s = due.start_at.timestamp()
+    assert due_s - 0.5 <= float(warm_ups[0]["time"]) <= due_s

@@ -27,6 +27,12 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def woken(pid: int) -> int:
+    """How many times ``pid`` went to sleep and was woken (voluntary context switches)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt"))
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie is not running)."""
     try:
@@ -173,5 +179,37 @@ def test_without_a_spare_dir_every_start_forks(logs: Path) -> None:
         zygote.start(request("01TASKC", logs))
         events = events_until_exit(zygote, "01TASKC")
         assert [e.id for e in events if isinstance(e, Exited)] == ["01TASKC"]
+    finally:
+        zygote.close()
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.05], ids=["start-right-after", "start-later"])
+def test_a_spare_warmed_ahead_of_its_start_runs_the_task_once(
+    zygote: ZygoteClient, logs: Path, pause: float
+) -> None:
+    spare = spare_of(zygote)
+    wakes = woken(spare)
+    zygote.warm()  # the spare gets a nudge on its request pipe, then (or with it) the request
+    zygote.warm()
+    if pause:
+        wait_until(lambda: woken(spare) > wakes, what="the spare woken by the nudge")
+        time.sleep(pause)  # and asleep again
+    zygote.start(request("01WARM", logs, args=b'{"name": "warm"}'))
+    events = events_until_exit(zygote, "01WARM")
+    [exited] = [e for e in events if isinstance(e, Exited)]
+    assert (exited.pid, os.waitstatus_to_exitcode(exited.status), exited.reason) == (spare, 0, "")
+    lines = log_lines(logs / "01WARM.log")
+    assert [line["msg"] for line in lines].count("task started") == 1
+    assert any(line["msg"] == "hello, warm" for line in lines)
+
+
+def test_a_warm_up_without_a_spare_changes_nothing(logs: Path) -> None:
+    zygote = ZygoteClient(JOBS)
+    try:
+        zygote.warm()
+        zygote.start(request("01NOSPARE", logs))
+        events = events_until_exit(zygote, "01NOSPARE")
+        [exited] = [e for e in events if isinstance(e, Exited)]
+        assert os.waitstatus_to_exitcode(exited.status) == 0
     finally:
         zygote.close()
