@@ -1,5 +1,5 @@
 """``python -m perseid_jobs`` is the ``perseid-jobs`` command."""
 
-from .cli import main
+from .entry import main
 
 main()

@@ -25,8 +25,8 @@ from .connection import DEFAULT_REDIS_URL
 from .durations import DurationError, parse_duration
 from .errors import ConfigError
 from .keys import DEFAULT_NAMESPACE, validate_namespace
-from .procs import start_zygote
-from .settings import DEFAULT_BUCKET, DEFAULT_LOGS_DIR, WorkerSettings
+from .procs import DEFAULT_LOGS_DIR, start_zygote
+from .settings import DEFAULT_BUCKET, WorkerSettings
 
 LogsDirOpt = Annotated[
     Path, typer.Option("--logs-dir", envvar="PERSEID_LOGS_DIR", help="Local spool of task logs.")

@@ -25,6 +25,9 @@ from .protocol import (
     write_all,
 )
 
+DEFAULT_LOGS_DIR = "var/logs"
+"""Where a worker keeps task logs until they are uploaded, unless told otherwise."""
+
 SPARE_DIR = ".spare"
 """In a worker's logs directory: the log files of task processes forked ahead (spares)."""
 
@@ -150,7 +153,59 @@ class ZygoteClient:
                 os.close(fd)
 
 
+_early: tuple[Path, Path, ZygoteClient] | None = None
+
+
 def start_zygote(jobs_dir: Path, logs_dir: Path, *, wait: bool) -> ZygoteClient:
-    """A worker's zygote, its spares' log files in ``logs_dir``/.spare (see ZygoteClient)."""
+    """A worker's zygote, its spares' log files in ``logs_dir``/.spare (see ZygoteClient).
+
+    The one :func:`start_zygote_early` started, if it was for the same directories.
+    """
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        if early[:2] == (jobs_dir.resolve(), logs_dir.resolve()):
+            if wait:
+                early[2].wait_ready()
+            return early[2]
+        early[2].close()  # guessed wrong: the command line said otherwise
     logs_dir.mkdir(parents=True, exist_ok=True)
     return ZygoteClient(jobs_dir, spare_dir=logs_dir / SPARE_DIR, wait=wait)
+
+
+def start_zygote_early(args: list[str]) -> None:
+    """For ``perseid-jobs worker ARGS``: start its zygote before the command line is parsed.
+
+    Importing the command line (Redis client, Typer, Rich) takes a quarter of a
+    second, in which the zygote can already import the jobs. The directories
+    are read here the way the ``worker`` command reads them (``--jobs`` and
+    ``--logs-dir``, else ``PERSEID_JOBS_DIR`` and ``PERSEID_LOGS_DIR``, else the
+    defaults); :func:`start_zygote` uses this zygote only if the parsed command
+    agrees, and closes it otherwise. Nothing is started for ``--help``, without
+    ``--slots``, or for a jobs directory that does not exist.
+    """
+    global _early
+    if "--help" in args or not (_option(args, "--slots") or os.environ.get("PERSEID_SLOTS")):
+        return  # help, or a command that will be refused
+    jobs = _option(args, "--jobs") or os.environ.get("PERSEID_JOBS_DIR") or "jobs"
+    logs = _option(args, "--logs-dir") or os.environ.get("PERSEID_LOGS_DIR") or DEFAULT_LOGS_DIR
+    jobs_dir, logs_dir = Path(jobs).resolve(), Path(logs).resolve()
+    if not jobs_dir.is_dir():
+        return
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    _early = (
+        jobs_dir,
+        logs_dir,
+        ZygoteClient(jobs_dir, spare_dir=logs_dir / SPARE_DIR, wait=False),
+    )
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The last value given for option ``name`` (``--name VALUE`` or ``--name=VALUE``)."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith(name + "="):
+            found = arg[len(name) + 1 :]
+    return found

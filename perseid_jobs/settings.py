@@ -9,8 +9,8 @@ import msgspec
 
 from .connection import DEFAULT_REDIS_URL
 from .keys import DEFAULT_NAMESPACE
+from .procs import DEFAULT_LOGS_DIR
 
-DEFAULT_LOGS_DIR = "var/logs"
 DEFAULT_BUCKET = "file://var/bucket"
 
 

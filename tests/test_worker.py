@@ -287,10 +287,11 @@ def test_an_idle_worker_warms_its_start_path_once_before_a_due_time_and_a_busy_o
         for c in commands
         if c["client_port"] in ports and c["client_address"] != "lua" and c["command"] == "TIME"
     ]
-    # One round trip on the claim's connection, in the moment before the due time (the
-    # zygote and its spare go through their loops too: see test_zygote); none for the
-    # backlog, due at once.
+    # One round trip on the claim's connection, around the due time (2 ms before it by
+    # the worker's clock; its timer and the round trip may run late on a busy machine),
+    # not when the task was scheduled a second earlier (the zygote and its spare go
+    # through their loops too: see test_zygote); none for the backlog, due at once.
     assert len(warm_ups) == 1
     assert due.start_at is not None
     due_s = due.start_at.timestamp()
-    assert due_s - 0.5 <= float(warm_ups[0]["time"]) <= due_s
+    assert due_s - 0.5 <= float(warm_ups[0]["time"]) <= due_s + 0.1

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from perseid_jobs import procs
 from perseid_jobs.procs import ZygoteClient
 from perseid_jobs.protocol import Event, Exited, Started, StartRequest
 
@@ -213,3 +214,51 @@ def test_a_warm_up_without_a_spare_changes_nothing(logs: Path) -> None:
         assert os.waitstatus_to_exitcode(exited.status) == 0
     finally:
         zygote.close()
+
+
+def test_a_zygote_started_before_the_command_line_is_parsed_serves_the_worker_if_it_agrees(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    procs.start_zygote_early(["--slots", "2", f"--jobs={JOBS}", "--logs-dir", str(logs)])
+    early = procs._early
+    assert early is not None
+    zygote = procs.start_zygote(JOBS, logs, wait=True)
+    try:
+        assert zygote is early[2]
+        assert "hello" in zygote.ready.jobs
+    finally:
+        zygote.close()
+
+
+def test_a_zygote_started_early_for_other_directories_is_closed_and_a_right_one_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other-jobs"
+    other.mkdir()
+    (other / "only_here.py").write_text(
+        "from perseid_jobs import job\n\n\n@job(max_duration='1m')\ndef run(task):\n    pass\n"
+    )
+    logs = tmp_path / "logs"
+    monkeypatch.setenv("PERSEID_JOBS_DIR", str(JOBS))  # what the early start reads
+    procs.start_zygote_early(["--slots", "1", "--logs-dir", str(logs)])
+    early = procs._early
+    assert early is not None
+    zygote = procs.start_zygote(other, logs, wait=True)  # what the parsed command said
+    try:
+        assert zygote is not early[2]
+        assert list(zygote.ready.jobs) == ["only_here"]
+        assert early[2].proc.wait(10) is not None  # closed
+    finally:
+        zygote.close()
+
+
+def test_nothing_is_started_early_for_help_or_a_command_without_slots(tmp_path: Path) -> None:
+    for args in (
+        ["--help"],
+        ["--jobs", str(JOBS)],
+        ["--slots", "1", "--jobs", str(tmp_path / "no")],
+    ):
+        procs.start_zygote_early([*args, "--logs-dir", str(tmp_path / "logs")])
+        assert procs._early is None
+    assert not (tmp_path / "logs").exists()
