@@ -14,13 +14,13 @@ import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
 import orjson
 import redis
 import typer
 
-from . import render
 from .client import Client
 from .connection import DEFAULT_REDIS_URL, redacted
 from .errors import InvalidArgs, PerseidError
@@ -105,6 +105,14 @@ def parse_args_json(text: str) -> dict[str, Any]:
     return value
 
 
+def print_rendered(make: Callable[[ModuleType], Any]) -> None:
+    """Print what ``make`` builds from :mod:`perseid_jobs.render` (Rich is imported only here,
+    so commands that print no table, ``worker`` first, start without it)."""
+    from . import render
+
+    render.console.print(make(render))
+
+
 def emit_json(obj: Any) -> None:
     """Write one JSON document to stdout."""
     sys.stdout.buffer.write(to_json(obj) + b"\n")
@@ -174,7 +182,7 @@ def show(
 ) -> None:
     """Show one task."""
     task = make_client(redis_url, namespace).get(task_id)
-    emit_json(task) if json else render.console.print(render.task_detail(task))
+    emit_json(task) if json else print_rendered(lambda r: r.task_detail(task))
 
 
 @app.command()
@@ -189,7 +197,7 @@ def tasks(
 ) -> None:
     """List tasks."""
     found = make_client(redis_url, namespace).tasks(status=status, job=job, limit=limit)
-    emit_json(found) if json else render.console.print(render.task_table(found))
+    emit_json(found) if json else print_rendered(lambda r: r.task_table(found))
 
 
 @app.command()
@@ -219,7 +227,7 @@ def workers(
 ) -> None:
     """List live worker instances."""
     found = make_client(redis_url, namespace).workers()
-    emit_json(found) if json else render.console.print(render.worker_table(found))
+    emit_json(found) if json else print_rendered(lambda r: r.worker_table(found))
 
 
 @app.command()
@@ -231,7 +239,7 @@ def jobs(
 ) -> None:
     """List the job catalog the workers published."""
     found = make_client(redis_url, namespace).jobs()
-    emit_json(found) if json else render.console.print(render.job_table(found))
+    emit_json(found) if json else print_rendered(lambda r: r.job_table(found))
 
 
 @app.command(name="series")
@@ -244,7 +252,7 @@ def series_cmd(
 ) -> None:
     """List recurring schedules: next run, last run and outcome, skipped runs."""
     found = make_client(redis_url, namespace).series(limit=limit)
-    emit_json(found) if json else render.console.print(render.series_table(found))
+    emit_json(found) if json else print_rendered(lambda r: r.series_table(found))
 
 
 @app.command()

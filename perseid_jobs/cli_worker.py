@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from . import render
 from .bucket import BucketError, open_bucket
 from .cli import (
     JobsOpt,
@@ -133,6 +132,8 @@ def logs(
         if raw:
             sys.stdout.buffer.write(line if line.endswith(b"\n") else line + b"\n")
         else:
+            from . import render  # Rich: not imported by the worker command
+
             render.console.print(render.log_line(line), markup=False)
 
     if local.exists():
