@@ -9,12 +9,14 @@ state it reads and changes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .connection import REDIS_ERRORS
 from .errors import Code
 from .models import TaskStatus
 from .outcome import ClaimedTask, Outcome, Running, outcome_of_status, run_key, series_next
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("perseid_jobs.worker")
+
+WARM_AHEAD_S = 0.002
+"""How long before a due time the start path is warmed up (see :func:`warm_up`)."""
+WARM_AFTER_IDLE_S = 0.01
+"""Only a due time at least this much later than when it became known is warmed up for."""
 
 REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
 
@@ -160,3 +167,27 @@ def on_exit(w: Worker, event: Exited) -> None:
         w.reported.popitem(last=False)
     if w.shipper:
         w.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
+
+
+def warm_up(w: Worker) -> None:
+    """Shortly before the next due time, with nothing else to do, go through the start path.
+
+    A Redis round trip on the claim's connection (``TIME``) and a message through the
+    zygote's loop, so the claim and the start at the due time run warm (see
+    :class:`~perseid_jobs.protocol.Warm`). Once per due time, and only if the
+    worker has nothing to do for a while before it: a busy path is warm.
+    """
+    due, now = w.next_due_mono, time.monotonic()
+    if due is None:
+        return
+    if w.next_due_ms != w.due_seen:  # a due time not seen before (idle claims repeat)
+        w.due_seen = w.next_due_ms
+        w.warm_pending = due - now >= WARM_AFTER_IDLE_S + WARM_AHEAD_S
+    if not w.warm_pending or now < due - WARM_AHEAD_S:
+        return
+    w.warm_pending = False
+    assert w.zygote is not None
+    w.zygote.warm()
+    with contextlib.suppress(*REDIS_ERRORS):
+        sec, usec = w.redis.time()  # any round trip warms; this one also sets the clock
+        w.saw_now(sec * 1000 + usec // 1000)

@@ -60,11 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perseid_jobs.worker")
 
-WARM_AHEAD_S = 0.002
-"""How long before a due time the start path is warmed up (see :meth:`Worker.warm_up`)."""
-WARM_AFTER_IDLE_S = 0.01
-"""Only a due time at least this much later than when it became known is warmed up for."""
-
 
 class Worker:
     """One ``perseid-jobs worker`` process."""
@@ -214,7 +209,7 @@ class Worker:
                 return
             if self.backoff.ready():
                 self.talk_to_redis()
-                self.warm_up()
+                claiming.warm_up(self)
             self.enforce_deadlines()
             self.wait(self.next_timeout())
 
@@ -328,7 +323,7 @@ class Worker:
         if self.next_due_mono is not None:
             when.append(max(self.next_due_mono, redis_from))
             if self.warm_pending:
-                when.append(max(self.next_due_mono - WARM_AHEAD_S, redis_from))
+                when.append(max(self.next_due_mono - claiming.WARM_AHEAD_S, redis_from))
         for run in self.running.values():
             if run.kill_at is not None:
                 when.append(run.kill_at)
@@ -339,29 +334,6 @@ class Worker:
         if self.lease.deadline is not None:
             when.append(self.lease.deadline)
         return max(0.0, min(when) - now)
-
-    def warm_up(self) -> None:
-        """Shortly before the next due time, with nothing else to do, go through the start path.
-
-        A Redis round trip on the claim's connection (``TIME``) and a message through the
-        zygote's loop, so the claim and the start at the due time run warm (see
-        :class:`~perseid_jobs.protocol.Warm`). Once per due time, and only if the
-        worker has nothing to do for a while before it: a busy path is warm.
-        """
-        due, now = self.next_due_mono, time.monotonic()
-        if due is None:
-            return
-        if self.next_due_ms != self.due_seen:  # a due time not seen before (idle claims repeat)
-            self.due_seen = self.next_due_ms
-            self.warm_pending = due - now >= WARM_AFTER_IDLE_S + WARM_AHEAD_S
-        if not self.warm_pending or now < due - WARM_AHEAD_S:
-            return
-        self.warm_pending = False
-        assert self.zygote is not None
-        self.zygote.warm()
-        with contextlib.suppress(*REDIS_ERRORS):
-            sec, usec = self.redis.time()  # any round trip warms; this one also sets the clock
-            self.saw_now(sec * 1000 + usec // 1000)
 
     def redis_work_waiting(self) -> bool:
         """True if the next :meth:`talk_to_redis` has something to do right away."""
