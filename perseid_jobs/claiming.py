@@ -31,7 +31,7 @@ log = logging.getLogger("perseid_jobs.worker")
 WARM_AHEAD_S = 0.002
 """How long before a due time the start path is warmed up (see :func:`warm_up`)."""
 WARM_AFTER_IDLE_S = 0.01
-"""Only a due time at least this much later than when it became known is warmed up for."""
+"""Only a due time at least this much later than the claim that told of it is warmed up for."""
 
 REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
 
@@ -97,7 +97,10 @@ def on_claim(w: Worker, claim: Any, wanted: int, sent: float) -> None:
     # is due, not a reply's trip later; were it early, Redis would only say "not yet".
     wait_us = (next_due - int(claim[1])) * 1000 - int(claim[5])
     w.next_due_mono = None if next_due < 0 else sent + max(0, wait_us) / 1e6
-    w.next_due_ms = next_due
+    if next_due != w.next_due_ms:  # a new due time (idle claims repeat the same one)
+        w.next_due_ms = next_due
+        # Warmed up for only if nothing else is due before it for a while (see warm_up).
+        w.warm_pending = next_due >= 0 and wait_us >= (WARM_AFTER_IDLE_S + WARM_AHEAD_S) * 1e6
     w.on_cancels(list(claim[3]))
     for record in claim[4]:
         task = msgspec.convert(record, ClaimedTask)
@@ -177,13 +180,8 @@ def warm_up(w: Worker) -> None:
     :class:`~perseid_jobs.protocol.Warm`). Once per due time, and only if the
     worker has nothing to do for a while before it: a busy path is warm.
     """
-    due, now = w.next_due_mono, time.monotonic()
-    if due is None:
-        return
-    if w.next_due_ms != w.due_seen:  # a due time not seen before (idle claims repeat)
-        w.due_seen = w.next_due_ms
-        w.warm_pending = due - now >= WARM_AFTER_IDLE_S + WARM_AHEAD_S
-    if not w.warm_pending or now < due - WARM_AHEAD_S:
+    due = w.next_due_mono
+    if not w.warm_pending or due is None or time.monotonic() < due - WARM_AHEAD_S:
         return
     w.warm_pending = False
     assert w.zygote is not None

@@ -99,7 +99,8 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # Started first: it imports the jobs while this process imports the rest and connects.
+    # Usually started already, before the command line was parsed (procs.start_zygote_early);
+    # else now, first: it imports the jobs while this process imports the rest and connects.
     zygote = start_zygote(settings.jobs_dir, settings.logs_dir, wait=False)
     try:
         from .worker import Worker

@@ -52,6 +52,8 @@ class ZygoteClient:
         ``wait=False``: return at once, while it imports the jobs; :attr:`ready`
         waits for it then (the worker starts it before its own imports are done).
         """
+        self.jobs_dir = jobs_dir
+        self.spare_dir = spare_dir
         req_r, self._req_w = os.pipe()
         self._evt_r, evt_w = os.pipe()
         self.proc = subprocess.Popen(
@@ -153,7 +155,7 @@ class ZygoteClient:
                 os.close(fd)
 
 
-_early: tuple[Path, Path, ZygoteClient] | None = None
+_early: ZygoteClient | None = None
 
 
 def start_zygote(jobs_dir: Path, logs_dir: Path, *, wait: bool) -> ZygoteClient:
@@ -164,19 +166,23 @@ def start_zygote(jobs_dir: Path, logs_dir: Path, *, wait: bool) -> ZygoteClient:
     global _early
     early, _early = _early, None
     if early is not None:
-        if early[:2] == (jobs_dir.resolve(), logs_dir.resolve()):
+        if (early.jobs_dir, early.spare_dir) == (jobs_dir.resolve(), _spare_dir(logs_dir)):
             if wait:
-                early[2].wait_ready()
-            return early[2]
-        early[2].close()  # guessed wrong: the command line said otherwise
+                early.wait_ready()
+            return early
+        early.close()  # guessed wrong: the command line said otherwise
     logs_dir.mkdir(parents=True, exist_ok=True)
-    return ZygoteClient(jobs_dir, spare_dir=logs_dir / SPARE_DIR, wait=wait)
+    return ZygoteClient(jobs_dir.resolve(), spare_dir=_spare_dir(logs_dir), wait=wait)
+
+
+def _spare_dir(logs_dir: Path) -> Path:
+    return logs_dir.resolve() / SPARE_DIR
 
 
 def start_zygote_early(args: list[str]) -> None:
     """For ``perseid-jobs worker ARGS``: start its zygote before the command line is parsed.
 
-    Importing the command line (Redis client, Typer, Rich) takes a quarter of a
+    Importing the command line (Redis client, Typer) takes a quarter of a
     second, in which the zygote can already import the jobs. The directories
     are read here the way the ``worker`` command reads them (``--jobs`` and
     ``--logs-dir``, else ``PERSEID_JOBS_DIR`` and ``PERSEID_LOGS_DIR``, else the
@@ -189,15 +195,8 @@ def start_zygote_early(args: list[str]) -> None:
         return  # help, or a command that will be refused
     jobs = _option(args, "--jobs") or os.environ.get("PERSEID_JOBS_DIR") or "jobs"
     logs = _option(args, "--logs-dir") or os.environ.get("PERSEID_LOGS_DIR") or DEFAULT_LOGS_DIR
-    jobs_dir, logs_dir = Path(jobs).resolve(), Path(logs).resolve()
-    if not jobs_dir.is_dir():
-        return
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    _early = (
-        jobs_dir,
-        logs_dir,
-        ZygoteClient(jobs_dir, spare_dir=logs_dir / SPARE_DIR, wait=False),
-    )
+    if Path(jobs).is_dir():
+        _early = start_zygote(Path(jobs), Path(logs), wait=False)
 
 
 def _option(args: list[str], name: str) -> str | None:

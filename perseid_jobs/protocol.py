@@ -44,8 +44,8 @@ class Warm(msgspec.Struct, tag="warm"):
 
     On an idle machine a process's code and data leave the CPU caches, and its
     first steps after a long sleep run several times slower (measured on a
-    2-core VM: a Redis round trip from redis-py after 50 ms idle takes ~0.4 ms
-    instead of ~0.05 ms). Sent shortly before a known due time, so the start
+    2-core VM: a Redis round trip from redis-py after 50 ms idle takes 0.4 to 0.9 ms
+    instead of 0.05 to 0.1 ms). Sent shortly before a known due time, so the start
     itself finds the path warm.
     """
 

@@ -87,7 +87,6 @@ class Worker:
         self.drain_marked = False
         self.next_due_mono: float | None = None
         self.next_due_ms = -1  # the same in Redis time, as the last claim said
-        self.due_seen = -1  # the next_due_ms warm_up last looked at
         self.warm_pending = False  # warm the start path up before that due time
         self.next_reap = 0.0
         self.redis_now = (0, time.monotonic())

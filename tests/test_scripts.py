@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.errors import Code
+from perseid_jobs.errors import Code, TaskNotFound
 from perseid_jobs.models import JobDefinition
 from perseid_jobs.recurrence import make_recurrence
 from perseid_jobs.redisproc import RedisServer
@@ -293,6 +293,13 @@ def test_schedule_returns_the_stored_task_from_its_one_script_call(
     assert task == c.get(task.id)
     assert (task.status, task.args, task.existed) == (TaskStatus.PENDING, {"n": 1}, False)
     assert (again.id, again.args, again.existed) == (task.id, {"n": 1}, True)
+
+
+def test_a_repeated_request_whose_task_was_trimmed_says_the_task_is_not_found(c: Client) -> None:
+    first = c.schedule("hello", request_id="req-gone")
+    c.redis.delete(c.keys.task(first.id))  # ended and trimmed by retention since
+    with pytest.raises(TaskNotFound):
+        c.schedule("hello", request_id="req-gone")
 
 
 def test_a_repeated_series_request_makes_one_series(c: Client) -> None:

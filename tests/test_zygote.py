@@ -225,7 +225,7 @@ def test_a_zygote_started_before_the_command_line_is_parsed_serves_the_worker_if
     assert early is not None
     zygote = procs.start_zygote(JOBS, logs, wait=True)
     try:
-        assert zygote is early[2]
+        assert zygote is early
         assert "hello" in zygote.ready.jobs
     finally:
         zygote.close()
@@ -246,9 +246,9 @@ def test_a_zygote_started_early_for_other_directories_is_closed_and_a_right_one_
     assert early is not None
     zygote = procs.start_zygote(other, logs, wait=True)  # what the parsed command said
     try:
-        assert zygote is not early[2]
+        assert zygote is not early
         assert list(zygote.ready.jobs) == ["only_here"]
-        assert early[2].proc.wait(10) is not None  # closed
+        assert early.proc.wait(10) is not None  # closed
     finally:
         zygote.close()
 
