@@ -9,6 +9,7 @@ next worker to start on the same logs directory (see :mod:`perseid_jobs.spool`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -32,6 +33,9 @@ BATCH_SIZE = 64
 
 LINGER_S = 0.02
 """How long a log waits for others to share its batch (one sync and one report for all)."""
+
+ADOPT_EVERY_S = 2.0
+"""How often spools are looked at again for a worker gone since (its logs are adopted)."""
 
 UNKNOWN_JOB = "_unknown"
 """Job name used for a leftover log whose first line is unreadable, so it is still kept."""
@@ -134,20 +138,13 @@ class LogShipper:
         self._resume_at = 0.0  # monotonic time before which no upload is attempted
         self._linger = linger
         self._stop_at: float | None = None
+        self._adopt_at = math.inf  # monotonic time of the next look for gone workers' spools
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Queue every log left in the spool (ahead of anything submitted), then start."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        leftovers = list(self.logs_dir.glob("*.log"))
-        if self._dead is not None:
-            leftovers += self._dead.adopt()
-        found = [_read_leftover(path) for path in sorted(leftovers, key=_mtime)]
-        with self._cond:
-            queued = {entry.path for entry in self._queue}
-            self._queue.extendleft(reversed([e for e in found if e.path not in queued]))
-        if found:
-            log.info("found %d log(s) not yet uploaded in %s", len(found), self.logs_dir)
+        self._queue_leftovers(list(self.logs_dir.glob("*.log")))
         self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
         self._thread.start()
 
@@ -198,6 +195,19 @@ class LogShipper:
         if left:
             log.warning("%d log(s) not uploaded; they stay in %s", left, self.logs_dir)
 
+    def _queue_leftovers(self, leftovers: list[Path]) -> None:
+        """Queue logs left by workers that are gone, ahead of the rest (oldest first)."""
+        if self._dead is not None:
+            leftovers += self._dead.adopt()
+            # Again later: a worker may die (or its zygote end) after this one started.
+            self._adopt_at = time.monotonic() + ADOPT_EVERY_S
+        found = [_read_leftover(path) for path in sorted(leftovers, key=_mtime)]
+        with self._cond:
+            queued = {entry.path for entry in [*self._queue, *self._in_flight]}
+            self._queue.extendleft(reversed([e for e in found if e.path not in queued]))
+        if found:
+            log.info("found %d log(s) not yet uploaded in %s", len(found), self.logs_dir)
+
     def _run(self) -> None:
         while batch := self._next():
             self._ship(batch)
@@ -209,6 +219,13 @@ class LogShipper:
                 now = time.monotonic()
                 if self._stop_at is not None and (not self._queue or now >= self._stop_at):
                     return []
+                if now >= self._adopt_at and self._stop_at is None:
+                    self._cond.release()  # the look at the disk must not hold up submit()
+                    try:
+                        self._queue_leftovers([])
+                    finally:
+                        self._cond.acquire()
+                    continue
                 # A partial batch waits for company until the log at its head has
                 # waited `linger` since it was queued, unless stopping.
                 ready_at = self._resume_at
@@ -219,6 +236,8 @@ class LogShipper:
                     self._in_flight = [self._queue.popleft() for _ in range(count)]
                     return self._in_flight
                 waits = [self._stop_at - now] if self._stop_at is not None else []
+                if self._stop_at is None and self._adopt_at < math.inf:
+                    waits.append(self._adopt_at - now)
                 if self._queue:
                     waits.append(ready_at - now)
                 self._cond.wait(min(waits) if waits else None)
