@@ -59,7 +59,15 @@ from .protocol import (
 )
 from .runtime import EXIT_FAILED
 from .tasklog import TaskLog, TaskOutput, route_process
-from .taskproc import NUDGE, become_task, run_spare, run_task, set_parent_death_signal
+from .taskproc import (
+    NUDGE,
+    become_task,
+    clear_spares,
+    run_spare,
+    run_task,
+    set_parent_death_signal,
+    wait_killed,
+)
 
 SPARE_AFTER_IDLE_S = 0.005
 """Quiet time after which the zygote forks a spare task process ahead of the next start."""
@@ -93,22 +101,17 @@ class Zygote:
     """The fork server loop."""
 
     def __init__(
-        self,
-        req_fd: int,
-        evt_fd: int,
-        jobs: dict[str, JobSpec],
-        spare_dir: Path | None = None,
-        lock_fd: int = -1,
+        self, req_fd: int, evt_fd: int, jobs: dict[str, JobSpec], spare_dir: Path | None = None
     ) -> None:
         self.req_fd = req_fd
-        self.lock_fd = lock_fd  # the worker's spool lock: held here, never by a task
+        self.lock_fd = -1  # the worker's spool lock, if it passed one: held here, never by a task
         self.ending = ""  # once set: why the tasks still running are killed
         self.evt_fd = evt_fd
         self.jobs = jobs
         self.spare: _Spare | None = None
         self.spare_path: Path | None = None
         if spare_dir is not None:
-            self.spare_path = _clear_spares(spare_dir)
+            self.spare_path = clear_spares(spare_dir)
         self.pid = os.getpid()
         self.children: dict[int, _Child] = {}  # by pid
         self.pipes: dict[int, TaskOutput] = {}  # captured stdout/stderr read fd -> its log
@@ -402,35 +405,18 @@ class Zygote:
     def end_tasks(self, *, in_handler: bool = False) -> None:
         """Kill every task; each log ends with a line saying why (:attr:`ending`).
 
-        Before the zygote exits, and so before the spool's lock is free for
-        another worker to take the logs: nothing writes them any more.
+        Before the zygote exits and frees the spool's lock (:mod:`perseid_jobs.spool`).
         """
         self.kill_all()
-        deadline = time.monotonic() + 2.0  # SIGKILLed: only a process stuck in the kernel lingers
-        while self.children and time.monotonic() < deadline:
-            for pid in list(self.children):
-                with contextlib.suppress(ChildProcessError):
-                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                        continue
-                child = self.children.pop(pid)
-                if child.output is not None:
-                    # A handler that interrupted a write of this log must not wait for it.
-                    drain = not (in_handler and child.output.writing)
-                    child.output.finish(self.ending, drain=drain)
-            if self.children:
-                time.sleep(0.01)
+        for pid in wait_killed(list(self.children), timeout=2.0):
+            output = self.children.pop(pid).output
+            if output is not None:
+                # A handler that interrupted a write of this log must not wait for it.
+                output.finish(self.ending, drain=not (in_handler and output.writing))
 
 
 _WORKER_GONE = "killed: the worker process exited"
 _FENCED = "killed: the instance's lease lapsed (no renewal reached the zygote in time)"
-
-
-def _clear_spares(spare_dir: Path) -> Path:
-    """This zygote's spare log path; earlier zygotes' leftovers there are removed."""
-    spare_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in spare_dir.glob("*.log"):
-        leftover.unlink(missing_ok=True)
-    return spare_dir / f"{os.getpid()}.log"
 
 
 def _poll_ms(timeout: float | None) -> int | None:
@@ -438,12 +424,11 @@ def _poll_ms(timeout: float | None) -> int | None:
 
 
 def main() -> None:
-    """Entry point: ``python -m perseid_jobs.zygote REQ_FD EVT_FD JOBS_DIR WORKER_PID [SPARE_DIR
-    [LOCK_FD]]``.
+    """Entry: ``python -m perseid_jobs.zygote REQ_FD EVT_FD JOBS_DIR WORKER_PID [SPARE_DIR [LK]]``.
 
     With SPARE_DIR, one task process is kept forked ahead of its start request
-    (its log file waits in that directory). LOCK_FD: the worker's spool lock,
-    held until the zygote exits (see :mod:`perseid_jobs.spool`).
+    (its log file waits in that directory). LK: the fd of the worker's spool
+    lock, held until the zygote exits (see :mod:`perseid_jobs.spool`).
     """
     req_fd, evt_fd, jobs_dir, worker_pid = (
         int(sys.argv[1]),
@@ -452,9 +437,6 @@ def main() -> None:
         int(sys.argv[4]),
     )
     spare_dir = Path(sys.argv[5]) if len(sys.argv) > 5 else None
-    lock_fd = int(sys.argv[6]) if len(sys.argv) > 6 else -1
-    if lock_fd >= 0:
-        os.set_inheritable(lock_fd, False)
     os.set_inheritable(req_fd, False)
     os.set_inheritable(evt_fd, False)
 
@@ -467,7 +449,8 @@ def main() -> None:
 
     set_parent_death_signal(signal.SIGTERM)
     jobs, errors = load_jobs_dir(jobs_dir)
-    zygote = Zygote(req_fd, evt_fd, jobs, spare_dir, lock_fd)
+    zygote = Zygote(req_fd, evt_fd, jobs, spare_dir)
+    zygote.lock_fd = int(sys.argv[6]) if len(sys.argv) > 6 else -1
     route_process()
     fork = forking.choose()
     # Everything loaded so far lives as long as the zygote: keep it out of the
