@@ -77,10 +77,12 @@ def test_two_workers_share_a_logs_dir_and_one_is_killed_and_restarted(
             assert lines[-1]["msg"] == "woke up", f"log of {task_id} cut short"
         else:  # running on the worker killed -9: the zygote says so as it kills the task
             assert task.status is TaskStatus.FAILED
-            assert str(lines[-1]["msg"]).startswith("killed: "), lines[-1]
+            # Or it ran to its end, and its report died with the worker: complete all the same.
+            last = str(lines[-1]["msg"])
+            assert last.startswith("killed: ") or last == "woke up", lines[-1]
             # Killed so early that the task had not written its first line yet: only the last.
             assert lines[0]["msg"] == "task started" or len(lines) == 1
-            killed += 1
+            killed += last.startswith("killed: ")
     assert killed > 0, "the kill -9 landed while tasks ran"
     for w in (second, restarted):
         assert w.terminate() == 0
