@@ -318,8 +318,9 @@ local function fail_running(id, reason, given, needs, now)
       skipped = g[2]
     end
   end
+  -- log_url is left as it is: the log of a dead instance's task may already have been
+  -- uploaded, by the worker that took over its spool.
   close_task(id, 'failed', reason, '', now)
-  redis.call('HSET', tk, 'log_url', '')
   continue_series(id, 'failed', start, skipped, now)
   settle_dependents(id, 'failed', now)
   return true

@@ -319,6 +319,19 @@ def upload_many(bucket: Bucket, items: list[tuple[Path, str]]) -> list[str | Buc
     return results
 
 
+def read_url(url: str, *, s3_endpoint_url: str | None = None) -> bytes:
+    """A stored log's bytes, by the absolute URL recorded on its task (whatever the bucket).
+
+    Raises BucketError.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "s3" and parts.netloc:
+        return S3Bucket(parts.netloc, endpoint_url=s3_endpoint_url).read(url)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
+        return FileBucket(Path(unquote(parts.path)).parent).read(url)
+    raise BucketError(f"unsupported log URL {url!r}: expected file:///path or s3://bucket/key")
+
+
 def open_bucket(url: str, *, s3_endpoint_url: str | None = None) -> Bucket:
     """The bucket for ``file:///abs/path``, a plain directory path, or ``s3://bucket/prefix``.
 

@@ -20,6 +20,7 @@ from .connection import REDIS_ERRORS
 from .errors import Code
 from .models import TaskStatus
 from .outcome import ClaimedTask, Outcome, Running, outcome_of_status, run_key, series_next
+from .pino import append_last, closing_line
 from .protocol import Exited, StartRequest
 from .runtime import MAX_REASON_CHARS
 
@@ -152,6 +153,12 @@ def on_exit(w: Worker, event: Exited) -> None:
         reason = f"{reason}: {event.reason}" if status is TaskStatus.FAILED else event.reason
     if run.forced is not None:
         status, reason = run.forced
+        # Its log says it was killed and why, as its last line (before the upload).
+        level = 40 if status is TaskStatus.CANCELLED else 50
+        line = closing_line(
+            level, f"killed: {reason}", pid=event.pid, task=run.task.id, job=run.task.job
+        )
+        append_last(w.log_path(run.task.id), line)
     next_start, skipped = series_next(run.task, w.estimated_redis_now())
     if w.metrics:
         w.metrics.finished(run.task.job, status.value, time.monotonic() - run.started_mono)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .bucket import BucketError, open_bucket
+from .bucket import BucketError, read_url
 from .cli import (
     JobsOpt,
     NamespaceOpt,
@@ -24,8 +24,10 @@ from .connection import DEFAULT_REDIS_URL
 from .durations import DurationError, parse_duration
 from .errors import ConfigError
 from .keys import DEFAULT_NAMESPACE, validate_namespace
+from .models import TaskStatus
 from .procs import DEFAULT_LOGS_DIR, start_zygote
 from .settings import DEFAULT_BUCKET, WorkerSettings
+from .spool import find_log
 
 LogsDirOpt = Annotated[
     Path, typer.Option("--logs-dir", envvar="PERSEID_LOGS_DIR", help="Local spool of task logs.")
@@ -119,15 +121,23 @@ def logs(
     raw: Annotated[bool, typer.Option("--raw", help="The NDJSON as stored.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow while it runs.")] = False,
     logs_dir: LogsDirOpt = Path(DEFAULT_LOGS_DIR),
-    bucket: BucketOpt = DEFAULT_BUCKET,
+    bucket: Annotated[str, typer.Option("--bucket", hidden=True)] = DEFAULT_BUCKET,
     s3_endpoint_url: EndpointOpt = None,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
 ) -> None:
-    """Print a task's log: from the local spool while it runs, else from the bucket."""
+    """Print a task's log: from the local spool while it runs, else from where it was stored.
+
+    A stored log is read at the URL recorded on the task (``log_url``), from
+    any directory; ``--bucket`` is accepted for old scripts and not needed.
+    """
+    del bucket  # the recorded URL names the bucket
     client = make_client(redis_url, namespace)
     task = client.get(task_id)
-    local = logs_dir / f"{task_id}.log"
+    if task.status is TaskStatus.PENDING and not task.log_url:  # (else: an earlier attempt's)
+        fail(f"task {task_id} is pending: it has no log yet")
+    running = task.status is TaskStatus.RUNNING
+    local = find_log(logs_dir, task_id) if running or not task.log_url else None
 
     def out(line: bytes) -> None:
         if raw:
@@ -137,7 +147,7 @@ def logs(
 
             render.console.print(render.log_line(line), markup=False)
 
-    if local.exists():
+    if local is not None:
         with local.open("rb") as fh:
             while True:
                 line = fh.readline()
@@ -149,7 +159,7 @@ def logs(
                 time.sleep(0.2)
     if task.log_url:
         try:
-            data = open_bucket(bucket, s3_endpoint_url=s3_endpoint_url).read(task.log_url)
+            data = read_url(task.log_url, s3_endpoint_url=s3_endpoint_url)
         except BucketError as exc:
             fail(f"cannot read the log of {task_id}: {exc}")
             return
@@ -160,5 +170,5 @@ def logs(
         fail(f"the log of {task_id} is pending upload from instance {task.instance}")
     fail(
         f"task {task_id} is {task.status.value}; its log is on the host of instance"
-        f" {task.instance or '-'} until it ends (run this there, or pass --logs-dir)"
+        f" {task.instance} until it ends (run this there, or pass --logs-dir)"
     )

@@ -68,6 +68,34 @@ def encode_line(doc: dict[str, Any]) -> bytes:
         return orjson.dumps(safe, default=stringify, option=option)
 
 
+def closing_line(level: int, msg: str, *, pid: int, task: str, job: str) -> bytes:
+    """A line of the task's log written for it, once it ended (e.g. why it was killed)."""
+    doc = {"level": level, "time": now_ms(), "pid": pid, "hostname": hostname(), "msg": msg}
+    return encode_line(doc | {"task": task, "job": job})
+
+
+def append_last(path: str | os.PathLike[str], line: bytes) -> None:
+    """Append one last line to a log whose writers are gone, past any size cap.
+
+    What ended the task is worth the bytes. A writer cut off mid-line (killed)
+    left no newline: one is added first, so the last line stays whole JSON.
+    Best effort: a log that cannot be written to is left as it is.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def split_long(line: bytes) -> Iterator[bytes]:
     """Cut a line into pieces of at most MAX_LINE_BYTES, never inside a UTF-8 character."""
     while len(line) > MAX_LINE_BYTES:

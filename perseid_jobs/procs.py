@@ -24,12 +24,10 @@ from .protocol import (
     event_decoder,
     write_all,
 )
+from .spool import Spool
 
 DEFAULT_LOGS_DIR = "var/logs"
 """Where a worker keeps task logs until they are uploaded, unless told otherwise."""
-
-SPARE_DIR = ".spare"
-"""In a worker's logs directory: the log files of task processes forked ahead (spares)."""
 
 
 class ZygoteFailed(PerseidError):
@@ -44,16 +42,25 @@ class ZygoteClient:
         jobs_dir: Path,
         *,
         spare_dir: Path | None = None,
+        spool: Spool | None = None,
         start_timeout: float = 60.0,
         wait: bool = True,
     ) -> None:
         """Start the zygote for ``jobs_dir``; with ``spare_dir``, it keeps a spare process.
 
+        ``spool``: the worker's spool; the zygote keeps its spare there and holds
+        its lock too (the same open file), so the spool is not taken over while
+        the zygote may still write its logs, even if the worker is gone.
+
         ``wait=False``: return at once, while it imports the jobs; :attr:`ready`
         waits for it then (the worker starts it before its own imports are done).
         """
         self.jobs_dir = jobs_dir
+        self.spool = spool
+        if spool is not None:
+            spare_dir = spool.spare_dir
         self.spare_dir = spare_dir
+        lock = [spool.lock_fd] if spool is not None else []
         req_r, self._req_w = os.pipe()
         self._evt_r, evt_w = os.pipe()
         self.proc = subprocess.Popen(
@@ -66,8 +73,9 @@ class ZygoteClient:
                 str(jobs_dir),
                 str(os.getpid()),
                 *([str(spare_dir)] if spare_dir is not None else []),
+                *[str(fd) for fd in lock],
             ],
-            pass_fds=(req_r, evt_w),
+            pass_fds=(req_r, evt_w, *lock),
             stdin=subprocess.DEVNULL,
         )
         os.close(req_r)
@@ -159,24 +167,21 @@ _early: ZygoteClient | None = None
 
 
 def start_zygote(jobs_dir: Path, logs_dir: Path, *, wait: bool) -> ZygoteClient:
-    """A worker's zygote, its spares' log files in ``logs_dir``/.spare (see ZygoteClient).
+    """A worker's zygote, with a new spool of the worker in ``logs_dir`` (see ZygoteClient).
 
     The one :func:`start_zygote_early` started, if it was for the same directories.
     """
     global _early
     early, _early = _early, None
     if early is not None:
-        if (early.jobs_dir, early.spare_dir) == (jobs_dir.resolve(), _spare_dir(logs_dir)):
+        assert early.spool is not None
+        if (early.jobs_dir, early.spool.logs_dir) == (jobs_dir.resolve(), logs_dir.resolve()):
             if wait:
                 early.wait_ready()
             return early
         early.close()  # guessed wrong: the command line said otherwise
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    return ZygoteClient(jobs_dir.resolve(), spare_dir=_spare_dir(logs_dir), wait=wait)
-
-
-def _spare_dir(logs_dir: Path) -> Path:
-    return logs_dir.resolve() / SPARE_DIR
+        early.spool.close()
+    return ZygoteClient(jobs_dir.resolve(), spool=Spool.create(logs_dir), wait=wait)
 
 
 def start_zygote_early(args: list[str]) -> None:

@@ -32,6 +32,7 @@ from typing import TextIO
 from .pino import (
     MAX_LINE_BYTES,
     Sink,
+    append_last,
     hostname,
     now_ms,
     pino_level,
@@ -98,6 +99,7 @@ class TaskOutput:
         self.task_id = task_id
         self.job = job
         self.max_bytes = max_bytes
+        self.path = path  # renamed with it when a spare gets its task
         self.fd = _create(path)
         self.truncated = mmap.mmap(-1, 1)  # shared (MAP_SHARED) with the forked task
         self._streams: dict[int, _Stream] = {}
@@ -152,12 +154,24 @@ class TaskOutput:
         self._take(fd, size)
         return fd in self._streams
 
-    def finish(self) -> None:
+    @property
+    def writing(self) -> bool:
+        """True while this process is inside a write of the log (a signal handler asks)."""
+        return self._sink is not None and self._sink.lock.locked()
+
+    def finish(self, last: str = "", *, drain: bool = True) -> None:
         """Once the task's process ended: take what is left in the pipes, then close all.
 
         Never blocks: a process the job left running may hold a pipe open; what
         it wrote so far is kept, a line says so, and its later output is lost.
+        ``last``: a level-50 line written after all that (why the task was killed).
+        ``drain=False``, from a signal handler that interrupted a write of this
+        log: only that line; the fds are left for the exit to close.
         """
+        if not drain:
+            if last and self._sink is not None:
+                append_last(self.path, self._sink.line(50, now_ms(), last, {}))
+            return
         held = False
         for fd in self.fds:
             taken = 0
@@ -171,6 +185,8 @@ class TaskOutput:
                 self._close_stream(fd)
         if held and self._sink is not None:
             self._sink.write([self._sink.line(40, now_ms(), _STILL_HELD, {})])
+        if last and self._sink is not None:
+            append_last(self.path, self._sink.line(50, now_ms(), last, {}))
         self.discard()
 
     def discard(self) -> None:

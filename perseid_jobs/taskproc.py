@@ -8,11 +8,14 @@ once through a sample start (:func:`warm`) before it waits for its request.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import os
 import signal
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -34,6 +37,29 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every
 def set_parent_death_signal(sig: int) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies."""
     _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def clear_spares(spare_dir: Path) -> Path:
+    """A zygote's spare log path in ``spare_dir``; earlier zygotes' leftovers there are removed."""
+    spare_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in spare_dir.glob("*.log"):
+        leftover.unlink(missing_ok=True)
+    return spare_dir / f"{os.getpid()}.log"
+
+
+def wait_killed(pids: list[int], timeout: float) -> Iterator[int]:
+    """Reap the given children, just SIGKILLed, as each exits (for up to ``timeout`` s)."""
+    left = set(pids)
+    deadline = time.monotonic() + timeout  # SIGKILLed: only a process stuck in the kernel lingers
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            with contextlib.suppress(ChildProcessError):  # reaped already: gone all the same
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            left.discard(pid)
+            yield pid
+        if left:
+            time.sleep(0.01)
 
 
 def become_task(zygote_pid: int, close: Iterable[int], discard: Iterable[TaskOutput]) -> None:

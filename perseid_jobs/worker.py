@@ -52,7 +52,8 @@ from .procs import ZygoteClient, start_zygote
 from .protocol import Exited, Started, drain_pipe
 from .scripts import Scripts
 from .settings import WorkerSettings
-from .shipper import LogShipper
+from .shipper import LogShipper, Shipped
+from .spool import DeadSpools, Spool
 from .wake import WakeChannel
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class Worker:
         self.pending: list[tuple[str, Outcome]] = []  # (instance id it ran under, outcome)
         self.reported: OrderedDict[tuple[str, str, str], tuple[str, Outcome]] = OrderedDict()
         self.ghosts: set[int] = set()  # pids of killed tasks Redis no longer gives us
-        self.log_urls: deque[tuple[str, str]] = deque()
+        self.log_urls: deque[Shipped] = deque()  # uploaded, URL not yet recorded
         self.need_claim = True
         self.reconcile_due = False
         self.drain_marked = False
@@ -99,6 +100,7 @@ class Worker:
         os.set_blocking(self._poke_w, False)
         self.zygote: ZygoteClient | None = zygote
         self.shipper: LogShipper | None = None
+        self.spool: Spool | None = None
         self.metrics: WorkerMetrics | None = None
         self.last_loop = time.monotonic()
         self.heart: Heartbeat | None = None
@@ -120,6 +122,8 @@ class Worker:
         """Serve until SIGTERM/SIGINT; return the process exit code."""
         if self.zygote is None:
             self.zygote = start_zygote(self.s.jobs_dir, self.s.logs_dir, wait=True)
+        assert self.zygote.spool is not None
+        self.spool = self.zygote.spool
         for line in self.zygote.ready.errors:
             log.error("job file skipped: %s", line)
         try:
@@ -128,9 +132,10 @@ class Worker:
             log.warning("could not register yet (%s); retrying with backoff", exc)
             self.backoff.failed()
         self.shipper = LogShipper(
-            self.s.logs_dir,
+            self.spool.path,
             open_bucket(self.s.bucket_url, s3_endpoint_url=self.s.s3_endpoint_url),
-            on_uploaded_many=self._record_log_urls,
+            on_shipped=self._record_log_urls,
+            dead=DeadSpools(self.s.logs_dir, own=self.spool.path),
         )
         self.shipper.start()
         beat_timeout = max(0.5, min(self.s.heartbeat_s, self.s.lease_ttl_s / 3))
@@ -255,20 +260,26 @@ class Worker:
             self._try(lambda: recovery.deregister(self), "deregister")
         if self.shipper:
             self.shipper.stop(timeout=min(30.0, self.s.drain_timeout_s))
-        while self.log_urls and self._try(
-            lambda: self.scripts.call("set_log_url", *self.log_urls[0]), "record a log URL"
-        ):
-            self.log_urls.popleft()
+        while self.log_urls and self._try(self.record_log_urls, "record log URLs"):
+            pass
         if self.wake:
             self.wake.close()
+        if self.spool:
+            self.spool.close()  # what was not uploaded stays for the next worker to adopt
         log.info("instance %s stopped", self.instance_id)
 
     def record_log_urls(self, most: int = 200) -> None:
-        """Record where uploaded logs went: up to ``most`` in one script call."""
+        """Record where uploaded logs went (up to ``most`` in one call), then delete them here.
+
+        Deleted only once recorded: a crash in between leaves the log in the
+        spool, and the next worker uploads it again and records its URL.
+        """
         batch = [self.log_urls[i] for i in range(min(most, len(self.log_urls)))]
-        self.scripts.call("set_log_url", *(field for pair in batch for field in pair))
+        self.scripts.call("set_log_url", *(field for s in batch for field in (s.task_id, s.url)))
         for _ in batch:
             self.log_urls.popleft()
+        if self.shipper:
+            self.shipper.remove(batch)
 
     def _try(self, call: Any, what: str, attempts: int = 4) -> bool:
         """A best-effort call at shutdown: a few tries with backoff."""
@@ -284,8 +295,9 @@ class Worker:
 
     # -- where tasks' logs go -------------------------------------------------------------
     def log_path(self, task_id: str) -> Path:
-        """Where a task's log file is written."""
-        return self.s.logs_dir / f"{task_id}.log"
+        """Where a task's log file is written: this instance's spool."""
+        assert self.spool is not None
+        return self.spool.log_path(task_id)
 
     # -- deadlines, cancels ----------------------------------------------------------------
     def enforce_deadlines(self) -> None:
@@ -395,9 +407,9 @@ class Worker:
             self.cancels.update(ids)
             self._poke()
 
-    def _record_log_urls(self, pairs: list[tuple[str, str]]) -> None:
+    def _record_log_urls(self, shipped: list[Shipped]) -> None:
         """From the shipper's thread: the loop records them, in one call per batch."""
-        self.log_urls.extend(pairs)
+        self.log_urls.extend(shipped)
         self._poke()
 
     # -- Redis time ------------------------------------------------------------------------

@@ -59,7 +59,15 @@ from .protocol import (
 )
 from .runtime import EXIT_FAILED
 from .tasklog import TaskLog, TaskOutput, route_process
-from .taskproc import NUDGE, become_task, run_spare, run_task, set_parent_death_signal
+from .taskproc import (
+    NUDGE,
+    become_task,
+    clear_spares,
+    run_spare,
+    run_task,
+    set_parent_death_signal,
+    wait_killed,
+)
 
 SPARE_AFTER_IDLE_S = 0.005
 """Quiet time after which the zygote forks a spare task process ahead of the next start."""
@@ -96,12 +104,14 @@ class Zygote:
         self, req_fd: int, evt_fd: int, jobs: dict[str, JobSpec], spare_dir: Path | None = None
     ) -> None:
         self.req_fd = req_fd
+        self.lock_fd = -1  # the worker's spool lock, if it passed one: held here, never by a task
+        self.ending = ""  # once set: why the tasks still running are killed
         self.evt_fd = evt_fd
         self.jobs = jobs
         self.spare: _Spare | None = None
         self.spare_path: Path | None = None
         if spare_dir is not None:
-            self.spare_path = _clear_spares(spare_dir)
+            self.spare_path = clear_spares(spare_dir)
         self.pid = os.getpid()
         self.children: dict[int, _Child] = {}  # by pid
         self.pipes: dict[int, TaskOutput] = {}  # captured stdout/stderr read fd -> its log
@@ -168,6 +178,7 @@ class Zygote:
             try:
                 # A new file under that name: an earlier attempt's may live on in the bucket.
                 os.replace(self.spare_path, req.log_path)
+                output.path = Path(req.log_path)
                 output.task_id, output.job, output.max_bytes = req.id, req.job, req.max_log_bytes
                 output.attach(spare.pid)
                 # Written here, before the spare hears of its task: the first line, and
@@ -219,7 +230,7 @@ class Zygote:
 
     def _become_task(self, keep: tuple[int, ...]) -> None:
         """In a new child: leave the zygote behind (see :func:`taskproc.become_task`)."""
-        fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w}
+        fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w} | {self.lock_fd} - {-1}
         fds |= {child.result_fd for child in self.children.values()}
         # No spare to close: a fork happens only while there is none (start takes it first).
         outputs = [child.output for child in self.children.values() if child.output is not None]
@@ -279,17 +290,18 @@ class Zygote:
                     self.spare.output.discard()
                     self.spare = None
                 continue
+            fenced = pid in self.fenced
+            self.fenced.discard(pid)
             if child.output is not None:
                 # The worker uploads the log once it hears of the exit: complete it first.
                 for fd in child.output.fds:
                     self._forget(fd)
-                child.output.finish()
+                child.output.finish(_FENCED if fenced else "")
             reason = b""
             with contextlib.suppress(BlockingIOError):
                 reason = os.read(child.result_fd, 65536)
             os.close(child.result_fd)
-            if pid in self.fenced:
-                self.fenced.discard(pid)
+            if fenced:
                 reason = reason or b"killed by the zygote: the instance's lease lapsed"
             self.send(
                 Exited(
@@ -343,6 +355,7 @@ class Zygote:
         for line in lines:
             req = request_decoder.decode(line)
             if isinstance(req, Stop):
+                self.ending = "killed: the worker stopped"
                 return False
             if isinstance(req, LeaseUntil):
                 self.lease_deadline = req.deadline
@@ -384,17 +397,26 @@ class Zygote:
                     # Busy: another start is likely soon; fork it while these tasks run.
                     self.make_spare()
         finally:
+            self.ending = self.ending or _WORKER_GONE
             with contextlib.suppress(OSError):  # the worker may be gone
                 self.flush()
-            self.kill_all()
+            self.end_tasks()
+
+    def end_tasks(self, *, in_handler: bool = False) -> None:
+        """Kill every task; each log ends with a line saying why (:attr:`ending`).
+
+        Before the zygote exits and frees the spool's lock (:mod:`perseid_jobs.spool`).
+        """
+        self.kill_all()
+        for pid in wait_killed(list(self.children), timeout=2.0):
+            output = self.children.pop(pid).output
+            if output is not None:
+                # A handler that interrupted a write of this log must not wait for it.
+                output.finish(self.ending, drain=not (in_handler and output.writing))
 
 
-def _clear_spares(spare_dir: Path) -> Path:
-    """This zygote's spare log path; earlier zygotes' leftovers there are removed."""
-    spare_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in spare_dir.glob("*.log"):
-        leftover.unlink(missing_ok=True)
-    return spare_dir / f"{os.getpid()}.log"
+_WORKER_GONE = "killed: the worker process exited"
+_FENCED = "killed: the instance's lease lapsed (no renewal reached the zygote in time)"
 
 
 def _poll_ms(timeout: float | None) -> int | None:
@@ -402,10 +424,11 @@ def _poll_ms(timeout: float | None) -> int | None:
 
 
 def main() -> None:
-    """Entry point: ``python -m perseid_jobs.zygote REQ_FD EVT_FD JOBS_DIR WORKER_PID [SPARE_DIR]``.
+    """Entry: ``python -m perseid_jobs.zygote REQ_FD EVT_FD JOBS_DIR WORKER_PID [SPARE_DIR [LK]]``.
 
     With SPARE_DIR, one task process is kept forked ahead of its start request
-    (its log file waits in that directory).
+    (its log file waits in that directory). LK: the fd of the worker's spool
+    lock, held until the zygote exits (see :mod:`perseid_jobs.spool`).
     """
     req_fd, evt_fd, jobs_dir, worker_pid = (
         int(sys.argv[1]),
@@ -418,14 +441,16 @@ def main() -> None:
     os.set_inheritable(evt_fd, False)
 
     def on_worker_death(*_: Any) -> None:
-        if os.getpid() != zygote.pid:
-            return  # in a task just forked: libc's fork keeps a signal the zygote had pending
-        zygote.kill_all()
+        if os.getpid() != zygote.pid or zygote.ending:
+            return  # in a task just forked (libc's fork keeps a pending signal), or ending
+        zygote.ending = _WORKER_GONE
+        zygote.end_tasks(in_handler=True)
         os._exit(0)
 
     set_parent_death_signal(signal.SIGTERM)
     jobs, errors = load_jobs_dir(jobs_dir)
     zygote = Zygote(req_fd, evt_fd, jobs, spare_dir)
+    zygote.lock_fd = int(sys.argv[6]) if len(sys.argv) > 6 else -1
     route_process()
     fork = forking.choose()
     # Everything loaded so far lives as long as the zygote: keep it out of the

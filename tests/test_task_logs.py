@@ -11,6 +11,7 @@ import pytest
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.bucket import object_key
 from perseid_jobs.models import dt_to_ms
+from perseid_jobs.spool import find_log
 
 from .conftest import wait_until, wait_workers
 from .s3_fixtures import S3Server
@@ -64,7 +65,7 @@ def test_every_ending_puts_the_log_in_the_file_bucket(
     target = w.bucket / key_of(client, done.id)
     wait_until(lambda: client.get(done.id).log_url, 10, "log_url")
     assert client.get(done.id).log_url == target.resolve().as_uri()
-    assert not (w.logs_dir / f"{done.id}.log").exists()
+    assert find_log(w.logs_dir, done.id) is None
     lines = lines_of(target.read_bytes())
     assert lines[0]["msg"] == "task started" and lines[0]["task"] == done.id
     assert evidence in target.read_text()
@@ -103,7 +104,7 @@ def test_logs_wait_in_the_spool_while_s3_is_down_and_arrive_without_a_restart(
     s3.stop()
     done = client.wait(client.schedule("hello", {"name": "spooled"}).id, 20)
     assert done.status is TaskStatus.COMPLETED
-    assert (w.logs_dir / f"{done.id}.log").exists()
+    assert find_log(w.logs_dir, done.id) is not None
     assert client.get(done.id).log_url is None
     s3.start()
     wait_until(lambda: client.get(done.id).log_url, 30, "upload after S3 came back")
@@ -112,7 +113,7 @@ def test_logs_wait_in_the_spool_while_s3_is_down_and_arrive_without_a_restart(
     obj = s3.client().get_object(Bucket=bucket, Key=key)
     assert obj["ContentType"] == "application/x-ndjson"
     assert b"spooled" in obj["Body"].read()
-    wait_until(lambda: not (w.logs_dir / f"{done.id}.log").exists(), 5, "spool cleared")
+    wait_until(lambda: find_log(w.logs_dir, done.id) is None, 5, "spool cleared")
 
 
 def test_worker_restarted_on_the_same_logs_dir_uploads_what_was_left(
@@ -126,9 +127,9 @@ def test_worker_restarted_on_the_same_logs_dir_uploads_what_was_left(
     s3.stop()
     done = client.wait(client.schedule("hello").id, 20)
     assert first.terminate() == 0
-    assert (logs / f"{done.id}.log").exists()
+    assert find_log(logs, done.id) is not None
     s3.start()
     start_worker(2, *args, env=S3_ENV)
     wait_until(lambda: client.get(done.id).log_url, 30, "leftover upload")
     assert s3.client().get_object(Bucket=bucket, Key=key_of(client, done.id))["Body"].read()
-    assert not (logs / f"{done.id}.log").exists()
+    assert find_log(logs, done.id) is None
