@@ -9,8 +9,9 @@ See docs/recurrence.md for the semantics, written for users of cron and Celery b
 from __future__ import annotations
 
 import enum
+import heapq
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -42,6 +43,10 @@ NICKNAMES: dict[str, str] = {
     "@hourly": "0 * * * *",
 }
 """The cron nicknames accepted, with the 5-field expression each stands for."""
+
+# How far ahead a fall-back can still repeat a local time that is already past; the
+# largest in the tz database moved a clock back by 24 hours (Alaska, 1867).
+_FALL_BACK_HORIZON_H = 26
 
 # Any fixed instant works for validating an expression; this one keeps it reproducible.
 _VALIDATION_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
@@ -192,26 +197,98 @@ def _cron_next(rec: Recurrence, current_ms: int, bound_ms: int) -> NextRun:
 def _cron_occurrences(rec: Recurrence, after_ms: int) -> Iterator[int]:
     """Yield the cron occurrences strictly after ``after_ms``, increasing, in UTC ms.
 
-    cronsim evaluates wall-clock expressions on naive local time (as Debian cron
-    does) and may therefore return an instant before its starting point when that
-    starts in the second pass of a repeated hour; such instants, and any
-    non-increasing one, are dropped here.
+    Wall-clock expressions go through cronsim with the zone, which evaluates them
+    on naive local time and shifts a skipped time forward (as Debian cron does).
+    Elapsed-time patterns are matched on naive local time here and each match is
+    mapped to the real instants that have that local time (none, one, or two):
+    cronsim's own handling steps hours in real time and loses a match when an
+    offset changes by less than an hour (docs/recurrence.md, Australia/Lord_Howe).
+    Either way, non-increasing instants (a second pass of a repeated hour that
+    cronsim maps back to the first) are dropped.
     """
     if rec.cron is None:
         raise RecurrenceError("a recurrence needs every_ms or cron")
     zone = _zone(rec.tz)
-    # cronsim works in whole seconds and yields instants strictly after its start.
-    start = datetime.fromtimestamp(after_ms // 1000, tz=UTC).astimezone(zone)
+    expression = _expand(rec.cron)
+    moments = (
+        _wall_clock_instants(expression, zone, after_ms)
+        if _is_wall_clock(expression)
+        else _elapsed_instants(expression, zone, after_ms)
+    )
     last = after_ms
     try:
-        for moment in CronSim(_expand(rec.cron), start):
-            instant = int(moment.timestamp()) * 1000
+        for instant in moments:
             if instant > last:
                 last = instant
                 yield instant
     except CronSimError as exc:
         raise RecurrenceError(f"invalid cron expression {rec.cron!r}: {exc}") from None
     raise RecurrenceError(f"cron expression {rec.cron!r} has no occurrence in 50 years")
+
+
+def _is_wall_clock(expression: str) -> bool:
+    """cronsim's (and Debian cron's) test: both the minute and the hour field are fixed."""
+    minute, hour = expression.split()[:2]
+    return not minute.startswith("*") and not hour.startswith("*")
+
+
+def _wall_clock_instants(expression: str, zone: ZoneInfo, after_ms: int) -> Iterator[int]:
+    # cronsim works in whole seconds and yields instants strictly after its start.
+    start = datetime.fromtimestamp(after_ms // 1000, tz=UTC).astimezone(zone)
+    for moment in CronSim(expression, start):
+        yield int(moment.timestamp()) * 1000
+
+
+def _elapsed_instants(expression: str, zone: ZoneInfo, after_ms: int) -> Iterator[int]:
+    """Every real instant whose local time matches, increasing (maybe some <= after_ms).
+
+    Naive local matches come in increasing local time. Their first-pass instants
+    (fold=0) increase with local time, and so do their second-pass ones (fold=1),
+    so an instant is final once it is below the first-pass instant of the latest
+    match: nothing later in the naive sequence can come before it.
+    """
+    pending: list[int] = []
+    for naive in CronSim(expression, _earliest_local_time(zone, after_ms // 1000)):
+        first, instants = _real_instants(naive, zone)
+        for instant in instants:
+            heapq.heappush(pending, instant)
+        while pending and pending[0] <= first:
+            yield heapq.heappop(pending) * 1000
+
+
+def _earliest_local_time(zone: ZoneInfo, after_s: int) -> datetime:
+    """A naive local time before that of every instant after ``after_s``.
+
+    After a fall-back the local time drops: a local time earlier than that of
+    ``after_s`` may still have its second pass ahead. The lowest offset of the
+    next day (sampled hourly; no offset change is shorter) covers that.
+    """
+    moment = datetime.fromtimestamp(after_s, tz=UTC)
+    lowest = min(
+        _offset(zone, moment + timedelta(hours=hours)) for hours in range(_FALL_BACK_HORIZON_H)
+    )
+    # One second back, since cronsim yields matches strictly after its start.
+    return (moment + lowest).replace(tzinfo=None) - timedelta(seconds=1)
+
+
+def _offset(zone: ZoneInfo, moment: datetime) -> timedelta:
+    offset = moment.astimezone(zone).utcoffset()
+    assert offset is not None  # a ZoneInfo always knows its offset at an aware instant
+    return offset
+
+
+def _real_instants(naive: datetime, zone: ZoneInfo) -> tuple[int, list[int]]:
+    """The first-pass epoch second of a local time, and the epoch seconds that have it."""
+    first = int(naive.replace(tzinfo=zone, fold=0).timestamp())
+    instants = []
+    for fold in (0, 1):
+        epoch = int(naive.replace(tzinfo=zone, fold=fold).timestamp())
+        # A skipped local time does not come back from UTC: it has no instant.
+        if datetime.fromtimestamp(epoch, tz=zone).replace(tzinfo=None) != naive:
+            continue
+        if epoch not in instants:
+            instants.append(epoch)
+    return first, instants
 
 
 def _parse_catch_up(catch_up: str) -> CatchUp:

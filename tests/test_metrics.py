@@ -34,6 +34,34 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+# Labels a Prometheus server sets or reserves: a target's `job` and `instance` (an exported
+# one is renamed `exported_job`), names starting with `__`, and the bucket and quantile
+# labels outside histograms and summaries.
+TARGET_LABELS = {"job", "instance"}
+SERIES_LABELS = {"histogram": {"le"}, "summary": {"quantile"}}
+
+
+def check_exposition(text: str) -> None:
+    """Every family parses with HELP and TYPE, and no label name clashes with a reserved one."""
+    families = list(text_string_to_metric_families(text))
+    assert families
+    lines = text.splitlines()
+    for family in families:
+        # The parser names a counter's family without the `_total` its lines carry.
+        names = {family.name, f"{family.name}_total"} if family.type == "counter" else {family.name}
+        for kind in ("HELP", "TYPE"):
+            heads = [line for line in lines if line.startswith(f"# {kind} ")]
+            assert any(head.split()[2] in names for head in heads), (kind, family.name)
+        assert family.documentation.strip(), family.name
+        assert family.type != "unknown", family.name
+        allowed = SERIES_LABELS.get(family.type, set())
+        for sample in family.samples:
+            for label in sample.labels:
+                assert not label.startswith("__"), (sample.name, label)
+                assert label not in TARGET_LABELS, (sample.name, label)
+                assert label not in {"le", "quantile"} - allowed, (sample.name, label)
+
+
 def test_worker_serves_metrics_with_job_name_labels_and_health(
     client: Client, start_worker
 ) -> None:
@@ -54,6 +82,7 @@ def test_worker_serves_metrics_with_job_name_labels_and_health(
 
     m = wait_until(scraped, 10, "metrics of the finished tasks")
     assert isinstance(m, dict)
+    check_exposition(get(f"{base}/metrics")[1])
     assert m[("perseid_jobs_tasks_total", (("job_name", "fail"), ("status", "failed")))] == 1
     key = ("perseid_jobs_tasks_total", (("job_name", "cancel_self"), ("status", "cancelled")))
     assert m[key] == 1
