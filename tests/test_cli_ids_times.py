@@ -14,7 +14,7 @@ from perseid_jobs import Client, TaskStatus, WaitTimeout
 from perseid_jobs.errors import PerseidError
 from perseid_jobs.redisproc import RedisServer
 
-from .conftest import JOBS, wait_until, wait_workers
+from .conftest import wait_until, wait_workers
 
 ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 ISO_KOLKATA = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+05:30"  # a zone with no DST, never UTC
@@ -79,8 +79,7 @@ def test_cancel_of_a_run_says_what_it_did_to_the_series(
     assert out == f"{run.id} cancelled; series {run.series} cancelled: no further runs"
     again = cli("cancel", run.id, "--series", *common).stdout.strip()
     assert again == (
-        f"{run.id} had already ended (cancelled); series {run.series} had already ended"
-        " (cancelled)"
+        f"{run.id} had already ended (cancelled); series {run.series} had already ended (cancelled)"
     )
     lone = client.schedule("hello", at="+1h")
     refused = cli("cancel", lone.id, "--series", *common, code=2)
