@@ -175,3 +175,12 @@ def test_every_time_printed_is_iso8601_with_date_and_zone(
     # --json stays machine time: UTC whatever --local says.
     doc = orjson.loads(cli("show", done.id, "--json", "--local", *common, env=kolkata).stdout)
     assert doc["ended_at"].endswith("Z")
+
+
+def test_the_log_formatter_for_stderr_follows_the_same_convention() -> None:
+    import logging
+
+    from perseid_jobs.timefmt import IsoFormatter
+
+    record = logging.makeLogRecord({"msg": "hi", "created": 1_796_192_007.619})
+    assert IsoFormatter("%(asctime)s %(message)s").format(record) == "2026-12-02T06:13:27.619Z hi"
