@@ -7,6 +7,7 @@ rendered here: they always carry UTC (``models``).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 _local = False
@@ -33,3 +34,10 @@ def format_time(value: datetime | int | float | None) -> str:
     if _local:
         return when.astimezone().isoformat(timespec="milliseconds")
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class IsoFormatter(logging.Formatter):
+    """A logging formatter whose ``%(asctime)s`` follows the same convention (for stderr logs)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return format_time(record.created * 1000)
