@@ -1,17 +1,24 @@
 -- cancel: pending -> cancelled at once; running -> flagged for its instance to stop.
 -- KEYS[1]  tagged key prefix
 -- ARGV[1]  task id
--- ARGV[2]  "1" to end the task's whole series, "0" otherwise
+-- ARGV[2]  "1" to end the task's whole series, "0" otherwise; "s": ARGV[1] is a series id
 -- ARGV[3]  reason
--- Returns  {0, status after the call ("cancelled" or "running"), series ended (0|1)}
--- Errors   {-2} unknown task, {-3, status} already ended (and no series to end)
+-- Returns  {0, status after the call ("cancelled" or "running"), series ended (0|1)};
+--          for a series id: {0, "series", 1, its current run or "", that run's status or ""}
+-- Errors   {-2} unknown task (or series), {-3, status} already ended (and no series to end)
 -- Events   cancelled, cancel_requested, series_cancelled
 
 local id, whole, reason = ARGV[1], ARGV[2] == '1', ARGV[3]
 local now = now_ms()
-local f = redis.call('HMGET', K.task(id), 'status', 'instance', 'series')
-local status, inst, sid = f[1], f[2], f[3]
-if not status then return {E_NOT_FOUND} end
+local by_series = ARGV[2] == 's'
+local status, inst, sid
+if by_series then
+  sid = id
+else
+  local f = redis.call('HMGET', K.task(id), 'status', 'instance', 'series')
+  status, inst, sid = f[1], f[2], f[3]
+  if not status then return {E_NOT_FOUND} end
+end
 local has_series = sid and sid ~= ''
 local series_ended = 0
 
@@ -31,6 +38,19 @@ local function end_series()
     close_task(cur, 'cancelled', reason, '', now)
     settle_dependents(cur, 'cancelled', now)
   end
+end
+
+-- A series named by its id: end it and cancel its pending run. A running run is left to
+-- finish (naming the series asks for no further runs; naming the run stops it).
+if by_series then
+  local st = redis.call('HMGET', K.series(sid), 'status', 'current')
+  if not st[1] then return {E_NOT_FOUND} end
+  if st[1] ~= 'active' then return {E_ALREADY_ENDED, st[1]} end
+  end_series()
+  local cur = st[2] or ''
+  local cur_status = ''
+  if cur ~= '' then cur_status = redis.call('HGET', K.task(cur), 'status') or '' end
+  return {OK, 'series', series_ended, cur, cur_status}
 end
 
 if is_terminal(status) then

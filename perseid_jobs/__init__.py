@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .jobfile import job
 
-__all__ = ["Client", "Task", "TaskStatus", "__version__", "job"]
+__all__ = ["Client", "Task", "TaskStatus", "WaitTimeout", "__version__", "job"]
 
 
 def __getattr__(name: str) -> object:
@@ -17,4 +17,8 @@ def __getattr__(name: str) -> object:
         from . import models
 
         return getattr(models, name)
+    if name == "WaitTimeout":
+        from .errors import WaitTimeout
+
+        return WaitTimeout
     raise AttributeError(name)

@@ -25,7 +25,7 @@ from .client import Client
 from .connection import DEFAULT_REDIS_URL, redacted
 from .errors import InvalidArgs, PerseidError
 from .keys import DEFAULT_NAMESPACE
-from .models import TaskStatus, to_json
+from .models import to_json
 
 app = typer.Typer(
     name="perseid-jobs",
@@ -33,18 +33,49 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: Rich's panels label every flag `<bool>`, `--help` included.
+    rich_markup_mode=None,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-RedisOpt = Annotated[str, typer.Option("--redis", envvar="PERSEID_REDIS_URL", help="Redis URL.")]
+RedisOpt = Annotated[
+    str,
+    typer.Option(
+        "--redis",
+        envvar="PERSEID_REDIS_URL",
+        metavar="URL",
+        help="Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster://.",
+    ),
+]
 NamespaceOpt = Annotated[
-    str, typer.Option("--namespace", envvar="PERSEID_NAMESPACE", help="Key namespace.")
+    str,
+    typer.Option("--namespace", envvar="PERSEID_NAMESPACE", metavar="NAME", help="Key namespace."),
 ]
 JobsOpt = Annotated[
-    Path, typer.Option("--jobs", envvar="PERSEID_JOBS_DIR", help="Directory of job scripts.")
+    Path,
+    typer.Option(
+        "--jobs", envvar="PERSEID_JOBS_DIR", metavar="DIR", help="Directory of job scripts."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document.")]
+
+
+def _local_time(value: bool) -> bool:
+    from .timefmt import use_local_time
+
+    use_local_time(value)
+    return value
+
+
+LocalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        callback=_local_time,
+        help="Print times in this machine's time zone (default: UTC). --json is always UTC.",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -122,27 +153,61 @@ def emit_json(obj: Any) -> None:
 @app.command()
 @errors_as_lines
 def schedule(
-    job: Annotated[str, typer.Argument(help="Job name (the file stem in the jobs directory).")],
+    job: Annotated[
+        str,
+        typer.Argument(metavar="JOB", help="Job name (the file stem in the jobs directory)."),
+    ],
     args: Annotated[
-        str, typer.Option("--args", help="Task arguments: a JSON object, @file.json, or - (stdin).")
+        str,
+        typer.Option(
+            "--args",
+            metavar="JSON",
+            help="Task arguments: a JSON object, @file.json, or - (stdin).",
+        ),
     ] = "{}",
-    at: Annotated[str | None, typer.Option(help="ISO-8601 time with offset, or +90s/+10m.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="ISO-8601 time with offset, or +90s/+10m."),
+    ] = None,
     every: Annotated[
-        str | None, typer.Option(help="Run on a fixed grid: 10s, 5m, 1h, P1D.")
+        str | None,
+        typer.Option(metavar="DURATION", help="Run on a fixed grid: 10s, 5m, 1h, P1D."),
     ] = None,
     cron: Annotated[
-        str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")
+        str | None,
+        typer.Option(metavar="EXPR", help="Cron expression, e.g. '0 9 * * MON-FRI'."),
     ] = None,
-    tz: Annotated[str | None, typer.Option(help="Time zone of --cron (default UTC).")] = None,
-    after: Annotated[str | None, typer.Option(help="Start after this task completes.")] = None,
-    key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
-    catch_up: Annotated[str, typer.Option("--catch-up", help="skip | all")] = "skip",
-    catch_up_window: Annotated[str | None, typer.Option("--catch-up-window")] = None,
+    tz: Annotated[
+        str | None, typer.Option(metavar="ZONE", help="Time zone of --cron (default UTC).")
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option(metavar="TASK", help="Start after this task completes.")
+    ] = None,
+    key: Annotated[str | None, typer.Option(metavar="KEY", help="Idempotency key.")] = None,
+    catch_up: Annotated[
+        str,
+        typer.Option(
+            "--catch-up",
+            metavar="POLICY",
+            help="Runs a series missed while no worker ran: skip (default) or all.",
+        ),
+    ] = "skip",
+    catch_up_window: Annotated[
+        str | None,
+        typer.Option(
+            "--catch-up-window",
+            metavar="DURATION",
+            help="With --catch-up all: how far back missed runs are still run.",
+        ),
+    ] = None,
     durable: Annotated[
         bool, typer.Option("--durable", help="Return once a replica has it too (WAIT 1).")
     ] = False,
     durable_timeout: Annotated[
-        float, typer.Option("--durable-timeout", help="Seconds --durable waits for a replica.")
+        float,
+        typer.Option(
+            "--durable-timeout", metavar="SECONDS", help="Seconds --durable waits for a replica."
+        ),
     ] = 1.0,
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
@@ -174,92 +239,11 @@ def schedule(
 
 @app.command()
 @errors_as_lines
-def show(
-    task_id: Annotated[str, typer.Argument(metavar="TASK")],
-    json: JsonOpt = False,
-    redis_url: RedisOpt = DEFAULT_REDIS_URL,
-    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-) -> None:
-    """Show one task."""
-    task = make_client(redis_url, namespace).get(task_id)
-    emit_json(task) if json else print_rendered(lambda r: r.task_detail(task))
-
-
-@app.command()
-@errors_as_lines
-def tasks(
-    status: Annotated[TaskStatus | None, typer.Option(help="Only tasks in this state.")] = None,
-    job: Annotated[str | None, typer.Option(help="Only tasks of this job.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
-    json: JsonOpt = False,
-    redis_url: RedisOpt = DEFAULT_REDIS_URL,
-    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-) -> None:
-    """List tasks."""
-    found = make_client(redis_url, namespace).tasks(status=status, job=job, limit=limit)
-    emit_json(found) if json else print_rendered(lambda r: r.task_table(found))
-
-
-@app.command()
-@errors_as_lines
-def cancel(
-    task_id: Annotated[str, typer.Argument(metavar="TASK")],
-    series: Annotated[bool, typer.Option("--series", help="End the task's whole series.")] = False,
-    json: JsonOpt = False,
-    redis_url: RedisOpt = DEFAULT_REDIS_URL,
-    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-) -> None:
-    """Cancel a task: pending at once, running by its instance."""
-    task = make_client(redis_url, namespace).cancel(task_id, series=series)
-    if json:
-        emit_json(task)
-    else:
-        state = "cancelled" if task.status.terminal else "cancel requested (running)"
-        typer.echo(f"{task.id} {state}")
-
-
-@app.command()
-@errors_as_lines
-def workers(
-    json: JsonOpt = False,
-    redis_url: RedisOpt = DEFAULT_REDIS_URL,
-    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-) -> None:
-    """List live worker instances."""
-    found = make_client(redis_url, namespace).workers()
-    emit_json(found) if json else print_rendered(lambda r: r.worker_table(found))
-
-
-@app.command()
-@errors_as_lines
-def jobs(
-    json: JsonOpt = False,
-    redis_url: RedisOpt = DEFAULT_REDIS_URL,
-    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-) -> None:
-    """List the job catalog the workers published."""
-    found = make_client(redis_url, namespace).jobs()
-    emit_json(found) if json else print_rendered(lambda r: r.job_table(found))
-
-
-@app.command(name="series")
-@errors_as_lines
-def series_cmd(
-    json: JsonOpt = False,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
-    redis_url: RedisOpt = DEFAULT_REDIS_URL,
-    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-) -> None:
-    """List recurring schedules: next run, last run and outcome, skipped runs."""
-    found = make_client(redis_url, namespace).series(limit=limit)
-    emit_json(found) if json else print_rendered(lambda r: r.series_table(found))
-
-
-@app.command()
-@errors_as_lines
 def run(
-    job: Annotated[str, typer.Argument(help="Job name.")],
-    args: Annotated[str, typer.Option("--args", help="Task arguments, a JSON object.")] = "{}",
+    job: Annotated[str, typer.Argument(metavar="JOB", help="Job name.")],
+    args: Annotated[
+        str, typer.Option("--args", metavar="JSON", help="Task arguments, a JSON object.")
+    ] = "{}",
     jobs_dir: JobsOpt = Path("jobs"),
 ) -> None:
     """Run one task locally, in this process, without Redis (for debugging a job)."""
@@ -292,9 +276,17 @@ def run(
 @app.command()
 @errors_as_lines
 def demo(
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Stop after this many seconds.")
+    ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", envvar="PERSEID_DEMO_BACKEND", help="auto | server | fake")
+        str,
+        typer.Option(
+            "--backend",
+            envvar="PERSEID_DEMO_BACKEND",
+            metavar="BACKEND",
+            help="Which Redis: auto, server (a private redis-server) or fake (fakeredis).",
+        ),
     ] = "auto",
     jobs_dir: JobsOpt = Path("jobs"),
 ) -> None:
@@ -308,11 +300,16 @@ def demo(
     raise typer.Exit(run_demo(jobs_dir.resolve(), duration, backend))
 
 
+def register_commands() -> None:
+    """Add the commands defined in other modules to ``app`` (they import this one)."""
+    from . import cli_tasks, cli_wait, cli_worker  # show/tasks/cancel/...; wait; worker, logs
+
+    del cli_tasks, cli_wait, cli_worker
+
+
 def main() -> None:
     """Console script entry point."""
-    from . import cli_worker  # registers `worker` and `logs`
-
-    del cli_worker
+    register_commands()
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

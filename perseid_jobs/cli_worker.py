@@ -13,6 +13,7 @@ import typer
 from .bucket import BucketError, read_url
 from .cli import (
     JobsOpt,
+    LocalOpt,
     NamespaceOpt,
     RedisOpt,
     app,
@@ -30,15 +31,28 @@ from .settings import DEFAULT_BUCKET, WorkerSettings
 from .spool import find_log
 
 LogsDirOpt = Annotated[
-    Path, typer.Option("--logs-dir", envvar="PERSEID_LOGS_DIR", help="Local spool of task logs.")
+    Path,
+    typer.Option(
+        "--logs-dir", envvar="PERSEID_LOGS_DIR", metavar="DIR", help="Local spool of task logs."
+    ),
 ]
 BucketOpt = Annotated[
     str,
-    typer.Option("--bucket", envvar="PERSEID_BUCKET", help="file:///path or s3://bucket/prefix"),
+    typer.Option(
+        "--bucket",
+        envvar="PERSEID_BUCKET",
+        metavar="URL",
+        help="Where task logs are kept: file:///path or s3://bucket/prefix.",
+    ),
 ]
 EndpointOpt = Annotated[
     str | None,
-    typer.Option("--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint."),
+    typer.Option(
+        "--s3-endpoint-url",
+        envvar="AWS_ENDPOINT_URL",
+        metavar="URL",
+        help="S3 API endpoint (MinIO and other S3-compatible stores).",
+    ),
 ]
 
 
@@ -53,22 +67,86 @@ def seconds(value: str, option: str) -> float:
 @app.command()
 @errors_as_lines
 def worker(
-    slots: Annotated[int, typer.Option(envvar="PERSEID_SLOTS", help="Slots this instance offers.")],
+    slots: Annotated[
+        int, typer.Option(envvar="PERSEID_SLOTS", metavar="N", help="Slots this instance offers.")
+    ],
     jobs_dir: JobsOpt = Path("jobs"),
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-    instance_id: Annotated[str | None, typer.Option(envvar="PERSEID_INSTANCE_ID")] = None,
-    heartbeat: Annotated[str, typer.Option(envvar="PERSEID_HEARTBEAT")] = "5s",
-    lease_ttl: Annotated[str, typer.Option(envvar="PERSEID_LEASE_TTL")] = "15s",
-    reap_interval: Annotated[str, typer.Option(envvar="PERSEID_REAP_INTERVAL")] = "5s",
-    drain_timeout: Annotated[str, typer.Option(envvar="PERSEID_DRAIN_TIMEOUT")] = "60s",
-    kill_grace: Annotated[str, typer.Option(envvar="PERSEID_KILL_GRACE")] = "5s",
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PERSEID_INSTANCE_ID",
+            metavar="ID",
+            help="This instance's id (default: a new random one at each start).",
+        ),
+    ] = None,
+    heartbeat: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_HEARTBEAT", metavar="DURATION", help="How often the lease is renewed."
+        ),
+    ] = "5s",
+    lease_ttl: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_LEASE_TTL",
+            metavar="DURATION",
+            help="How long a lease lasts unrenewed; then the instance counts as dead"
+            " (longer than --heartbeat, e.g. 3x).",
+        ),
+    ] = "15s",
+    reap_interval: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_REAP_INTERVAL",
+            metavar="DURATION",
+            help="How often this instance fails or retries the tasks of dead instances.",
+        ),
+    ] = "5s",
+    drain_timeout: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_DRAIN_TIMEOUT",
+            metavar="DURATION",
+            help="On SIGTERM/SIGINT, how long running tasks may finish before they are killed.",
+        ),
+    ] = "60s",
+    kill_grace: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_KILL_GRACE",
+            metavar="DURATION",
+            help="Between SIGTERM and SIGKILL when a task is stopped (timeout, cancel).",
+        ),
+    ] = "5s",
     logs_dir: LogsDirOpt = Path(DEFAULT_LOGS_DIR),
     bucket: BucketOpt = DEFAULT_BUCKET,
     s3_endpoint_url: EndpointOpt = None,
-    max_log_bytes: Annotated[int, typer.Option(envvar="PERSEID_MAX_LOG_BYTES")] = 64 * 1024 * 1024,
-    metrics_port: Annotated[int | None, typer.Option(envvar="PERSEID_METRICS_PORT")] = None,
-    log_level: Annotated[str, typer.Option(envvar="PERSEID_LOG_LEVEL")] = "INFO",
+    max_log_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="PERSEID_MAX_LOG_BYTES",
+            metavar="BYTES",
+            help="A task's log is cut (with a note) beyond this size.",
+        ),
+    ] = 64 * 1024 * 1024,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="PERSEID_METRICS_PORT",
+            metavar="PORT",
+            help="Serve Prometheus /metrics, /healthz and /readyz on this port (default: off).",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_LOG_LEVEL",
+            metavar="LEVEL",
+            help="The worker's own log on stderr: DEBUG, INFO, WARNING or ERROR.",
+        ),
+    ] = "INFO",
 ) -> None:
     """Run a worker instance: claim due tasks and run each in its own process."""
 
@@ -117,9 +195,10 @@ def worker(
 @app.command()
 @errors_as_lines
 def logs(
-    task_id: Annotated[str, typer.Argument(metavar="TASK")],
+    task_id: Annotated[str, typer.Argument(metavar="TASK", help="The task's id.")],
     raw: Annotated[bool, typer.Option("--raw", help="The NDJSON as stored.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow while it runs.")] = False,
+    local_time: LocalOpt = False,
     logs_dir: LogsDirOpt = Path(DEFAULT_LOGS_DIR),
     bucket: Annotated[str, typer.Option("--bucket", hidden=True)] = DEFAULT_BUCKET,
     s3_endpoint_url: EndpointOpt = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 import warnings
 from datetime import datetime
@@ -15,11 +14,14 @@ import redis
 
 from .connection import DEFAULT_REDIS_URL, connect
 from .errors import (
+    Code,
     ConfigError,
     InvalidArgs,
     InvalidTime,
     JobDefinitionError,
     NotDurable,
+    SeriesAlreadyEnded,
+    SeriesNotFound,
     TaskNotFound,
     UnknownJob,
     raise_for_code,
@@ -27,33 +29,28 @@ from .errors import (
 from .jobfile import find_job_file, load_job_file, validate_job_name
 from .keys import DEFAULT_NAMESPACE, Keys
 from .models import (
-    Instance,
     JobDefinition,
-    JobInfo,
     Series,
     Task,
-    TaskStatus,
-    ms_to_dt,
     task_from_hash,
 )
+from .queries import Queries, definition_decoder
 from .recurrence import RecurrenceError, first_start, make_recurrence
 from .scripts import Scripts
 from .when import When, parse_when
 
 MAX_ARGS_BYTES = 1024 * 1024
 
-_definition_decoder = msgspec.json.Decoder(JobDefinition)
-
-
-_TERMINAL = {s.value for s in TaskStatus if s.terminal}
-
 
 class CapacityWarning(UserWarning):
     """The task needs more slots than any live instance offers; it waits for one."""
 
 
-class Client:
-    """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace)."""
+class Client(Queries):
+    """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace).
+
+    The read side (get, tasks, wait, series, workers, jobs) is in :mod:`perseid_jobs.queries`.
+    """
 
     def __init__(
         self,
@@ -84,19 +81,13 @@ class Client:
         """Release the connections."""
         self.redis.close()
 
-    # -- time ------------------------------------------------------------------------------
-    def now_ms(self) -> int:
-        """Redis server time in epoch milliseconds: the one clock."""
-        sec, usec = self.redis.time()
-        return int(sec) * 1000 + int(usec) // 1000
-
     # -- scheduling ------------------------------------------------------------------------
     def job_definition(self, job: str) -> JobDefinition:
         """The job's definition from the catalog, else from the local jobs directory."""
         validate_job_name(job)
         raw = self.redis.hget(self.keys.jobs, job)
         if raw:
-            return _definition_decoder.decode(raw)
+            return definition_decoder.decode(raw)
         path = find_job_file(self.jobs_dir, job) if self.jobs_dir else None
         if path is None:
             where = f" and no file {self.jobs_dir}/{job}.py" if self.jobs_dir else ""
@@ -237,155 +228,30 @@ class Client:
                 stacklevel=3,
             )
 
-    # -- reading ---------------------------------------------------------------------------
-    def get(self, task_id: str) -> Task:
-        """The task with this id; raises TaskNotFound."""
-        h = self.redis.hgetall(self.keys.task(task_id))
-        if not h:
-            raise TaskNotFound(task_id)
-        return task_from_hash(task_id, h)
-
-    def _tasks_by_id(self, ids: list[str]) -> list[Task]:
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hgetall(self.keys.task(task_id))
-        return [task_from_hash(i, h) for i, h in zip(ids, pipe.execute(), strict=True) if h]
-
-    def tasks(
-        self, status: TaskStatus | str | None = None, job: str | None = None, limit: int = 100
-    ) -> list[Task]:
-        """Tasks by status (pending/running: oldest first; ended: newest first)."""
-        st = TaskStatus(status) if status is not None else None
-        scan = limit if job is None else max(limit * 20, 1000)
-        ids: list[str] = []
-        if st in (None, TaskStatus.RUNNING):
-            ids += self.redis.zrange(self.keys.running, 0, scan - 1)
-        if st in (None, TaskStatus.PENDING):
-            ids += self.redis.zrange(self.keys.due, 0, scan - 1)
-            ids += self.redis.zrange(self.keys.blocked, 0, scan - 1)
-        if st is None or st.terminal:
-            ids += self.redis.zrevrange(self.keys.finished, 0, scan - 1)
-        out = [
-            t
-            for t in self._tasks_by_id(ids)
-            if (st is None or t.status == st) and (job is None or t.job == job)
-        ]
-        return out[:limit]
-
-    def wait(self, task_id: str, timeout: float = 30.0) -> Task:
-        """Block until the task reaches a terminal state (or ``timeout``); return it.
-
-        Follows the events stream, so it wakes on the state change itself.
-        """
-        deadline = time.monotonic() + timeout
-        # Follow from the stream's end as it is before the first look at the task, so an
-        # ending between that look and the first read is not missed.
-        newest = self.redis.xrevrange(self.keys.events, count=1)
-        last = newest[0][0] if newest else "0-0"
-        while True:
-            task = self.get(task_id)
-            remaining = deadline - time.monotonic()
-            if task.status.terminal or remaining <= 0:
-                return task
-            block_ms = max(1, int(min(remaining, 1.0) * 1000))
-            for _, entries in self.redis.xread({self.keys.events: last}, block=block_ms) or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    if fields.get("id") == task_id and fields.get("event") in _TERMINAL:
-                        return self.get(task_id)
-
+    # -- cancelling -----------------------------------------------------------------------
     def cancel(self, task_id: str, *, series: bool = False) -> Task:
         """Cancel a task: pending ends at once, running is stopped by its instance.
 
         Cancelling a series' pending run ends the series; ``series=True`` ends
-        the series whichever run is named.
+        the series whichever run is named (a task of no series: ConfigError,
+        nothing cancelled).
         """
+        if series and self.get(task_id).series is None:  # a task's series never changes
+            raise ConfigError(f"task {task_id} belongs to no series: cancel it without --series")
         reply = self.scripts.call("cancel", task_id, "1" if series else "0", "cancelled by user")
         raise_for_code(reply[0], task_id=task_id, detail=str(reply[1]) if len(reply) > 1 else "")
         return self.get(task_id)
 
-    def workers(self) -> list[Instance]:
-        """Live instances (lease not lapsed), by id."""
-        now = self.now_ms()
-        entries = self.redis.zrangebyscore(self.keys.instances, now, "+inf", withscores=True)
-        pipe = self.redis.pipeline(transaction=False)
-        for inst, _ in entries:
-            pipe.hgetall(self.keys.instance(inst))
-            pipe.scard(self.keys.instance_tasks(inst))
-        replies = pipe.execute()
-        out = []
-        for (inst, expiry), h, running in zip(entries, replies[0::2], replies[1::2], strict=True):
-            if not h:
-                continue
-            out.append(
-                Instance(
-                    id=inst,
-                    host=h.get("host", ""),
-                    pid=int(h.get("pid", 0)),
-                    slots_total=int(h.get("slots_total", 0)),
-                    slots_used=int(h.get("slots_used", 0)),
-                    running=int(running),
-                    lease_expires_at=ms_to_dt(int(expiry)),
-                    version=h.get("version", ""),
-                )
-            )
-        return sorted(out, key=lambda i: i.id)
-
-    def jobs(self) -> list[JobInfo]:
-        """The job catalog and which live instances offer each job."""
-        catalog = self.redis.hgetall(self.keys.jobs)
-        live = [w.id for w in self.workers()]
-        pipe = self.redis.pipeline(transaction=False)
-        for inst in live:
-            pipe.smembers(self.keys.instance_jobs(inst))
-        offered = dict(zip(live, pipe.execute(), strict=True))
-        out = []
-        for name in sorted(catalog):
-            d = _definition_decoder.decode(catalog[name])
-            out.append(
-                JobInfo(
-                    name=name,
-                    slots=d.slots,
-                    max_duration=d.max_duration_ms / 1000,
-                    instances=[i for i in live if name in offered[i]],
-                )
-            )
-        return out
-
-    def series(self, limit: int = 100) -> list[Series]:
-        """Recurring schedules, newest first."""
-        ids = self.redis.zrevrange(self.keys.series_index, 0, limit - 1)
-        pipe = self.redis.pipeline(transaction=False)
-        for sid in ids:
-            pipe.hgetall(self.keys.series(sid))
-        out = []
-        for h in pipe.execute():
-            if h:
-                out.append(series_from_hash(h))
-        return out
-
-
-def series_from_hash(h: dict[str, str]) -> Series:
-    """Build a :class:`Series` from its Redis hash."""
-    spec = orjson.loads(h.get("spec") or "{}")
-    every_ms = spec.get("every_ms")
-    return Series(
-        id=h["id"],
-        job=h["job"],
-        status=h.get("status", ""),
-        every=f"{every_ms / 1000:g}s" if every_ms else None,
-        cron=spec.get("cron"),
-        tz=spec.get("tz") if spec.get("cron") else None,
-        follows=h.get("follows") or None,
-        key=h.get("key") or None,
-        current=h.get("current") or None,
-        next_start=ms_to_dt(h.get("next_start")) if h.get("status") == "active" else None,
-        last_run=h.get("last_run") or None,
-        last_outcome=h.get("last_outcome") or None,
-        last_completed_at=ms_to_dt(h.get("last_completed_at")),
-        runs=int(h.get("runs", 0)),
-        skipped=int(h.get("skipped", 0)),
-    )
+    def cancel_series(self, series_id: str) -> Series:
+        """End an active series: no further runs; its pending run is cancelled, a running
+        one finishes. Raises SeriesNotFound, or SeriesAlreadyEnded."""
+        reply = self.scripts.call("cancel", series_id, "s", "cancelled by user")
+        if reply[0] == Code.NOT_FOUND:
+            raise SeriesNotFound(series_id)
+        if reply[0] == Code.ALREADY_ENDED:
+            raise SeriesAlreadyEnded(series_id, str(reply[1]))
+        raise_for_code(reply[0])
+        return self.get_series(series_id)
 
 
 def encode_args(args: Any) -> str:

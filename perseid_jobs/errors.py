@@ -7,6 +7,10 @@ them into these exceptions, so a failure reads as a sentence, not as ``-3``.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for an annotation only: job processes import this module, keep it light
+    from .models import Task
 
 
 class Code(IntEnum):
@@ -59,6 +63,56 @@ class TaskNotFound(PerseidError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with id {task_id!r}: check the id with `perseid-jobs tasks`")
         self.task_id = task_id
+
+
+class UnknownId(TaskNotFound):
+    """No task and no series with this id (the commands that take either)."""
+
+    def __init__(self, some_id: str) -> None:
+        PerseidError.__init__(
+            self,
+            f"no task or series with id {some_id!r}: check the id with `perseid-jobs tasks`"
+            " or `perseid-jobs series`",
+        )
+        self.task_id = some_id
+
+
+class SeriesNotFound(PerseidError):
+    """No series with this id."""
+
+    def __init__(self, series_id: str) -> None:
+        super().__init__(
+            f"no series with id {series_id!r}: check the id with `perseid-jobs series`"
+        )
+        self.series_id = series_id
+
+
+class SeriesAlreadyEnded(PerseidError):
+    """The series is no longer active; nothing to cancel."""
+
+    def __init__(self, series_id: str, status: str) -> None:
+        super().__init__(f"series {series_id} already ended ({status}); nothing to cancel")
+        self.series_id = series_id
+        self.status = status
+
+
+class WaitTimeout(PerseidError, TimeoutError):
+    """``wait`` gave up: the task had not ended when the timeout passed.
+
+    A ``TimeoutError`` too, so code that handles timeouts in general catches it.
+    ``task`` is the task as last read (still pending or running).
+    """
+
+    # What `timeout(1)` exits with: scripts already read 124 as "timed out".
+    exit_code = 124
+
+    def __init__(self, task: Task, timeout_s: float) -> None:
+        super().__init__(
+            f"task {task.id} is still {task.status.value} after {timeout_s:g}s;"
+            " wait longer (--timeout) or check it with `perseid-jobs show`"
+        )
+        self.task = task
+        self.timeout_s = timeout_s
 
 
 class TaskAlreadyEnded(PerseidError):

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 import orjson
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from .models import Instance, JobInfo, Series, Task
+from .timefmt import format_time
 
 # Piped output keeps whole ids and times: a table as wide as its content.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+# Markup off: ids, args, reasons and log lines are the user's text; "[x]" must print as is.
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 240)
 
 _LEVELS = {10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL"}
 _PINO_FIELDS = {"level", "time", "pid", "hostname", "msg", "task", "job", "err"}
+# Fields perseid-jobs itself writes in epoch ms (the stored line stays machine-readable).
+_TIME_FIELDS = {"startedAt"}
 
 
-def _t(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if value else "-"
+_t = format_time  # every time printed goes through the one convention
 
 
 def task_table(tasks: Iterable[Task]) -> Table:
@@ -85,11 +87,20 @@ def worker_table(instances: Iterable[Instance]) -> Table:
     return table
 
 
-def job_table(jobs: Iterable[JobInfo]) -> Table:
-    """The catalog as a table."""
+def job_table(jobs: Iterable[JobInfo], live: Iterable[Instance]) -> Table:
+    """The catalog as a table; a job no live instance can run says why."""
+    biggest = max((i.slots_total for i in live), default=0)
     table = Table("job", "slots", "max duration", "instances")
     for j in jobs:
-        table.add_row(j.name, str(j.slots), f"{j.max_duration:g}s", ", ".join(j.instances) or "-")
+        if j.instances:
+            where = ", ".join(j.instances)
+        elif not biggest:
+            where = "none: no live worker"
+        elif j.slots > biggest:
+            where = f"none: needs {j.slots} slots, the largest live instance offers {biggest}"
+        else:
+            where = "none: no live worker with this job and enough slots"
+        table.add_row(j.name, str(j.slots), f"{j.max_duration:g}s", where)
     return table
 
 
@@ -108,16 +119,10 @@ def series_table(series: Iterable[Series]) -> Table:
         "key",
     )
     for s in series:
-        if s.follows:
-            sched = f"after each run of {s.follows}"
-        elif s.every:
-            sched = f"every {s.every}"
-        else:
-            sched = f"cron {s.cron} ({s.tz})"
         table.add_row(
             s.id,
             s.job,
-            sched,
+            _schedule(s),
             s.status,
             _t(s.next_start),
             s.last_run or "-",
@@ -129,6 +134,45 @@ def series_table(series: Iterable[Series]) -> Table:
     return table
 
 
+def _schedule(s: Series) -> str:
+    if s.follows:
+        return f"after each run of {s.follows}"
+    if s.every:
+        return f"every {s.every}"
+    return f"cron {s.cron} ({s.tz})"
+
+
+def series_detail(s: Series, current: Task | None, recent: list[Task]) -> Group:
+    """One series: its fields, its pending (or running) run, and its last ended runs."""
+    fields = Table(show_header=False, box=None)
+    if current is None:
+        run = "-"
+    elif current.status.value == "pending":
+        run = f"{current.id} (pending, starts {_t(current.start_at)})"
+    else:
+        run = f"{current.id} ({current.status.value} since {_t(current.started_at)})"
+    rows: list[tuple[str, Any]] = [
+        ("series", s.id),
+        ("job", s.job),
+        ("schedule", _schedule(s)),
+        ("status", s.status),
+        ("key", s.key),
+        ("next run", _t(s.next_start) if s.next_start else None),
+        ("current run", run),
+        ("runs", s.runs),
+        ("skipped", s.skipped),
+        ("last completed", _t(s.last_completed_at) if s.last_completed_at else None),
+    ]
+    for name, value in rows:
+        fields.add_row(name, "-" if value is None or value == "" else str(value))
+    runs = Table("last runs", "status", "started", "ended", "reason", title_justify="left")
+    for t in recent:
+        runs.add_row(t.id, t.status.value, _t(t.started_at), _t(t.ended_at), t.reason or "-")
+    if not recent:
+        return Group(fields, "no ended run yet")
+    return Group(fields, runs)
+
+
 def log_line(raw: bytes) -> str:
     """One pino JSON line as ``time LEVEL msg key=value`` (+ traceback)."""
     try:
@@ -137,13 +181,23 @@ def log_line(raw: bytes) -> str:
         return raw.decode("utf-8", "replace")
     if not isinstance(doc, dict):
         return raw.decode("utf-8", "replace")
-    when = datetime.fromtimestamp(doc.get("time", 0) / 1000).strftime("%H:%M:%S.%f")[:-3]
+    when = _epoch_ms(doc.get("time"))
     level = _LEVELS.get(doc.get("level", 30), str(doc.get("level")))
-    extra = " ".join(
-        f"{k}={orjson.dumps(v).decode()}" for k, v in doc.items() if k not in _PINO_FIELDS
-    )
+    extra = " ".join(f"{k}={_extra_value(k, v)}" for k, v in doc.items() if k not in _PINO_FIELDS)
     out = f"{when} {level:5} {doc.get('msg', '')}" + (f"  {extra}" if extra else "")
     err = doc.get("err")
     if isinstance(err, dict) and err.get("stack"):
         out += "\n" + str(err["stack"]).rstrip()
     return out
+
+
+def _epoch_ms(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_time(value)
+    return "-" if value is None else str(value)
+
+
+def _extra_value(key: str, value: Any) -> str:
+    if key in _TIME_FIELDS and isinstance(value, int | float) and not isinstance(value, bool):
+        return format_time(value)
+    return orjson.dumps(value).decode()
