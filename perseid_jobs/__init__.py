@@ -4,7 +4,15 @@ __version__ = "0.1.0"
 
 from .jobfile import job
 
-__all__ = ["Client", "Task", "TaskStatus", "__version__", "job"]
+__all__ = [
+    "Client",
+    "DependencyEndedWarning",
+    "PastStartWarning",
+    "Task",
+    "TaskStatus",
+    "__version__",
+    "job",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -17,4 +25,8 @@ def __getattr__(name: str) -> object:
         from . import models
 
         return getattr(models, name)
+    if name in ("DependencyEndedWarning", "PastStartWarning"):
+        from . import scheduling
+
+        return getattr(scheduling, name)
     raise AttributeError(name)
