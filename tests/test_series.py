@@ -150,9 +150,9 @@ def test_overdue_series_runs_once_and_counts_the_skipped_occurrences(
 
 def test_cron_series_starts_at_the_first_occurrence_at_or_after_at(client: Client) -> None:
     task = client.schedule(
-        "hello", cron="0 9 * * MON-FRI", tz="Europe/Paris", at="2026-12-05T10:00:00+01:00"
-    )  # a Saturday
-    assert task.start_at == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # Monday 09:00 Paris
+        "hello", cron="0 9 * * MON-FRI", tz="Europe/Paris", at="2036-12-06T10:00:00+01:00"
+    )  # a Saturday, in the future (one in the past would warn that it runs now)
+    assert task.start_at == datetime(2036, 12, 8, 8, 0, tzinfo=UTC)  # Monday 09:00 Paris
     s = series_of(client, task.series)
     assert (s.cron, s.tz, s.next_start) == ("0 9 * * MON-FRI", "Europe/Paris", task.start_at)
 
