@@ -15,7 +15,7 @@ local E_LEASE_LOST = -1
 local E_NOT_FOUND = -2
 local E_ALREADY_ENDED = -3
 local E_PARENT_NOT_FOUND = -4
-local E_PARENT_ENDED = -5
+local E_KEY_CONFLICT = -5
 local E_STALE = -6
 
 -- Microseconds past the millisecond now_ms() last returned (each script calls it once).
@@ -183,7 +183,7 @@ end
 -- Fields left out of a task hash when they hold their default (readers assume it):
 -- memory per pending task is what bounds a backlog of millions.
 local DEFAULTS = {key = '', start_after = '', retries = '0', backoff_ms = '1000',
-  last_completed_at = '', skipped_runs = '0', series = ''}
+  last_completed_at = '', skipped_runs = '0', series = '', fp = ''}
 
 -- Create one pending task; `fields` is a flat list of extra hash fields.
 local function create_task(id, job, args, slots, max_ms, start, now, fields)

@@ -17,61 +17,82 @@
 --          a call whose reply it lost) returns the task the first one made, not a new one
 -- ARGV[14] "1": the reply also carries the task's hash (what Client.schedule returns), so
 --          the caller needs no second round trip to read it back
--- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting)[, {task hash, flat}]}
--- Errors   {-4} parent unknown, {-5, status} parent already ended
--- Events   scheduled
+-- ARGV[15] fingerprint of the request (opaque here), or "": kept with the idempotency key,
+--          so a later request under the key is answered only if it asks for the same thing
+-- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
+--          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
+--          already ended when this ran, else ""}
+-- Errors   {-4} parent unknown; {-5, task holding the key, its fingerprint, its series or ""}
+--          the key is held by a live task made by a different request (nothing written)
+-- Events   scheduled; cancelled, when the --after task had already failed or been cancelled
 
 local job, args, slots, max_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
+local retries, backoff = tonumber(ARGV[11]) or 0, tonumber(ARGV[12]) or 1000
 local request = ARGV[13] or ''
+local fp = ARGV[15] or ''
 local now = now_ms()
 
-local function scheduled(id, existed, start)
-  if ARGV[14] == '1' then
-    return {OK, id, existed, now, start, redis.call('HGETALL', K.task(id))}
-  end
-  return {OK, id, existed, now, start}
+local function scheduled(id, existed, start, pstatus)
+  local h = {}
+  if ARGV[14] == '1' then h = redis.call('HGETALL', K.task(id)) end
+  return {OK, id, existed, now, start, h, pstatus or ''}
+end
+
+local function start_of(id)
+  return tonumber(redis.call('HGET', K.task(id), 'start_at')) or -1
 end
 
 if request ~= '' then
   local made = redis.call('GET', K.request(request))
-  if made then
-    return scheduled(made, 0, tonumber(redis.call('HGET', K.task(made), 'start_at')) or -1)
-  end
+  if made then return scheduled(made, 0, start_of(made)) end
 end
 
+-- A key held by a live task or series: the same request gets that task, a different one
+-- is refused (an idempotency key stands for one request, not for whatever came first).
 if key ~= '' then
   local target = redis.call('HGET', K.idem(), key)
   if target then
-    local s = redis.call('HMGET', K.series(target), 'status', 'current')
+    local holder, held, sid = nil, '', ''
+    local s = redis.call('HMGET', K.series(target), 'status', 'current', 'fp')
     if s[1] == 'active' and s[2] and s[2] ~= '' then
-      return scheduled(s[2], 1, tonumber(redis.call('HGET', K.task(s[2]), 'start_at')) or -1)
+      holder, held, sid = s[2], s[3] or '', target
+    else
+      local t = redis.call('HMGET', K.task(target), 'status', 'fp')
+      if t[1] and not is_terminal(t[1]) then holder, held = target, t[2] or '' end
     end
-    local t = redis.call('HMGET', K.task(target), 'status', 'start_at')
-    if t[1] and not is_terminal(t[1]) then
-      return scheduled(target, 1, tonumber(t[2]) or -1)
+    if holder then
+      -- A key stored without a fingerprint (by an older client) matches any request.
+      if fp ~= '' and held ~= '' and held ~= fp then
+        return {E_KEY_CONFLICT, holder, held, sid}
+      end
+      return scheduled(holder, 1, start_of(holder))
     end
   end
 end
 
--- After a run of an active series: follow the series, one run after each of its runs.
-local follows = nil
+-- After another task. One that already ended settles the new task now, as its end would
+-- have (settle_dependents), so the outcome does not depend on when this call ran:
+-- completed -> due now; failed or cancelled -> created cancelled, naming it.
+-- A run of an active series: the new task starts a follower series (`follows`).
+local follows, pstatus = nil, ''
 if after ~= '' then
   local p = redis.call('HMGET', K.task(after), 'status', 'series')
   if not p[1] then return {E_PARENT_NOT_FOUND} end
-  if is_terminal(p[1]) then return {E_PARENT_ENDED, p[1]} end
+  if is_terminal(p[1]) then pstatus = p[1] end
   if p[2] and p[2] ~= '' and redis.call('HGET', K.series(p[2]), 'status') == 'active' then
     follows = p[2]
   end
 end
+local closed = pstatus == 'failed' or pstatus == 'cancelled'
 
 local start = now + (tonumber(ARGV[6]) or 0)
 if ARGV[5] ~= '' then start = tonumber(ARGV[5]) end
 if after ~= '' then start = -1 end
+if pstatus == 'completed' then start = now end
 
 local id = new_id(now)
-local fields = {'key', key, 'start_after', after, 'retries', tonumber(ARGV[11]) or 0,
-  'backoff_ms', tonumber(ARGV[12]) or 1000}
+local fields = {'key', key, 'start_after', after, 'retries', retries, 'backoff_ms', backoff}
 local sid = nil
 if spec ~= '' then
   sid = new_id(now)
@@ -80,24 +101,53 @@ if spec ~= '' then
   redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
     'max_ms', max_ms, 'spec', spec, 'origin', origin, 'status', 'active', 'current', id,
     'key', key, 'created_at', now, 'runs', 0, 'skipped', 0, 'next_start', start,
-    'retries', tonumber(ARGV[11]) or 0, 'backoff_ms', tonumber(ARGV[12]) or 1000)
+    'retries', retries, 'backoff_ms', backoff, 'fp', fp)
   redis.call('ZADD', K.series_index(), now, sid)
-  fields[#fields + 1] = 'series'
-  fields[#fields + 1] = sid
 elseif follows then
   sid = new_id(now)
   redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
     'max_ms', max_ms, 'spec', '', 'kind', 'follower', 'follows', follows, 'status', 'active',
     'current', id, 'key', key, 'created_at', now, 'runs', 0, 'skipped', 0,
-    'retries', tonumber(ARGV[11]) or 0, 'backoff_ms', tonumber(ARGV[12]) or 1000)
+    'retries', retries, 'backoff_ms', backoff, 'fp', fp)
   redis.call('ZADD', K.series_index(), now, sid)
   redis.call('SADD', K.followers(follows), sid)
+else
+  -- A one-off task holds its key's fingerprint itself; a series' is in the series.
+  fields[#fields + 1] = 'fp'
+  fields[#fields + 1] = fp
+end
+if sid then
   fields[#fields + 1] = 'series'
   fields[#fields + 1] = sid
 end
 create_task(id, job, args, slots, max_ms, start, now, fields)
-index_task(id, start, after, now)
-if key ~= '' then redis.call('HSET', K.idem(), key, sid or id) end
-if request ~= '' then redis.call('SET', K.request(request), id, 'PX', REQUEST_TTL_MS) end
 emit('scheduled', id, {'job', job})
-return scheduled(id, 0, start)
+if closed then
+  close_task(id, 'cancelled', 'dependency ' .. after .. ' ' .. pstatus, '', now)
+  if sid then redis.call('HSET', K.series(sid), 'current', '') end
+elseif pstatus == 'completed' then
+  index_task(id, start, '', now)
+  emit('released', id, {'after', after})
+else
+  index_task(id, start, after, now)
+end
+
+-- Following a series from a run that had already ended: that run was settled above, and
+-- the series' live run is the next one followed (later ones get theirs from follow_run).
+if follows and pstatus ~= '' then
+  local cur = redis.call('HGET', K.series(follows), 'current')
+  if cur and cur ~= '' and cur ~= after
+      and not is_terminal(redis.call('HGET', K.task(cur), 'status') or 'completed') then
+    local nid = new_id(now)
+    create_task(nid, job, args, slots, max_ms, -1, now, {'series', sid, 'start_after', cur,
+      'key', key, 'retries', retries, 'backoff_ms', backoff})
+    index_task(nid, -1, cur, now)
+    redis.call('HSET', K.series(sid), 'current', nid)
+    emit('scheduled', nid, {'series', sid, 'after', cur})
+  end
+end
+
+if key ~= '' and (sid or not closed) then redis.call('HSET', K.idem(), key, sid or id) end
+if request ~= '' then redis.call('SET', K.request(request), id, 'PX', REQUEST_TTL_MS) end
+if closed then return scheduled(id, 0, -1, pstatus) end
+return scheduled(id, 0, start, pstatus)

@@ -4,7 +4,16 @@ __version__ = "0.1.0"
 
 from .jobfile import job
 
-__all__ = ["Client", "Task", "TaskStatus", "WaitTimeout", "__version__", "job"]
+__all__ = [
+    "Client",
+    "DependencyEndedWarning",
+    "PastStartWarning",
+    "Task",
+    "TaskStatus",
+    "WaitTimeout",
+    "__version__",
+    "job",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -21,4 +30,8 @@ def __getattr__(name: str) -> object:
         from .errors import WaitTimeout
 
         return WaitTimeout
+    if name in ("DependencyEndedWarning", "PastStartWarning"):
+        from . import scheduling
+
+        return getattr(scheduling, name)
     raise AttributeError(name)

@@ -8,15 +8,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import orjson
 import redis
 
+from . import scheduling
 from .connection import DEFAULT_REDIS_URL, connect
 from .errors import (
     Code,
     ConfigError,
-    InvalidArgs,
     InvalidTime,
     JobDefinitionError,
     NotDurable,
@@ -35,11 +33,7 @@ from .models import (
     task_from_hash,
 )
 from .queries import Queries, definition_decoder
-from .recurrence import RecurrenceError, first_start, make_recurrence
 from .scripts import Scripts
-from .when import When, parse_when
-
-MAX_ARGS_BYTES = 1024 * 1024
 
 
 class CapacityWarning(UserWarning):
@@ -120,9 +114,15 @@ class Client(Queries):
         """Schedule a task (or a recurring series) and return it.
 
         ``at`` is an aware datetime, an ISO-8601 text with offset, ``+10m``
-        (relative to Redis time) or None for now. ``every``/``cron`` make a
-        series; ``after`` waits for another task; ``key`` makes it idempotent:
-        a key naming a live task or series returns that one (``existed=True``).
+        (relative to Redis time) or None for now; one in the past runs now, with a
+        :class:`~perseid_jobs.scheduling.PastStartWarning`. ``every``/``cron`` make
+        a series (``every`` at least 1 s). ``after`` waits for another task; if that
+        one already ended, the new task is settled as its end would have: due now
+        after a completed one, created cancelled after a failed or cancelled one
+        (with a :class:`~perseid_jobs.scheduling.DependencyEndedWarning`).
+        ``key`` makes it idempotent: the same request (job, args, recurrence,
+        ``at``, ``after``) under a key held by a live task or series returns that
+        one (``existed=True``); a different one raises :class:`KeyConflict`.
 
         Each call carries a request id (``request_id``, else a new random one),
         so a call repeated after its reply was lost (the connection's own
@@ -140,58 +140,43 @@ class Client(Queries):
                 f"--durable-timeout {durable_timeout:g}: give the seconds to wait for a replica,"
                 " more than 0 and at most 3600, e.g. 1"
             )
-        encoded = encode_args(args)
-        when = parse_when(at)
-        if after is not None and (at is not None or every is not None or cron is not None):
-            raise InvalidTime(
-                "--after cannot be combined with --at, --every or --cron: a task after another"
-                " starts when that one completes"
-            )
-        recurring = every is not None or cron is not None
-        spec, origin = "", ""
-        if recurring:
-            try:
-                rec = make_recurrence(
-                    every=every,
-                    cron=cron,
-                    tz=tz,
-                    catch_up=catch_up,
-                    catch_up_window=catch_up_window,
-                )
-            except (RecurrenceError, ValueError) as exc:
-                raise InvalidTime(str(exc)) from None
-            spec = msgspec.json.encode(rec).decode()
-            at_ms = when.absolute_ms(self.now_ms) if (cron or when.delay_ms) else when.at_ms
-            if at_ms is not None:
-                origin = str(at_ms)
-                when = When(at_ms=first_start(rec, at_ms))
-        elif tz is not None or catch_up != "skip" or catch_up_window is not None:
-            raise InvalidTime("--tz and --catch-up apply to --every/--cron series only")
+        req = scheduling.prepare(
+            job,
+            args,
+            at=at,
+            every=every,
+            cron=cron,
+            tz=tz,
+            after=after,
+            catch_up=catch_up,
+            catch_up_window=catch_up_window,
+            now_ms=self.now_ms,
+        )
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
         argv = (
             job,
-            encoded,
+            req.args,
             definition.slots,
             definition.max_duration_ms,
-            "" if when.at_ms is None else when.at_ms,
-            when.delay_ms,
+            "" if req.when.at_ms is None else req.when.at_ms,
+            req.when.delay_ms,
             key or "",
             after or "",
-            spec,
-            origin,
+            req.spec,
+            req.origin,
             definition.retries,
             definition.backoff_ms,
             request_id or uuid.uuid4().hex,
             "1",  # the task's hash in the reply: no second round trip to read it back
+            req.fingerprint if key else "",  # kept with the key, to tell its request apart
         )
         if durable:
             reply, acked = self._schedule_durably(argv, durable_timeout)
         else:
             reply, acked = self.scripts.call("schedule", *argv), None
-        raise_for_code(
-            reply[0], task_id=after or "", detail=str(reply[1]) if len(reply) > 1 else ""
-        )
+        scheduling.check_reply(reply, key=key or "", req=req, after=after or "")
+        scheduling.notify(reply, req=req, after=after or "")
         if acked is not None and acked < 1:
             raise NotDurable(str(reply[1]), durable_timeout)
         fields = reply[5]
@@ -252,24 +237,3 @@ class Client(Queries):
             raise SeriesAlreadyEnded(series_id, str(reply[1]))
         raise_for_code(reply[0])
         return self.get_series(series_id)
-
-
-def encode_args(args: Any) -> str:
-    """Task arguments as JSON text: a JSON object of at most 1 MiB."""
-    if args is None:
-        return "{}"
-    if not isinstance(args, dict):
-        raise InvalidArgs(
-            f"task arguments must be a JSON object, got {type(args).__name__};"
-            " e.g. --args '{\"n\": 1}'"
-        )
-    try:
-        data = orjson.dumps(args)
-    except TypeError as exc:
-        raise InvalidArgs(f"task arguments are not JSON-serialisable: {exc}") from None
-    if len(data) > MAX_ARGS_BYTES:
-        raise InvalidArgs(
-            f"task arguments are {len(data)} bytes; the limit is {MAX_ARGS_BYTES} (1 MiB):"
-            " pass a reference (a path or URL) instead of the data"
-        )
-    return data.decode()

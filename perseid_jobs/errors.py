@@ -21,7 +21,7 @@ class Code(IntEnum):
     NOT_FOUND = -2
     ALREADY_ENDED = -3
     PARENT_NOT_FOUND = -4
-    PARENT_ENDED = -5
+    KEY_CONFLICT = -5
     STALE = -6
 
 
@@ -131,13 +131,21 @@ class ParentNotFound(ConfigError):
         super().__init__(f"--after {task_id}: no such task; check the id with `perseid-jobs tasks`")
 
 
-class ParentEnded(ConfigError):
-    """``--after`` names a task that already ended."""
+class KeyConflict(ConfigError):
+    """``--key`` is held by a live task that a different request made (idempotency keys
+    stand for one request: reusing one for another is a mistake, not a retry)."""
 
-    def __init__(self, task_id: str, status: str) -> None:
+    def __init__(self, key: str, task_id: str, series: str, differs: list[str]) -> None:
+        held = f"task {task_id}" + (f" of series {series}" if series else "")
+        free = f"cancel {task_id}" + (" --series" if series else "")
         super().__init__(
-            f"--after {task_id}: that task already ended ({status}); schedule without --after"
+            f"--key {key!r} is held by {held}, scheduled with a different"
+            f" {', '.join(differs)}: use another key, or free this one (`perseid-jobs {free}`)"
         )
+        self.key = key
+        self.task_id = task_id
+        self.series = series
+        self.differs = differs
 
 
 class NotDurable(PerseidError):
@@ -174,8 +182,6 @@ def raise_for_code(code: int, *, task_id: str = "", detail: str = "") -> None:
         raise TaskAlreadyEnded(task_id, detail)
     if code == Code.PARENT_NOT_FOUND:
         raise ParentNotFound(task_id)
-    if code == Code.PARENT_ENDED:
-        raise ParentEnded(task_id, detail)
     if code == Code.LEASE_LOST:
         raise LeaseLost("the instance's lease lapsed; it must re-register under a new id")
     raise PerseidError(f"unexpected script reply code {code}")

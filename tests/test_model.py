@@ -11,7 +11,10 @@ expiry through :class:`perseid_jobs.scripts.Scripts` against the session's real
   the slots of the tasks in its task set, each of them running under it; every
   running task is in its instance's set;
 - a terminal task never changes (status, end, reason, exit code);
-- a task waiting on another (``start_after``) waits on a live task;
+- a task waiting on another (``start_after``) waits on a live task; one scheduled
+  after a task that already ended is settled at once (due, or cancelled naming it);
+- a key held by a live task answers the request that made it with that task and
+  refuses any other without writing anything;
 - an active series has exactly one live run (pending or running), its ``current``;
   an ended or cancelled one has at most one, still running;
 - a finish with a stale token (an older attempt, or another instance) is refused
@@ -52,6 +55,7 @@ from perseid_jobs.models import JobDefinition
 from perseid_jobs.outcome import given_next_starts, next_from_spec
 from perseid_jobs.recurrence import make_recurrence
 from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.scheduling import fingerprint
 from perseid_jobs.scripts import Scripts
 
 JOBS = {"a": 1, "b": 2}  # job name -> slots
@@ -148,23 +152,47 @@ class ScriptsModel(RuleBasedStateMachine):
         parent = self.choose(self.tasks, after) if after is not None and not series else None
         if parent and self.follower_run(parent):
             parent = None  # see test_a_follower_of_a_follower_ends_and_runs_with_it
+        later = later and not parent  # the client refuses --after with --at
         spec = HOURLY if series else ""
         if series:
             retries = 0  # see test_a_task_whose_cancel_was_requested_is_not_retried
+        # What the client sends with a key: the request's fingerprint (see scheduling.py).
+        fp = fingerprint((job, "{}", spec, "+3600000" if later else "", parent or ""))
+        pstatus = self.task(parent)["status"] if parent else ""
+        written = (self.r.get(self.k.prefix + "seq"), self.r.xlen(self.k.events))
         reply = self.s.call(
             "schedule", job, "{}", JOBS[job], 60_000, "", 3_600_000 if later else 0, key,
-            parent or "", spec, "", retries, 0,
+            parent or "", spec, "", retries, 0, "", "", fp if key else "",
         )  # fmt: skip
-        if reply[0] == Code.OK and reply[2]:
-            # An idempotency key naming a live task or series returns its live task,
-            # before anything else is looked at.
+        if reply[0] == Code.KEY_CONFLICT or (reply[0] == Code.OK and reply[2]):
+            # A key held by a live task or series answers before anything else is looked
+            # at: with its task if this is the request that made it, else with a refusal
+            # that writes nothing.
             assert key and self.task(reply[1])["status"] not in TERMINAL
-            return
-        if parent is not None and self.task(parent)["status"] in TERMINAL:
-            assert reply[0] == Code.PARENT_ENDED
+            held = self.key_fingerprint(key)
+            assert (held == fp) == (reply[0] == Code.OK), (held, fp)
+            if reply[0] == Code.KEY_CONFLICT:
+                assert (self.r.get(self.k.prefix + "seq"), self.r.xlen(self.k.events)) == written
             return
         assert reply[0] == Code.OK
         self.tasks.append(reply[1])
+        h = self.task(reply[1])
+        if pstatus in TERMINAL:
+            # After a task that already ended: settled at once, as its end would have.
+            if pstatus == "completed":
+                assert h["status"] == "pending" and self.r.zscore(self.k.due, reply[1]), h
+            else:
+                assert (h["status"], h["reason"]) == (
+                    "cancelled", f"dependency {parent} {pstatus}"
+                ), h  # fmt: skip
+            assert reply[6] == pstatus
+        else:
+            assert reply[6] == "" and h["status"] == "pending", h
+
+    def key_fingerprint(self, key: str) -> str:
+        """The fingerprint kept with a key: in its series, or its one-off task."""
+        target = self.r.hget(self.k.idem, key) or ""
+        return self.r.hget(self.k.series(target), "fp") or self.task(target).get("fp", "")
 
     @precondition(lambda self: self.r.zcard(self.k.due) > 0)
     @rule(inst=pick, n=st.integers(1, 4))

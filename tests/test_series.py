@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from perseid_jobs import Client, TaskStatus
-from perseid_jobs.errors import InvalidTime, ParentEnded, ParentNotFound
+from perseid_jobs import Client, DependencyEndedWarning, PastStartWarning, TaskStatus
+from perseid_jobs.errors import InvalidTime, ParentNotFound
 from perseid_jobs.models import Series, dt_to_ms
 
 from .conftest import wait_until, wait_workers
@@ -129,7 +129,8 @@ def test_overdue_series_runs_once_and_counts_the_skipped_occurrences(
     client: Client, start_worker
 ) -> None:
     at = datetime.fromtimestamp(client.now_ms() / 1000, UTC) - timedelta(seconds=5.5)
-    first = client.schedule("hello", every="1s", at=at)
+    with pytest.warns(PastStartWarning, match="ago"):
+        first = client.schedule("hello", every="1s", at=at)
     start_worker(2)
     assert client.wait(first.id, 10).status is TaskStatus.COMPLETED
     nxt = client.get(
@@ -149,20 +150,30 @@ def test_overdue_series_runs_once_and_counts_the_skipped_occurrences(
 
 def test_cron_series_starts_at_the_first_occurrence_at_or_after_at(client: Client) -> None:
     task = client.schedule(
-        "hello", cron="0 9 * * MON-FRI", tz="Europe/Paris", at="2026-12-05T10:00:00+01:00"
-    )  # a Saturday
-    assert task.start_at == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # Monday 09:00 Paris
+        "hello", cron="0 9 * * MON-FRI", tz="Europe/Paris", at="2036-12-06T10:00:00+01:00"
+    )  # a Saturday, in the future (one in the past would warn that it runs now)
+    assert task.start_at == datetime(2036, 12, 8, 8, 0, tzinfo=UTC)  # Monday 09:00 Paris
     s = series_of(client, task.series)
     assert (s.cron, s.tz, s.next_start) == ("0 9 * * MON-FRI", "Europe/Paris", task.start_at)
 
 
-def test_after_an_unknown_or_ended_task_is_an_error(client: Client, start_worker) -> None:
+def test_after_an_unknown_task_is_an_error_and_an_ended_one_settles_at_once(
+    client: Client, start_worker
+) -> None:
     with pytest.raises(ParentNotFound, match="no such task"):
         client.schedule("hello", after="01NOPE")
     start_worker(2)
     done = client.wait(client.schedule("hello").id, 10)
-    with pytest.raises(ParentEnded, match="already ended"):
-        client.schedule("hello", after=done.id)
+    assert client.wait(client.schedule("hello", after=done.id).id, 10).status is (
+        TaskStatus.COMPLETED
+    )
+    failed = client.wait(client.schedule("fail").id, 10)
+    with pytest.warns(DependencyEndedWarning, match=f"dependency {failed.id} failed"):
+        dependent = client.schedule("hello", after=failed.id)
+    assert (dependent.status, dependent.reason) == (
+        TaskStatus.CANCELLED,
+        f"dependency {failed.id} failed",
+    )
 
 
 @pytest.mark.parametrize(
@@ -170,6 +181,7 @@ def test_after_an_unknown_or_ended_task_is_an_error(client: Client, start_worker
     [
         ({"every": "0"}, "every"),
         ({"every": "-5s"}, "every"),
+        ({"every": "1ms"}, "1s floor"),
         ({"every": "1s", "cron": "* * * * *"}, "not both"),
         ({"cron": "61 * * * *"}, "minute"),
         ({"cron": "0 9 * * *", "tz": "Mars/Olympus"}, "time zone"),
@@ -192,7 +204,8 @@ def test_catch_up_all_runs_each_missed_occurrence_in_the_window_oldest_first(
 ) -> None:
     now = client.now_ms()
     at = datetime.fromtimestamp((now - 6_500) / 1000, UTC)
-    first = client.schedule("hello", every="1s", at=at, catch_up="all", catch_up_window="3s")
+    with pytest.warns(PastStartWarning, match="ago"):
+        first = client.schedule("hello", every="1s", at=at, catch_up="all", catch_up_window="3s")
     start_worker(2)
     wait_until(lambda: series_of(client, first.series).runs >= 5, 15, "five runs")
     runs = runs_of(client, first.series)[:5]
