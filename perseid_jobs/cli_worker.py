@@ -67,6 +67,13 @@ def worker(
     max_log_bytes: Annotated[int, typer.Option(envvar="PERSEID_MAX_LOG_BYTES")] = 64 * 1024 * 1024,
     metrics_port: Annotated[int | None, typer.Option(envvar="PERSEID_METRICS_PORT")] = None,
     log_level: Annotated[str, typer.Option(envvar="PERSEID_LOG_LEVEL")] = "INFO",
+    jobs_rescan: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_JOBS_RESCAN",
+            help="How often to look for added, changed or removed job files (0: only on SIGHUP).",
+        ),
+    ] = "2s",
 ) -> None:
     """Run a worker instance: claim due tasks and run each in its own process."""
 
@@ -91,6 +98,9 @@ def worker(
         s3_endpoint_url=s3_endpoint_url,
         max_log_bytes=max_log_bytes,
         metrics_port=metrics_port,
+        jobs_rescan_s=0.0
+        if jobs_rescan.strip() in ("0", "0s")
+        else seconds(jobs_rescan, "--jobs-rescan"),
     )
     if settings.lease_ttl_s <= settings.heartbeat_s:
         fail("--lease-ttl must be longer than --heartbeat (e.g. 3x)", 2)

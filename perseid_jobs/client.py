@@ -38,6 +38,8 @@ from .models import (
 )
 from .recurrence import RecurrenceError, first_start, make_recurrence
 from .scripts import Scripts
+from .served import NotServedWarning as NotServedWarning
+from .served import warn_if_not_served
 from .when import When, parse_when
 
 MAX_ARGS_BYTES = 1024 * 1024
@@ -178,6 +180,7 @@ class Client:
             raise InvalidTime("--tz and --catch-up apply to --every/--cron series only")
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
+        warn_if_not_served(self, job)
         argv = (
             job,
             encoded,
