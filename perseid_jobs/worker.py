@@ -121,6 +121,7 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the process exit code."""
+        signal.signal(signal.SIGHUP, self._on_hup)  # first: its default action is to exit
         if self.zygote is None:
             self.zygote = start_zygote(self.s.jobs_dir, self.s.logs_dir, wait=True)
         report_loaded(self.zygote.ready, self.s.jobs_dir)
@@ -157,7 +158,6 @@ class Worker:
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_hup)
         log.info(
             "instance %s serving %d jobs with %d slots on %s (task processes: %s fork)",
             self.instance_id,
