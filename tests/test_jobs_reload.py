@@ -195,3 +195,14 @@ def test_the_schedule_command_prints_the_not_served_warning_as_one_line(
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: no live worker serves job 'sleep'")
     assert client.get(done.stdout.strip()).status is TaskStatus.PENDING
+
+
+@pytest.mark.parametrize("value", ["1ms", "soon"])
+def test_a_bad_jobs_rescan_is_one_line_naming_the_option(redis_server: RedisServer, value) -> None:
+    argv = [sys.executable, "-m", "perseid_jobs", "worker", "--slots", "1", "--jobs", str(JOBS)]
+    argv += ["--redis", redis_server.url, "--jobs-rescan", value]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --jobs-rescan"), lines
+    assert value in lines[0]
