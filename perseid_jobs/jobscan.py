@@ -118,6 +118,9 @@ class JobsWatch:
 
     def _give_up(self) -> None:
         if self.loading is not None:
+            # Killed, not asked: while it imports it reads no request, and the loop must
+            # not wait for it. It runs no task yet; a spare of its own dies with it.
+            self.loading.proc.kill()
             self.loading.close()
             self.loading = None
 

@@ -161,6 +161,17 @@ def test_a_running_task_survives_the_zygote_replacement_and_completes(
     assert w.terminate() == 0
 
 
+def test_a_jobs_directory_that_cannot_be_loaded_again_keeps_the_jobs_loaded_before(
+    c: Client, jobs: Path, tmp_path: Path, start_worker
+) -> None:
+    w = start_worker(2, "--jobs-rescan", "0.2s", jobs=jobs)
+    wait_workers(c, 1)
+    jobs.rename(tmp_path / "moved")  # the directory is gone: a fresh zygote fails
+    wait_until(lambda: "could not be loaded" in w.output(), 10, "the failed reload")
+    assert run_to_end(c, "first", tmp_path) == "first"  # the current zygote served on
+    assert "first" in offered(c)
+
+
 def test_a_worker_serving_no_jobs_warns_naming_its_directory(
     c: Client, tmp_path: Path, start_worker
 ) -> None:
