@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -62,6 +63,23 @@ def seconds(value: str, option: str) -> float:
         return parse_duration(value) / 1000
     except DurationError as exc:
         raise ConfigError(f"{option}: {exc}") from None
+
+
+MIN_RESCAN_S = 0.1
+
+
+def rescan_seconds(value: str) -> float:
+    """``--jobs-rescan``: a duration of at least 0.1 s, or 0 (job files reloaded on SIGHUP only)."""
+    with contextlib.suppress(ValueError):
+        if float(value.strip().removesuffix("s")) == 0:
+            return 0.0
+    s = seconds(value, "--jobs-rescan")
+    if s < MIN_RESCAN_S:
+        raise ConfigError(
+            f"--jobs-rescan {value}: rescan at most every {MIN_RESCAN_S:g}s (e.g. 2s),"
+            " or 0 to reload job files on SIGHUP only"
+        )
+    return s
 
 
 @app.command()
@@ -147,6 +165,14 @@ def worker(
             help="The worker's own log on stderr: DEBUG, INFO, WARNING or ERROR.",
         ),
     ] = "INFO",
+    jobs_rescan: Annotated[
+        str,
+        typer.Option(
+            envvar="PERSEID_JOBS_RESCAN",
+            metavar="DURATION",
+            help="How often to look for added, changed or removed job files (0: only on SIGHUP).",
+        ),
+    ] = "2s",
 ) -> None:
     """Run a worker instance: claim due tasks and run each in its own process."""
 
@@ -171,6 +197,7 @@ def worker(
         s3_endpoint_url=s3_endpoint_url,
         max_log_bytes=max_log_bytes,
         metrics_port=metrics_port,
+        jobs_rescan_s=rescan_seconds(jobs_rescan),
     )
     if settings.lease_ttl_s <= settings.heartbeat_s:
         fail("--lease-ttl must be longer than --heartbeat (e.g. 3x)", 2)

@@ -34,6 +34,8 @@ from .models import (
 )
 from .queries import Queries, definition_decoder
 from .scripts import Scripts
+from .served import NotServedWarning as NotServedWarning
+from .served import warn_if_not_served
 
 
 class CapacityWarning(UserWarning):
@@ -154,6 +156,7 @@ class Client(Queries):
         )
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
+        warn_if_not_served(self, job)
         argv = (
             job,
             req.args,

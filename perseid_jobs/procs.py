@@ -17,6 +17,7 @@ from .protocol import (
     LeaseUntil,
     Ready,
     Request,
+    Retire,
     StartRequest,
     Stop,
     Warm,
@@ -84,6 +85,8 @@ class ZygoteClient:
         self._write_lock = threading.Lock()  # the heartbeat thread sends lease deadlines
         self._start_timeout = start_timeout
         self._ready: Ready | None = None
+        self.ended = False  # the event pipe reached its end: the zygote exited
+        self._closed = False
         if wait:
             self.wait_ready()
 
@@ -112,6 +115,31 @@ class ZygoteClient:
         self.close()
         raise ZygoteFailed("the task launcher process did not start; see the errors above")
 
+    def poll_ready(self) -> Ready | None:
+        """Without waiting: what it loaded once it is up, else None (raises if it died)."""
+        if self._ready is None:
+            r, _, _ = select.select([self._evt_r], [], [], 0)
+            if r:
+                for event in self.read_events(block=True):
+                    if isinstance(event, Ready):
+                        self._ready = event
+                        os.set_blocking(self._evt_r, False)
+            if self._ready is None and self.ended:
+                self.close()
+                raise ZygoteFailed("the task launcher exited before it was up")
+        return self._ready
+
+    def sibling(self) -> ZygoteClient:
+        """A fresh zygote for the same directories (it loads the jobs again), not waited for."""
+        if self.spool is not None:  # the fresh zygote holds the spool's lock too
+            return ZygoteClient(self.jobs_dir, spool=self.spool, wait=False)
+        return ZygoteClient(self.jobs_dir, spare_dir=self.spare_dir, wait=False)
+
+    def retire(self) -> None:
+        """Tell the zygote to start nothing more and exit once its tasks have ended."""
+        with contextlib.suppress(OSError):  # the zygote is gone: the event pipe tells
+            self._send(Retire())
+
     def fileno(self) -> int:
         """Readable when events arrive."""
         return self._evt_r
@@ -119,6 +147,8 @@ class ZygoteClient:
     def _send(self, request: Request) -> None:
         data = encoder.encode(request) + b"\n"
         with self._write_lock:
+            if self._closed:  # the fd number may belong to another file by now
+                raise BrokenPipeError("the zygote's pipe is closed")
             write_all(self._req_w, data)
 
     def start(self, request: StartRequest) -> None:
@@ -142,6 +172,7 @@ class ZygoteClient:
         except BlockingIOError:
             return []
         if not chunk:
+            self.ended = True
             if self.proc.poll() is not None:
                 raise ZygoteFailed(f"the task launcher exited with code {self.proc.returncode}")
             return []
@@ -158,9 +189,13 @@ class ZygoteClient:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        for fd in (self._req_w, self._evt_r):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._req_w, self._evt_r):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 _early: ZygoteClient | None = None

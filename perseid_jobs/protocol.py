@@ -50,6 +50,14 @@ class Warm(msgspec.Struct, tag="warm"):
     """
 
 
+class Retire(msgspec.Struct, tag="retire"):
+    """Worker -> zygote: start nothing more; exit once the running tasks have ended.
+
+    Sent to a zygote that a fresh one (loaded from the changed jobs directory)
+    replaces: its tasks run on undisturbed, their exits reported as before.
+    """
+
+
 class Ready(msgspec.Struct, tag="ready"):
     """Zygote -> worker: the jobs it loaded and the files it could not."""
 
@@ -74,7 +82,7 @@ class Exited(msgspec.Struct, tag="exited"):
     reason: str
 
 
-Request = StartRequest | Stop | LeaseUntil | Warm
+Request = StartRequest | Stop | LeaseUntil | Warm | Retire
 Event = Ready | Started | Exited
 request_decoder = msgspec.json.Decoder(Request)
 event_decoder = msgspec.json.Decoder(Event)

@@ -8,7 +8,6 @@ lapsed lease, a dead instance) or when it stops. Each takes the
 from __future__ import annotations
 
 import logging
-import select
 import signal
 import socket
 import time
@@ -109,6 +108,13 @@ def fence(w: Worker) -> None:
     )
 
 
+def go_cold(w: Worker) -> None:
+    """A second SIGTERM/SIGINT: end the drain now (its timeout's path: kill, report failed)."""
+    if w.drain_deadline is not None and w.drain_deadline > time.monotonic():
+        log.warning("second signal: cold shutdown, killing %d running tasks now", len(w.running))
+        w.drain_deadline = time.monotonic()
+
+
 def begin_drain(w: Worker) -> None:
     """Stop claiming; running tasks get --drain-timeout to finish."""
     log.info("draining: %d running, up to %gs", len(w.running), w.s.drain_timeout_s)
@@ -143,13 +149,8 @@ def drain_step(w: Worker) -> bool:
 
 
 def collect_exits(w: Worker, timeout: float) -> None:
-    """Wait (bounded) until every running task reported its exit."""
-    assert w.zygote is not None
-    deadline = time.monotonic() + timeout
-    while w.running and time.monotonic() < deadline:
-        r, _, _ = select.select([w.zygote], [], [], 0.1)
-        if r:
-            w.handle_zygote()
+    """Wait (bounded) until every running task reported its exit (from any zygote)."""
+    w.jobs.collect(w, timeout)
 
 
 def reap(w: Worker) -> None:

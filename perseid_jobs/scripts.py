@@ -30,6 +30,8 @@ SCRIPT_NAMES = (
     "cancel",
     "reap",
     "set_log_url",
+    "republish",
+    "served",
 )
 
 

@@ -33,6 +33,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True):
     max_log_bytes: int = 64 * 1024 * 1024
     metrics_port: int | None = None
     claim_batch: int = 64
+    jobs_rescan_s: float = 2.0  # 0: job files are loaded again only on SIGHUP
 
 
 def worker_argv(s: WorkerSettings) -> list[str]:
@@ -45,6 +46,7 @@ def worker_argv(s: WorkerSettings) -> list[str]:
         "--reap-interval", f"{s.reap_interval_s}s", "--drain-timeout", f"{s.drain_timeout_s}s",
         "--kill-grace", f"{s.kill_grace_s}s", "--logs-dir", str(s.logs_dir),
         "--bucket", s.bucket_url, "--max-log-bytes", str(s.max_log_bytes),
+        "--jobs-rescan", f"{s.jobs_rescan_s}s" if s.jobs_rescan_s else "0",
     ]  # fmt: skip
     if s.instance_id:
         argv += ["--instance-id", s.instance_id]

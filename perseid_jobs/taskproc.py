@@ -75,7 +75,7 @@ def become_task(zygote_pid: int, close: Iterable[int], discard: Iterable[TaskOut
         # not have known this pid yet): no one would report us, so go.
         os._exit(EXIT_FAILED)
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         # The C function, not signal.signal: its enum wrapping alone would copy
         # tens of the zygote's pages into every task (measured: ~90 us a task).
         _signal.signal(sig, _signal.SIG_DFL)

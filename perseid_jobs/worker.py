@@ -45,6 +45,7 @@ from . import __version__, claiming, recovery
 from .bucket import open_bucket
 from .connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
 from .heartbeat import Heartbeat, Lease
+from .jobscan import JobsWatch, report_loaded
 from .keys import Keys
 from .models import TaskStatus
 from .outcome import Outcome, Running
@@ -92,6 +93,7 @@ class Worker:
         self.next_reap = 0.0
         self.redis_now = (0, time.monotonic())
         self.stop_requested = False
+        self.cold = False  # a second SIGTERM/SIGINT: kill the tasks now (recovery.go_cold)
         self.fenced = False
         self.drain_deadline: float | None = None
         self.cancels: set[str] = set()
@@ -99,6 +101,7 @@ class Worker:
         os.set_blocking(self._poke_r, False)
         os.set_blocking(self._poke_w, False)
         self.zygote: ZygoteClient | None = zygote
+        self.jobs = JobsWatch(settings.jobs_dir, settings.jobs_rescan_s)
         self.shipper: LogShipper | None = None
         self.spool: Spool | None = None
         self.metrics: WorkerMetrics | None = None
@@ -120,12 +123,12 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the process exit code."""
+        signal.signal(signal.SIGHUP, self._on_hup)  # first: its default action is to exit
         if self.zygote is None:
             self.zygote = start_zygote(self.s.jobs_dir, self.s.logs_dir, wait=True)
         assert self.zygote.spool is not None
         self.spool = self.zygote.spool
-        for line in self.zygote.ready.errors:
-            log.error("job file skipped: %s", line)
+        report_loaded(self.zygote.ready, self.s.jobs_dir)
         try:
             self.register()
         except TRANSIENT_ERRORS as exc:  # Redis went away since the ping: the loop retries
@@ -143,7 +146,7 @@ class Worker:
             Scripts(connect(self.s.redis_url, retries=0, socket_timeout=beat_timeout), self.keys),
             self.lease,
             interval=self.s.heartbeat_s,
-            on_renewed=self.zygote.lease_until,
+            on_renewed=self._lease_until,
             on_lost=self._on_lost,
             on_cancels=self.on_cancels,
         )
@@ -209,12 +212,16 @@ class Worker:
                 recovery.fence(self)
             if self.stop_requested and self.drain_deadline is None:
                 recovery.begin_drain(self)
+            if self.cold:
+                recovery.go_cold(self)
             if self.drain_deadline is not None and recovery.drain_step(self):
                 return
             if self.backoff.ready():
                 self.talk_to_redis()
                 claiming.warm_up(self)
             self.enforce_deadlines()
+            if self.drain_deadline is None:
+                self.jobs.step(self)
             self.wait(self.next_timeout())
 
     def talk_to_redis(self) -> None:
@@ -228,6 +235,8 @@ class Worker:
                 self.drain_marked = True
             if self.reconcile_due and self.registered:
                 recovery.reconcile(self)
+            if self.jobs.publish_due and self.registered:
+                self.jobs.publish(self)
             if self.pending or (self.need_claim and self.drain_deadline is None):
                 claiming.finish_and_claim(self)
             while self.log_urls:
@@ -256,10 +265,11 @@ class Worker:
             self.heart.stop()
         if self.zygote:
             self.zygote.close()
+        self.jobs.close()
         if self.registered:
             self._try(lambda: recovery.deregister(self), "deregister")
         if self.shipper:
-            self.shipper.stop(timeout=min(30.0, self.s.drain_timeout_s))
+            self.shipper.stop(timeout=min(5.0 if self.cold else 30.0, self.s.drain_timeout_s))
         while self.log_urls and self._try(self.record_log_urls, "record log URLs"):
             pass
         if self.wake:
@@ -344,6 +354,8 @@ class Worker:
             when.append(self.drain_deadline)
         if self.lease.deadline is not None:
             when.append(self.lease.deadline)
+        if self.drain_deadline is None:
+            when += self.jobs.wake_times()  # the next rescan, a reload's deadline
         return max(0.0, min(when) - now)
 
     def redis_work_waiting(self) -> bool:
@@ -353,6 +365,7 @@ class Worker:
             self.pending
             or self.reconcile_due
             or self.log_urls
+            or (self.jobs.publish_due and self.registered)
             or claiming
             or (not self.registered and self.drain_deadline is None)
         )
@@ -360,7 +373,7 @@ class Worker:
     def wait(self, timeout: float) -> None:
         """Block until an event or ``timeout``."""
         assert self.zygote is not None and self.wake is not None
-        fds: list[Any] = [self.zygote, self._poke_r]
+        fds: list[Any] = [self.zygote, self._poke_r, *self.jobs.fds()]
         listening = self.drain_deadline is None and self.registered and self.backoff.ready()
         if listening and self.wake.arm(self.keys.wake(self.instance_id), self.s.heartbeat_s):
             fds.append(self.wake)
@@ -369,6 +382,7 @@ class Worker:
             self.handle_zygote()
         if self._poke_r in r:
             drain_pipe(self._poke_r)
+        self.jobs.on_readable(self, r)
         if (self.wake in r and self.wake.consume()) or self.wake.overdue():
             self.need_claim = True
         if self.next_due_mono is not None and time.monotonic() >= self.next_due_mono:
@@ -376,10 +390,11 @@ class Worker:
             self.need_claim = True
         self.apply_cancels()
 
-    def handle_zygote(self) -> None:
-        """Act on the zygote's events."""
-        assert self.zygote is not None
-        for event in self.zygote.read_events():
+    def handle_zygote(self, zygote: ZygoteClient | None = None) -> None:
+        """Act on the events of the zygote (or of ``zygote``, one retired)."""
+        zygote = zygote or self.zygote
+        assert zygote is not None
+        for event in zygote.read_events():
             if isinstance(event, Started):
                 run = self.running.get(event.id)
                 if run is not None and run.pid is None:
@@ -393,8 +408,19 @@ class Worker:
             os.write(self._poke_w, b"x")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_requested:
+            self.cold = True  # a second one: do not wait for the tasks (as Celery does)
         self.stop_requested = True
         self._poke()
+
+    def _on_hup(self, signum: int, _frame: Any) -> None:
+        self.jobs.hup = True  # load the jobs again now (see jobscan)
+        self._poke()
+
+    def _lease_until(self, deadline: float) -> None:
+        """From the heartbeat's thread: every zygote whose tasks run enforces the lease."""
+        for zygote in self.jobs.zygotes(self.zygote):
+            zygote.lease_until(deadline)
 
     def _on_lost(self, instance_id: str) -> None:
         if instance_id == self.instance_id:

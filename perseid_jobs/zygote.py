@@ -48,6 +48,7 @@ from .protocol import (
     Exited,
     LeaseUntil,
     Ready,
+    Retire,
     Started,
     StartRequest,
     Stop,
@@ -117,6 +118,7 @@ class Zygote:
         self.pipes: dict[int, TaskOutput] = {}  # captured stdout/stderr read fd -> its log
         self.lease_deadline: float | None = None
         self.fenced: set[int] = set()  # children killed because the lease lapsed
+        self.retiring = False  # a fresh zygote took over: exit once the children have ended
         self.buffer = b""
         self.outbox: list[bytes] = []  # encoded events not yet written
         self.sig_r, self.sig_w = os.pipe()
@@ -345,6 +347,15 @@ class Zygote:
             if self.spare_path is not None:
                 self.spare_path.unlink(missing_ok=True)
 
+    def retire(self) -> None:
+        """Start nothing more: the spare goes (no more are made); the running tasks stay."""
+        self.retiring = True
+        if self.spare is not None:
+            self.kill(self.spare.pid)  # the reap closes its pipes
+        if self.spare_path is not None:
+            self.spare_path.unlink(missing_ok=True)
+            self.spare_path = None
+
     def handle_requests(self) -> bool:
         """Read and act on pending requests; False when the worker is gone or said stop."""
         chunk = os.read(self.req_fd, 1 << 16)
@@ -362,6 +373,9 @@ class Zygote:
                 continue
             if isinstance(req, Warm):
                 self.nudge_spare()  # reading and decoding it warmed this loop
+                continue
+            if isinstance(req, Retire):
+                self.retire()
                 continue
             self.start(req, line)
         return True
@@ -393,6 +407,8 @@ class Zygote:
                     break
                 self.enforce_lease()  # after reading requests: a renewal may have arrived
                 self.flush()
+                if self.retiring and not self.children and self.spare is None:
+                    break  # retired, and every task's exit reported
                 if self.spare is None and len(self.children) >= SPARE_AT_ONCE_WITH:
                     # Busy: another start is likely soon; fork it while these tasks run.
                     self.make_spare()
@@ -459,6 +475,7 @@ def main() -> None:
     gc.freeze()
     signal.signal(signal.SIGTERM, on_worker_death)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which drains
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the worker's "reload the jobs" (or a hangup)
     if os.getppid() != worker_pid:
         return
     zygote.send(Ready(jobs={n: s.definition() for n, s in jobs.items()}, errors=errors, fork=fork))
