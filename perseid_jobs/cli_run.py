@@ -30,7 +30,7 @@ from .errors import JobDefinitionError
 from .jobfile import find_job_file
 from .models import TaskStatus
 from .outcome import ClaimedTask, Running
-from .procs import ZygoteClient
+from .procs import ZygoteClient, ZygoteFailed
 from .protocol import Exited, Started, drain_pipe
 from .runtime import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED
 from .tasklog import DEFAULT_MAX_LOG_BYTES
@@ -137,7 +137,13 @@ def watch(
     """Until the task's process has ended: its events, deadline, log, and our stop signals."""
     acted = 0  # stop signals acted on
     while True:
-        for event in zygote.read_events():
+        try:
+            events = zygote.read_events()
+        except ZygoteFailed:
+            if not stops.received:
+                raise
+            return launcher_stopped(running, stops.received[0])
+        for event in events:
             if isinstance(event, Started) and event.id == running.task.id:
                 running.pid = event.pid
             elif isinstance(event, Exited) and event.id == running.task.id:
@@ -155,6 +161,16 @@ def watch(
         r, _, _ = select.select([zygote.fileno(), stops.fd], [], [], timeout)
         if stops.fd in r:
             drain_pipe(stops.fd)
+
+
+def launcher_stopped(running: Running, signum: int) -> Exited:
+    """The verdict when the stop signal also reached the zygote (sent to our whole group).
+
+    The zygote takes SIGTERM for its worker's death: it SIGKILLs every task's group and exits.
+    """
+    if running.forced is None:
+        running.forced = (TaskStatus.FAILED, f"interrupted by {signal.Signals(signum).name}")
+    return Exited(id=running.task.id, pid=running.pid or 0, status=signal.SIGKILL, reason="")
 
 
 def interrupt(running: Running, signum: int, first: bool, grace_s: float) -> None:
