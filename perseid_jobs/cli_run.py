@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from .claiming import start_request
+from .claiming import note_kill, start_request
 from .cli import JobsOpt, app, errors_as_lines, fail, parse_args_json
 from .cli_worker import seconds
 from .errors import JobDefinitionError
@@ -112,8 +112,9 @@ def run_one(
     tail = LogTail(log_path)
     with StopSignals() as stops:
         event = watch(zygote, running, grace_s, tail, stops)
-    tail.pump(final=True)
     status, code, reason = running.verdict(event.status, event.reason)
+    note_kill(running, event.pid, log_path)
+    tail.pump(final=True)
     took = time.monotonic() - running.started_mono
     because = f": {reason}" if reason else ""
     typer.echo(f"{status.value} in {took:.3f}s (exit {code}){because}", err=True)
@@ -148,9 +149,10 @@ def watch(
                 running.pid = event.pid
             elif isinstance(event, Exited) and event.id == running.task.id:
                 return event
-        if len(stops.received) > acted and running.pid is not None:
+        while len(stops.received) > acted and running.pid is not None:
+            # One at a time: a signal arriving meanwhile is acted on too, not lost.
             interrupt(running, stops.received[acted], acted == 0, grace_s)
-            acted = len(stops.received)
+            acted += 1
         now = time.monotonic()
         running.enforce_deadline(now, grace_s)
         tail.pump()

@@ -118,6 +118,7 @@ def test_run_times_out_at_max_duration_and_kills_the_group(jobs: Path) -> None:
     took = time.monotonic() - started
     assert verdict(proc) == ("failed", -15, "timeout after 2s")
     assert proc.returncode == 1 and took < 8, (took, proc.stderr)
+    assert proc.stdout.splitlines()[-1].endswith("killed: timeout after 2s")  # as a worker's log
     child = int(re.search(r"child_pid=(\d+)", proc.stdout)[1])  # type: ignore[index]
     assert not _alive(child)
 
@@ -160,12 +161,14 @@ def test_a_stop_signal_to_run_kills_the_tasks_group(
     def send() -> None:
         os.killpg(proc.pid, sig) if to_group else proc.send_signal(sig)
 
+    leaders: list[int] = []  # the task's, once known
     with proc, contextlib.ExitStack() as cleanup:
-        cleanup.callback(_kill_group, proc)
+        cleanup.callback(_kill_groups, proc, leaders)
         assert proc.stdout is not None and proc.stderr is not None
         line = _line_with(proc.stdout, "spawned")
         child = int(re.search(r"child_pid=(\d+)", line)[1])  # type: ignore[index]
         task = int(re.search(r"task_pid=(\d+)", line)[1])  # type: ignore[index]
+        leaders.append(task)
         assert os.getpgid(child) == task  # the task leads its own group
         send()
         if stubborn:  # SIGTERM ignored: still there; a second signal kills it now, not in 30 s
@@ -179,9 +182,17 @@ def test_a_stop_signal_to_run_kills_the_tasks_group(
         wait_until(lambda: not _alive(task) and not _alive(child), 5, "the task's group gone")
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    """At the end of a test that failed half-way: nothing of it left running."""
+def _kill_groups(proc: subprocess.Popen[str], leaders: list[int]) -> None:
+    """At the end of a test that failed half-way: nothing of it left running.
+
+    The task's group first: with the zygote SIGKILLed, a grandchild that
+    ignores SIGTERM would live on. Only while ``run`` lives, so each of
+    ``leaders`` is still the id of that group.
+    """
     if proc.poll() is None:
+        for leader in leaders:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leader, signal.SIGKILL)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
