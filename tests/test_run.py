@@ -38,6 +38,19 @@ def run(task):
     sys.exit(task.args["code"])
 """
 
+# Past its max duration it ignores SIGTERM: SIGKILL after the grace ends it.
+STUBBORN_TIMEOUT = """\
+import signal
+import time
+from perseid_jobs import job
+
+
+@job(max_duration="1s", slots=1)
+def run(task):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(600)
+"""
+
 # Its own process group must die with it: the child and the task both log their pids.
 SPAWN_AND_WAIT = """\
 import os
@@ -65,6 +78,7 @@ def jobs(tmp_path: Path) -> Path:
     for name in ("timeout", "fail", "cancel_self", "hello"):
         shutil.copy(JOBS / f"{name}.py", d)
     (d / "exit_with.py").write_text(EXIT_WITH)
+    (d / "stubborn_timeout.py").write_text(STUBBORN_TIMEOUT)
     (d / "spawn_and_wait.py").write_text(SPAWN_AND_WAIT)
     return d
 
@@ -92,6 +106,7 @@ CASES = [
     ("fail", '{"message": "boom"}', 1),
     ("cancel_self", "{}", 100),
     ("exit_with", '{"code": 3}', 3),
+    ("stubborn_timeout", "{}", 1),
 ]
 
 
