@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -19,7 +20,7 @@ import msgspec
 from .connection import REDIS_ERRORS
 from .errors import Code
 from .models import TaskStatus
-from .outcome import ClaimedTask, Outcome, Running, outcome_of_status, run_key, series_next
+from .outcome import ClaimedTask, Outcome, Running, run_key, series_next
 from .pino import append_last, closing_line
 from .protocol import Exited, StartRequest
 from .runtime import MAX_REASON_CHARS
@@ -117,24 +118,23 @@ def on_claim(w: Worker, claim: Any, wanted: int, sent: float) -> None:
 def start_task(w: Worker, task: ClaimedTask, max_s: float | None = None) -> None:
     """Hand a claimed task to the zygote."""
     assert w.zygote is not None
-    now = time.monotonic()
-    limit = int(task.max_ms) / 1000 if max_s is None else max_s
-    w.running[task.id] = Running(
-        task=task, instance=w.instance_id, started_mono=now, deadline_mono=now + limit
-    )
+    w.running[task.id] = Running.begin(task, w.instance_id, max_s)
     w.slots_used += int(task.slots)
-    w.zygote.start(
-        StartRequest(
-            id=task.id,
-            job=task.job,
-            args=task.args,
-            attempt=int(task.attempt),
-            started_at_ms=int(task.started_at),
-            last_completed_at=task.last_completed_at or "",
-            skipped_runs=task.skipped_runs or "",
-            log_path=str(w.log_path(task.id)),
-            max_log_bytes=w.s.max_log_bytes,
-        )
+    w.zygote.start(start_request(task, w.log_path(task.id), w.s.max_log_bytes))
+
+
+def start_request(task: ClaimedTask, log_path: Path, max_log_bytes: int) -> StartRequest:
+    """What the zygote needs to start ``task``'s process (also ``perseid-jobs run``'s)."""
+    return StartRequest(
+        id=task.id,
+        job=task.job,
+        args=task.args,
+        attempt=int(task.attempt),
+        started_at_ms=int(task.started_at),
+        last_completed_at=task.last_completed_at or "",
+        skipped_runs=task.skipped_runs or "",
+        log_path=str(log_path),
+        max_log_bytes=max_log_bytes,
     )
 
 
@@ -148,17 +148,8 @@ def on_exit(w: Worker, event: Exited) -> None:
         return
     del w.running[event.id]
     w.slots_used -= int(run.task.slots)
-    status, code, reason = outcome_of_status(event.status)
-    if event.reason:
-        reason = f"{reason}: {event.reason}" if status is TaskStatus.FAILED else event.reason
-    if run.forced is not None:
-        status, reason = run.forced
-        # Its log says it was killed and why, as its last line (before the upload).
-        level = 40 if status is TaskStatus.CANCELLED else 50
-        line = closing_line(
-            level, f"killed: {reason}", pid=event.pid, task=run.task.id, job=run.task.job
-        )
-        append_last(w.log_path(run.task.id), line)
+    status, code, reason = run.verdict(event.status, event.reason)
+    note_kill(run, event.pid, w.log_path(run.task.id))
     next_start, skipped = series_next(run.task, w.estimated_redis_now())
     if w.metrics:
         w.metrics.finished(run.task.job, status.value, time.monotonic() - run.started_mono)
@@ -177,6 +168,19 @@ def on_exit(w: Worker, event: Exited) -> None:
         w.reported.popitem(last=False)
     if w.shipper:
         w.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
+
+
+def note_kill(run: Running, pid: int, log_path: Path) -> None:
+    """If it was killed (timeout, cancel, shutdown), its log says so and why, as its last line.
+
+    Written before the upload; also by ``perseid-jobs run``.
+    """
+    if run.forced is None:
+        return
+    status, reason = run.forced
+    level = 40 if status is TaskStatus.CANCELLED else 50
+    line = closing_line(level, f"killed: {reason}", pid=pid, task=run.task.id, job=run.task.job)
+    append_last(log_path, line)
 
 
 def warm_up(w: Worker) -> None:

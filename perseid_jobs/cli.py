@@ -7,10 +7,7 @@ stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import functools
-import logging
 import sys
-import time
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -239,42 +236,6 @@ def schedule(
 
 @app.command()
 @errors_as_lines
-def run(
-    job: Annotated[str, typer.Argument(metavar="JOB", help="Job name.")],
-    args: Annotated[
-        str, typer.Option("--args", metavar="JSON", help="Task arguments, a JSON object.")
-    ] = "{}",
-    jobs_dir: JobsOpt = Path("jobs"),
-) -> None:
-    """Run one task locally, in this process, without Redis (for debugging a job)."""
-    from .jobfile import find_job_file, load_job_file
-    from .runtime import TaskContext, run_job
-
-    payload = parse_args_json(args)
-    path = find_job_file(jobs_dir, job)
-    if path is None:
-        fail(f"unknown job {job!r}: no file {jobs_dir}/{job}.py; pass --jobs DIR", 2)
-        return
-    spec = load_job_file(path)
-    logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(message)s")
-    task = TaskContext(
-        id=f"local-{uuid.uuid4().hex[:12]}",
-        job=job,
-        args=payload,
-        metadata={"lastCompletedAt": None},
-        logger=logging.getLogger(f"perseid_jobs.task.{job}"),
-        attempt=1,
-    )
-    started = time.monotonic()
-    code, reason = run_job(spec, task)
-    took = time.monotonic() - started
-    outcome = {0: "completed", 100: "cancelled"}.get(code, "failed")
-    typer.echo(f"{outcome} in {took:.3f}s (exit {code}){': ' + reason if reason else ''}", err=True)
-    raise typer.Exit(code)
-
-
-@app.command()
-@errors_as_lines
 def demo(
     duration: Annotated[
         float | None, typer.Option(metavar="SECONDS", help="Stop after this many seconds.")
@@ -302,9 +263,9 @@ def demo(
 
 def register_commands() -> None:
     """Add the commands defined in other modules to ``app`` (they import this one)."""
-    from . import cli_tasks, cli_wait, cli_worker  # show/tasks/cancel/...; wait; worker, logs
+    from . import cli_run, cli_tasks, cli_wait, cli_worker  # run; show/tasks/...; wait; worker
 
-    del cli_tasks, cli_wait, cli_worker
+    del cli_run, cli_tasks, cli_wait, cli_worker
 
 
 def main() -> None:

@@ -129,6 +129,26 @@ class Running(msgspec.Struct):
     kill_at: float | None = None
     forced: tuple[TaskStatus, str] | None = None
 
+    @classmethod
+    def begin(cls, task: ClaimedTask, instance: str, max_s: float | None = None) -> Running:
+        """A task starting now, timed out ``max_s`` from now (default: its max duration)."""
+        now = time.monotonic()
+        limit = int(task.max_ms) / 1000 if max_s is None else max_s
+        return cls(task=task, instance=instance, started_mono=now, deadline_mono=now + limit)
+
+    def verdict(self, wait_status: int, reason: str) -> tuple[TaskStatus, str, str]:
+        """(status, exit code text, reason) of its ended process, as the zygote reported it.
+
+        ``reason``: what the task said (an exception, a sys.exit); a forced stop
+        (timeout, cancel) decides the status and reason whatever the process did.
+        """
+        status, code, default = outcome_of_status(wait_status)
+        if reason:
+            default = f"{default}: {reason}" if status is TaskStatus.FAILED else reason
+        if self.forced is not None:
+            status, default = self.forced
+        return status, code, default
+
     def kill(self, sig: int) -> None:
         """Signal the task's whole process group (nothing before its pid is known)."""
         if self.pid is None:
