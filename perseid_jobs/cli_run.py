@@ -44,14 +44,23 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @app.command()
 @errors_as_lines
 def run(
-    job: Annotated[str, typer.Argument(help="Job name (the file stem in the jobs directory).")],
+    job: Annotated[
+        str, typer.Argument(metavar="JOB", help="Job name (the file stem in the jobs directory).")
+    ],
     args: Annotated[
-        str, typer.Option("--args", help="Task arguments: a JSON object, @file.json, or - (stdin).")
+        str,
+        typer.Option(
+            "--args",
+            metavar="JSON",
+            help="Task arguments: a JSON object, @file.json, or - (stdin).",
+        ),
     ] = "{}",
     kill_grace: Annotated[
         str,
         typer.Option(
-            envvar="PERSEID_KILL_GRACE", help="From SIGTERM to SIGKILL at a timeout, as a worker."
+            envvar="PERSEID_KILL_GRACE",
+            metavar="DURATION",
+            help="From SIGTERM to SIGKILL at a timeout, as a worker.",
         ),
     ] = "5s",
     jobs_dir: JobsOpt = Path("jobs"),
