@@ -38,3 +38,23 @@ def test_build_prints_no_warning_and_ships_the_lua_scripts(tmp_path: Path) -> No
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "perseid_jobs/lua/claim.lua" in names and "perseid_jobs/py.typed" in names
+
+
+def _make_dry_run(target: str, tmp_path: Path) -> str:
+    """The commands `make <target>` would run on a fresh clone (no venv yet)."""
+    proc = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), target, f"VENV={tmp_path / 'venv'}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_cold_make_demo_installs_only_the_runtime_dependencies(tmp_path: Path) -> None:
+    demo = _make_dry_run("demo", tmp_path)
+    assert "pip install -q -e .\n" in demo and "[dev]" not in demo, demo
+    assert "perseid-jobs demo" in demo
+    # The tests still get the dev tools, on top of the same venv.
+    assert "pip install -q -e '.[dev]'" in _make_dry_run("test", tmp_path)
