@@ -3,7 +3,8 @@
 Redis is, in this order: ``PERSEID_REDIS_URL`` if set; else a private
 ``redis-server`` from PATH on a free port; else an embedded fakeredis server
 in this process. Logs go to ``./var/bucket``. Everything it starts stops when
-it ends (Ctrl-C or ``--duration``).
+it ends (Ctrl-C, SIGTERM or ``--duration``), and it leaves the Redis as it found
+it: it works in a namespace of its own, whose keys it deletes at the end.
 """
 
 from __future__ import annotations
@@ -14,22 +15,21 @@ import signal
 import subprocess
 import threading
 import time
-from collections import Counter
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
-from rich.console import Group
 from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
 
 from . import render
 from .client import Client
+from .demo_view import DemoState, live_view, plain_lines, series_lines
 from .redisproc import RedisServer, free_port
 from .settings import WorkerSettings, worker_argv
 
-NAMESPACE = "perseid-demo"
+NAMESPACE_PREFIX = "perseid-demo-"
 
 
 @contextmanager
@@ -63,8 +63,12 @@ def demo_redis(backend: str = "auto") -> Iterator[tuple[str, str]]:
         fake.server_close()
 
 
-def start_workers(url: str, jobs: Path) -> list[subprocess.Popen[bytes]]:
-    """Two workers of different sizes, logging to var/demo/."""
+def start_workers(url: str, namespace: str, jobs: Path) -> list[subprocess.Popen[bytes]]:
+    """Two workers of different sizes, logging to var/demo/.
+
+    Each in a session of its own: a Ctrl-C in the terminal reaches only the demo, which
+    then stops them with one SIGTERM (a second signal would be a cold shutdown).
+    """
     procs = []
     Path("var/demo").mkdir(parents=True, exist_ok=True)
     for name, slots in (("big", 1024), ("small", 256)):
@@ -73,7 +77,7 @@ def start_workers(url: str, jobs: Path) -> list[subprocess.Popen[bytes]]:
             slots=slots,
             jobs_dir=jobs,
             redis_url=url,
-            namespace=NAMESPACE,
+            namespace=namespace,
             instance_id=f"demo-{name}",
             logs_dir=Path(f"var/logs/demo-{name}"),
             bucket_url="file://var/bucket",
@@ -85,87 +89,132 @@ def start_workers(url: str, jobs: Path) -> list[subprocess.Popen[bytes]]:
         )
         # The child keeps its own copy of the descriptor; ours closes at the end of the block.
         with Path(f"var/demo/worker-{name}.log").open("wb") as log:
-            procs.append(subprocess.Popen(worker_argv(settings), stdout=log, stderr=log))
+            procs.append(
+                subprocess.Popen(
+                    worker_argv(settings), stdout=log, stderr=log, start_new_session=True
+                )
+            )
     return procs
 
 
 def schedule_examples(client: Client) -> list[str]:
-    """Schedule one of each kind of task; return what was scheduled, as lines."""
+    """Schedule one of each kind of task; return what was scheduled, as lines.
+
+    A series is named by its series id (the one ``series`` lists), not by its first run.
+    """
     lines = []
 
     def add(what: str, job: str, args: dict[str, object] | None = None, **kw: object) -> str:
         task = client.schedule(job, args, **kw)  # type: ignore[arg-type]
-        lines.append(f"{what:<34} {job:<12} {task.id}")
+        shown = f"series {task.series}" if task.series else task.id
+        lines.append(f"{what:<30} {job:<11} {shown}")
         return task.id
 
     add("one-off", "hello", {"name": "Ada"})
-    add("series every 2 s", "hello", {"name": "every 2s"}, every="2s", key="demo-every-2s")
-    add("cron series, every minute", "hello", {"name": "cron"}, cron="* * * * *", key="demo-cron")
+    add("every 2 s", "hello", {"name": "every 2s"}, every="2s", key="demo-every-2s")
+    add("cron, every minute", "hello", {"name": "cron"}, cron="* * * * *", key="demo-cron")
     first = add("chain: first", "sleep", {"seconds": 2})
     add("chain: after it", "hello", {"name": "chained"}, after=first)
-    add("heavy (512 slots: big worker only)", "heavy", {"seconds": 3})
+    add("heavy (512 slots: big only)", "heavy", {"seconds": 3})
     add("fails", "fail", {"message": "a demo failure"})
     add("times out (max 2 s)", "timeout")
     add("cancels itself (exit 100)", "cancel_self")
     return lines
 
 
-def view(client: Client, header: str) -> Group:
-    """The live view: tasks by state, recent tasks, series, workers."""
-    tasks = client.tasks(limit=200)
-    counts = Counter(t.status.value for t in tasks)
-    summary = Table.grid(padding=(0, 3))
-    summary.add_row(
-        *(
-            f"{s}: {counts.get(s, 0)}"
-            for s in ("pending", "running", "completed", "failed", "cancelled")
-        )
-    )
-    return Group(
-        Panel(header, title="perseid-jobs demo"),
-        summary,
-        render.task_table(tasks[:12]),
-        render.series_table(client.series()),
-        render.worker_table(client.workers()),
-    )
+def remove_namespace(client: Client) -> int:
+    """Delete every key of the client's namespace; return how many there were."""
+    removed = 0
+    batch: list[str] = []
+    for key in client.redis.scan_iter(match=f"{client.keys.prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += client.redis.delete(*batch)
+            batch = []
+    if batch:
+        removed += client.redis.delete(*batch)
+    return removed
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (a drain of a few seconds), then SIGKILL what is left."""
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    for w in workers:
+        try:
+            w.wait(15)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait()
+
+
+def watch(client: Client, header: str, end: float | None) -> None:
+    """Show the namespace until ``end`` (monotonic) or Ctrl-C: live on a terminal, else
+    a line of counts every 2 s and a line for each task that did not complete."""
+    state = DemoState(client)
+    started = time.monotonic()
+    if not render.console.is_terminal:
+        next_line = started
+        while end is None or time.monotonic() < end:
+            bad = state.poll()
+            if bad or time.monotonic() >= next_line:
+                for line in plain_lines(state, bad, time.monotonic() - started):
+                    render.console.print(line, markup=False, highlight=False)
+                next_line = time.monotonic() + 2
+            time.sleep(0.25)
+        state.poll()
+        render.console.print(plain_lines(state, [], time.monotonic() - started)[0], markup=False)
+        for line in series_lines(client):
+            render.console.print(line, markup=False, highlight=False)
+        return
+    state.poll()
+    with Live(live_view(state, header), console=render.console, auto_refresh=False) as live:
+        while end is None or time.monotonic() < end:
+            time.sleep(0.5)
+            state.poll()
+            live.update(live_view(state, header), refresh=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does
 
 
 def run_demo(jobs: Path, duration: float | None, backend: str = "auto") -> int:
-    """Run the demo until Ctrl-C or ``duration`` seconds; return the exit code."""
-    with demo_redis(backend) as (url, which):
-        render.console.print(f"Redis: {which}")
-        workers = start_workers(url, jobs)
-        client = Client.from_url(url, namespace=NAMESPACE, jobs_dir=jobs)
-        try:
-            deadline = time.monotonic() + 30
-            while len(client.workers()) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            scheduled = schedule_examples(client)
-            render.console.print("Scheduled:\n  " + "\n  ".join(scheduled))
-            header = (
-                f"Redis: {which}  ·  logs: ./var/bucket  ·  "
-                f"{'Ctrl-C to stop' if duration is None else f'{duration:g}s'}"
+    """Run the demo until Ctrl-C, SIGTERM or ``duration`` seconds; return the exit code."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    namespace = NAMESPACE_PREFIX + uuid.uuid4().hex[:8]
+    try:
+        with demo_redis(backend) as (url, which):
+            render.console.print(f"Redis: {which}, namespace {namespace}", markup=False)
+            client = Client.from_url(url, namespace=namespace, jobs_dir=jobs)
+            workers: list[subprocess.Popen[bytes]] = []
+            try:
+                workers = start_workers(url, namespace, jobs)
+                deadline = time.monotonic() + 30
+                while len(client.workers()) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                scheduled = schedule_examples(client)
+                render.console.print("Scheduled:\n  " + "\n  ".join(scheduled), markup=False)
+                header = (
+                    f"Redis: {which}  ·  logs: ./var/bucket  ·  "
+                    f"{'Ctrl-C to stop' if duration is None else f'{duration:g}s'}"
+                )
+                watch(client, header, None if duration is None else time.monotonic() + duration)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                # Not interrupted again halfway: a half-removed namespace is what this avoids.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                stop_workers(workers)
+                removed = remove_namespace(client)
+                client.close()
+            render.console.print(
+                f"\nStopped the workers and removed namespace {namespace} ({removed} keys)."
+                " Task logs are in ./var/bucket.",
+                markup=False,
             )
-            end = None if duration is None else time.monotonic() + duration
-            with Live(
-                view(client, header),
-                console=render.console,
-                refresh_per_second=2,
-                auto_refresh=False,
-            ) as live:
-                while end is None or time.monotonic() < end:
-                    time.sleep(0.5)
-                    live.update(view(client, header), refresh=True)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for w in workers:
-                w.send_signal(signal.SIGTERM)
-            for w in workers:
-                try:
-                    w.wait(15)
-                except subprocess.TimeoutExpired:
-                    w.kill()
-            client.close()
-        render.console.print("\nStopped the workers. Task logs are in ./var/bucket.")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous)
     return 0

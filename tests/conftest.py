@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +21,26 @@ from perseid_jobs.redisproc import RedisServer
 from perseid_jobs.settings import WorkerSettings, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBS = ROOT / "jobs"
+EXAMPLE_JOBS = ROOT / "jobs"  # what a user sees: the README and the demo use only these
+TEST_ONLY_JOBS = ROOT / "tests" / "jobs"  # chaos_* and other jobs that exist for the tests
+
+
+def _merged_jobs_dir() -> Path:
+    """One directory with the example jobs and the test-only ones, for workers and clients.
+
+    A worker serves one ``--jobs`` directory and many tests mix ``hello`` with
+    ``chaos_record``; links keep one copy of each file, in a directory of this
+    test process (so two pytest runs never share it), removed when it exits.
+    """
+    merged = Path(tempfile.mkdtemp(prefix="perseid-test-jobs-"))
+    atexit.register(shutil.rmtree, merged, ignore_errors=True)
+    for source in (EXAMPLE_JOBS, TEST_ONLY_JOBS):
+        for path in sorted(source.glob("*.py")):
+            (merged / path.name).symlink_to(path)
+    return merged
+
+
+JOBS = _merged_jobs_dir()
 
 
 @pytest.fixture(scope="session")

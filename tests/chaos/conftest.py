@@ -66,7 +66,7 @@ class Attempt(msgspec.Struct):
 
 
 def read_attempts(directory: Path) -> dict[str, list[Attempt]]:
-    """Attempts by task id, from the files jobs/chaos_record.py writes."""
+    """Attempts by task id, from the files tests/jobs/chaos_record.py writes."""
     out: dict[str, list[Attempt]] = {}
     for path in directory.iterdir():
         task_id, attempt, pid = path.name.split(".")

@@ -1,6 +1,6 @@
 """Workers killed with SIGKILL while 2,000 tasks flow: nothing lost, no attempts overlap.
 
-The job (``jobs/chaos_retry.py``) opts into retries, so each task a kill takes down
+The job (``tests/jobs/chaos_retry.py``) opts into retries, so each task a kill takes down
 runs again as its next attempt, usually on another instance: the test proves from
 the job's own records that no attempt started before the previous one was gone.
 
