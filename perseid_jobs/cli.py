@@ -1,6 +1,6 @@
 """The ``perseid-jobs`` command line: a thin layer over :class:`perseid_jobs.Client`.
 
-Every option also reads an environment variable. Errors are one line on
+The common options also read environment variables (README.md lists which). Errors are one line on
 stderr and a non-zero exit code, never a traceback.
 """
 

@@ -30,6 +30,7 @@ from .models import TaskStatus
 from .procs import DEFAULT_LOGS_DIR, start_zygote
 from .settings import DEFAULT_BUCKET, WorkerSettings
 from .spool import find_log
+from .timefmt import IsoFormatter
 
 LogsDirOpt = Annotated[
     Path,
@@ -201,11 +202,9 @@ def worker(
     )
     if settings.lease_ttl_s <= settings.heartbeat_s:
         fail("--lease-ttl must be longer than --heartbeat (e.g. 3x)", 2)
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)  # times as everywhere: ISO-8601, UTC
+    handler.setFormatter(IsoFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     # Usually started already, before the command line was parsed (procs.start_zygote_early);
     # else now, first: it imports the jobs while this process imports the rest and connects.
     zygote = start_zygote(settings.jobs_dir, settings.logs_dir, wait=False)

@@ -184,3 +184,13 @@ def test_the_log_formatter_for_stderr_follows_the_same_convention() -> None:
 
     record = logging.makeLogRecord({"msg": "hi", "created": 1_796_192_007.619})
     assert IsoFormatter("%(asctime)s %(message)s").format(record) == "2026-12-02T06:13:27.619Z hi"
+
+
+def test_the_workers_own_log_lines_start_with_an_iso8601_time(client: Client, start_worker) -> None:
+    w = start_worker(2)
+    wait_workers(client, 1)
+    assert w.terminate() == 0
+    lines = [line for line in w.output().splitlines() if line.strip()]
+    assert lines, "the worker logged nothing"
+    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+    assert all(iso.match(line) for line in lines if not line.startswith((" ", "Traceback"))), lines
