@@ -123,7 +123,11 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the process exit code."""
-        signal.signal(signal.SIGHUP, self._on_hup)  # first: its default action is to exit
+        # First: a signal's default action is to exit, and a stop asked for while this
+        # starts (even before it registers) must still drain and deregister.
+        signal.signal(signal.SIGHUP, self._on_hup)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
         if self.zygote is None:
             self.zygote = start_zygote(self.s.jobs_dir, self.s.logs_dir, wait=True)
         assert self.zygote.spool is not None
@@ -161,8 +165,6 @@ class Worker:
         self.wake = WakeChannel(
             connect(self.s.redis_url, retries=0, socket_timeout=None, check=False)
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
         log.info(
             "instance %s serving %d jobs with %d slots on %s (task processes: %s fork)",
             self.instance_id,
