@@ -56,6 +56,15 @@ JobsOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document.")]
+JobArg = Annotated[
+    str, typer.Argument(metavar="JOB", help="Job name (the file stem in the jobs directory).")
+]
+ArgsOpt = Annotated[
+    str,
+    typer.Option(
+        "--args", metavar="JSON", help="Task arguments: a JSON object, @file.json, or - (stdin)."
+    ),
+]
 
 
 def _local_time(value: bool) -> bool:
@@ -150,18 +159,8 @@ def emit_json(obj: Any) -> None:
 @app.command()
 @errors_as_lines
 def schedule(
-    job: Annotated[
-        str,
-        typer.Argument(metavar="JOB", help="Job name (the file stem in the jobs directory)."),
-    ],
-    args: Annotated[
-        str,
-        typer.Option(
-            "--args",
-            metavar="JSON",
-            help="Task arguments: a JSON object, @file.json, or - (stdin).",
-        ),
-    ] = "{}",
+    job: JobArg,
+    args: ArgsOpt = "{}",
     at: Annotated[
         str | None,
         typer.Option(metavar="TIME", help="ISO-8601 time with offset, or +90s/+10m."),

@@ -24,7 +24,7 @@ import orjson
 import typer
 
 from .claiming import note_kill, start_request
-from .cli import JobsOpt, app, errors_as_lines, fail, parse_args_json
+from .cli import ArgsOpt, JobArg, JobsOpt, app, errors_as_lines, fail, parse_args_json
 from .cli_worker import seconds
 from .errors import JobDefinitionError
 from .jobfile import find_job_file
@@ -44,17 +44,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @app.command()
 @errors_as_lines
 def run(
-    job: Annotated[
-        str, typer.Argument(metavar="JOB", help="Job name (the file stem in the jobs directory).")
-    ],
-    args: Annotated[
-        str,
-        typer.Option(
-            "--args",
-            metavar="JSON",
-            help="Task arguments: a JSON object, @file.json, or - (stdin).",
-        ),
-    ] = "{}",
+    job: JobArg,
+    args: ArgsOpt = "{}",
     kill_grace: Annotated[
         str,
         typer.Option(
