@@ -39,7 +39,7 @@ import msgspec
 
 from . import forking
 from .jobfile import JobSpec
-from .protocol import Exited, StartRequest, Started, TaskDone, encoder, request_decoder
+from .protocol import Exited, Started, StartRequest, TaskDone, encoder, request_decoder
 from .runtime import EXIT_FAILED, run_job_ends
 from .tasklog import TaskLog, TaskOutput
 from .taskproc import task_context
