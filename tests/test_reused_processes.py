@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.bucket import object_key
@@ -160,3 +161,20 @@ def _task_processes(worker_pid: int) -> list[int]:
         return [int(x) for x in path.read_text().split()] if path.exists() else []
 
     return [g for c in children(worker_pid) for g in children(c) if alive(g)]
+
+
+def test_bad_reuse_options_are_refused_naming_the_fix() -> None:
+    from perseid_jobs import job
+    from perseid_jobs.errors import JobDefinitionError
+    from perseid_jobs.jobfile import parse_memory
+
+    for bad in (0, -1, 2.5, True, "5"):
+        with pytest.raises(JobDefinitionError, match=r"max_tasks_per_process=.*integer >= 1"):
+            job(max_duration="1s", max_tasks_per_process=bad)  # type: ignore[arg-type]
+    for bad_size in ("lots", "0MB", "-5MB", 0, "5 TB"):
+        with pytest.raises(JobDefinitionError, match=r"max_memory_per_process=.*\"500MB\""):
+            job(max_duration="1s", max_memory_per_process=bad_size)
+    assert parse_memory("500MB") == 500 * 10**6
+    assert parse_memory("1GiB") == 2**30
+    assert parse_memory(4096) == 4096
+    assert parse_memory(None) == 0
