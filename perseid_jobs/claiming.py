@@ -118,12 +118,15 @@ def on_claim(w: Worker, claim: Any, wanted: int, sent: float) -> None:
 def start_task(w: Worker, task: ClaimedTask, max_s: float | None = None) -> None:
     """Hand a claimed task to the zygote."""
     assert w.zygote is not None
-    w.running[task.id] = Running.begin(task, w.instance_id, max_s)
+    run = w.running[task.id] = Running.begin(task, w.instance_id, max_s)
     w.slots_used += int(task.slots)
-    w.zygote.start(start_request(task, w.log_path(task.id), w.s.max_log_bytes))
+    request = start_request(task, w.log_path(task.id), w.s.max_log_bytes, run.deadline_mono)
+    w.zygote.start(request)
 
 
-def start_request(task: ClaimedTask, log_path: Path, max_log_bytes: int) -> StartRequest:
+def start_request(
+    task: ClaimedTask, log_path: Path, max_log_bytes: int, deadline: float = 0.0
+) -> StartRequest:
     """What the zygote needs to start ``task``'s process (also ``perseid-jobs run``'s)."""
     return StartRequest(
         id=task.id,
@@ -135,6 +138,7 @@ def start_request(task: ClaimedTask, log_path: Path, max_log_bytes: int) -> Star
         skipped_runs=task.skipped_runs or "",
         log_path=str(log_path),
         max_log_bytes=max_log_bytes,
+        deadline=deadline,
     )
 
 

@@ -21,6 +21,10 @@ from .models import JobDefinition
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _ATTR = "__perseid_job__"
+_REUSE_ATTR = "__perseid_reuse__"  # (max tasks per process, max RSS bytes): the zygote's business
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}
+_MEMORY_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +36,8 @@ class JobSpec(msgspec.Struct, frozen=True):
     path: str
     options: JobDefinition
     func: Callable[..., Any]
+    max_tasks_per_process: int = 1
+    max_memory_bytes: int = 0  # 0: no limit
 
     def definition(self) -> JobDefinition:
         """The catalog entry a worker publishes for this job."""
@@ -44,6 +50,8 @@ def job(
     slots: int = 1,
     retries: int = 0,
     backoff: str | int | float = "1s",
+    max_tasks_per_process: int = 1,
+    max_memory_per_process: str | int | None = None,
 ) -> Callable[[F], F]:
     """Mark the function a job file runs.
 
@@ -52,6 +60,11 @@ def job(
     ``slots`` is the weight the task takes from its instance's ``--slots``.
     ``retries``: how many times a failed task runs again (none by default);
     attempt ``n`` waits ``backoff * 2**(n-1)`` after the failure before it is due.
+    ``max_tasks_per_process``: how many tasks of this job one task process runs, one
+    after another, before a fresh one takes over (1, the default: a fresh process per
+    task); see "Reused task processes" in docs/architecture.md.
+    ``max_memory_per_process``: a reused process whose RSS is above this (bytes, or a
+    text such as ``"500MB"``) after a task is retired.
     """
     try:
         max_ms = parse_duration(max_duration)
@@ -68,12 +81,39 @@ def job(
     options = JobDefinition(
         max_duration_ms=max_ms, slots=slots, retries=retries, backoff_ms=backoff_ms
     )
+    reuse = (_tasks_per_process(max_tasks_per_process), parse_memory(max_memory_per_process))
 
     def mark(func: F) -> F:
         setattr(func, _ATTR, options)
+        setattr(func, _REUSE_ATTR, reuse)
         return func
 
     return mark
+
+
+def _tasks_per_process(n: object) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise JobDefinitionError(
+            f"@job(max_tasks_per_process={n!r}): must be an integer >= 1 (1: a fresh process"
+            " per task)"
+        )
+    return n
+
+
+def parse_memory(value: str | int | None) -> int:
+    """Bytes of a memory size: an int, or a text such as ``"500MB"`` or ``"1GiB"``; None: 0."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _MEMORY_RE.match(value) if isinstance(value, str) else None
+    size = float(match[1]) * _MEMORY_UNITS[(match[2] or "B").upper()] if match else 0
+    if size < 1:
+        raise JobDefinitionError(
+            f"@job(max_memory_per_process={value!r}): give a size above 0 such as"
+            ' "500MB", "2GB" or "512MiB" (or a number of bytes)'
+        )
+    return int(size)
 
 
 def validate_job_name(name: str) -> str:
@@ -109,7 +149,15 @@ def load_job_file(path: Path) -> JobSpec:
             f"{path}: expected exactly one function decorated with @job, found {len(found)}"
         )
     func = found[0]
-    return JobSpec(name=name, path=str(path), options=getattr(func, _ATTR), func=func)
+    tasks, memory = getattr(func, _REUSE_ATTR, (1, 0))
+    return JobSpec(
+        name=name,
+        path=str(path),
+        options=getattr(func, _ATTR),
+        func=func,
+        max_tasks_per_process=tasks,
+        max_memory_bytes=memory,
+    )
 
 
 def load_jobs_dir(directory: Path) -> tuple[dict[str, JobSpec], list[str]]:

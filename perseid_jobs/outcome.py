@@ -167,6 +167,12 @@ class Running(msgspec.Struct):
         self.kill_at = time.monotonic() + grace_s
         self.kill(signal.SIGTERM)
 
+    def kill_due(self, now: float) -> bool:
+        """True if :meth:`enforce_deadline` would signal the task now."""
+        if self.forced is None:
+            return now >= self.deadline_mono
+        return self.kill_at is not None and now >= self.kill_at
+
     def enforce_deadline(self, now: float, grace_s: float) -> None:
         """Time the task out past its max duration; SIGKILL it past its grace."""
         if self.forced is None and now >= self.deadline_mono:

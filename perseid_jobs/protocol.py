@@ -27,6 +27,21 @@ class StartRequest(msgspec.Struct, tag="start"):
     skipped_runs: str
     log_path: str
     max_log_bytes: int
+    deadline: float = 0.0  # when the worker times it out (time.monotonic()); 0: not said
+
+
+class TaskDone(msgspec.Struct):
+    """Reused task process -> zygote: its task ended (a return, an exception, a cancel).
+
+    ``code`` is what the exit code would have been in a fresh process; ``rss``
+    the process's resident memory after the task, in bytes; ``ends``: the task
+    called ``sys.exit``, so the process exits now.
+    """
+
+    code: int
+    reason: str
+    rss: int
+    ends: bool = False
 
 
 class Stop(msgspec.Struct, tag="stop"):

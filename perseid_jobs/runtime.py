@@ -68,6 +68,15 @@ def _exit_code_of(exc: SystemExit) -> int:
 
 def run_job(spec: JobSpec, task: TaskContext) -> tuple[int, str]:
     """Call the job's function; return (exit code, reason). Never raises."""
+    code, reason, _ = run_job_ends(spec, task)
+    return code, reason
+
+
+def run_job_ends(spec: JobSpec, task: TaskContext) -> tuple[int, str, bool]:
+    """(exit code, reason, whether the job asked its process to end: ``sys.exit``).
+
+    ``task.cancel()`` ends the task, not the process (it raises a SystemExit of its own).
+    """
     try:
         result = spec.func(task)
         if isinstance(result, Awaitable):
@@ -75,18 +84,20 @@ def run_job(spec: JobSpec, task: TaskContext) -> tuple[int, str]:
             import asyncio
 
             asyncio.run(_await(result))
-        return EXIT_COMPLETED, ""
+        return EXIT_COMPLETED, "", False
+    except TaskCancelled:
+        return EXIT_CANCELLED, "", False
     except SystemExit as exc:
         code = _exit_code_of(exc)
         reason = "" if code in (EXIT_COMPLETED, EXIT_CANCELLED) else f"sys.exit({exc.code!r})"
-        return code, reason
+        return code, reason, True
     except KeyboardInterrupt:
-        return EXIT_FAILED, "interrupted (SIGINT)"
+        return EXIT_FAILED, "interrupted (SIGINT)", False
     except BaseException as exc:
         task.logger.error(
             "task raised %s", type(exc).__name__, exc_info=(type(exc), exc, exc.__traceback__)
         )
-        return EXIT_FAILED, short_reason(exc)
+        return EXIT_FAILED, short_reason(exc), False
 
 
 async def _await(awaitable: Any) -> None:

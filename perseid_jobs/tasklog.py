@@ -114,6 +114,38 @@ class TaskOutput:
             raise
         self._sink: Sink | None = None
 
+    @classmethod
+    def received(cls, fds: list[int], *, task_id: str, job: str, max_bytes: int) -> TaskOutput:
+        """In a reused task process: the output :meth:`handoff_fds` sent it, for one task."""
+        output = cls.__new__(cls)
+        output.task_id, output.job, output.max_bytes = task_id, job, max_bytes
+        output.fd, *output._write_ends, flag = fds
+        output.path = Path()
+        output.truncated = mmap.mmap(flag, 1)
+        os.close(flag)
+        output._streams = {}
+        output._sink = None
+        return output
+
+    def handoff_fds(self) -> list[int]:
+        """In the zygote: the fds a reused process needs (file, pipes' write ends, flag).
+
+        The truncation flag moves to a memfd, shared by mapping rather than by a
+        fork. The caller owns the fds but the first (the zygote's own, for its
+        writes): it closes them once sent.
+        """
+        flag = os.memfd_create("perseid-log-flag", os.MFD_CLOEXEC)
+        os.ftruncate(flag, 1)
+        self.truncated.close()
+        self.truncated = mmap.mmap(flag, 1)
+        fds, self._write_ends = [self.fd, *self._write_ends, flag], []
+        return fds
+
+    def note(self, msg: str) -> None:
+        """In the zygote, once attached: an info line of its own in the task's log."""
+        if self._sink is not None:
+            self._sink.write([self._sink.line(30, now_ms(), msg, {})])
+
     @property
     def fds(self) -> list[int]:
         """The read ends the zygote still reads."""

@@ -100,7 +100,16 @@ def run_task(
         max_bytes=req.max_log_bytes,
         announce=not announced,
     )
-    task = TaskContext(
+    code, reason = run_job(spec, task_context(req, log))
+    if reason:
+        write_all(result_fd, reason.encode("utf-8", "replace"))
+    log.close()
+    return code
+
+
+def task_context(req: StartRequest, log: TaskLog) -> TaskContext:
+    """The ``task`` object the job receives: made anew for every task."""
+    return TaskContext(
         id=req.id,
         job=req.job,
         args=msgspec.json.decode(req.args),
@@ -108,11 +117,6 @@ def run_task(
         logger=log.logger,
         attempt=req.attempt,
     )
-    code, reason = run_job(spec, task)
-    if reason:
-        write_all(result_fd, reason.encode("utf-8", "replace"))
-    log.close()
-    return code
 
 
 def run_spare(jobs: dict[str, JobSpec], output: TaskOutput, ctl_fd: int, result_fd: int) -> int:

@@ -315,11 +315,28 @@ class Worker:
     def enforce_deadlines(self) -> None:
         """Time out tasks past their max duration; SIGKILL those past their grace."""
         now = time.monotonic()
-        for run in self.running.values():
+        if any(run.kill_due(now) for run in self.running.values()):
+            self.read_exits_first()
+        for run in list(self.running.values()):
             run.enforce_deadline(now, self.s.kill_grace_s)
+
+    def read_exits_first(self) -> None:
+        """Before signalling tasks: read the exits the zygotes already reported.
+
+        A reused process (``max_tasks_per_process``) may have ended the task and
+        taken the next one: its pid must not be killed for the task that ended.
+        The zygote writes a task's exit before it hands that process another task.
+        """
+        zygotes = self.jobs.zygotes(self.zygote)
+        r, _, _ = select.select(list(zygotes), [], [], 0)
+        if self.zygote in r:
+            self.handle_zygote()
+        self.jobs.on_readable(self, r)
 
     def apply_cancels(self) -> None:
         """Stop the running tasks a user cancelled (once their pid is known)."""
+        if self.cancels and any(t in self.running for t in self.cancels):
+            self.read_exits_first()
         for task_id in list(self.cancels):
             run = self.running.get(task_id)
             if run is not None and run.pid is not None:

@@ -58,6 +58,7 @@ from .protocol import (
     request_decoder,
     write_all,
 )
+from .reuse import ReusePool
 from .runtime import EXIT_FAILED
 from .tasklog import TaskLog, TaskOutput, route_process
 from .taskproc import (
@@ -121,6 +122,7 @@ class Zygote:
         self.retiring = False  # a fresh zygote took over: exit once the children have ended
         self.buffer = b""
         self.outbox: list[bytes] = []  # encoded events not yet written
+        self.reuse = ReusePool(self)  # processes of jobs that opt in, each serving many tasks
         self.sig_r, self.sig_w = os.pipe()
         os.set_blocking(self.sig_w, False)
         os.set_blocking(self.sig_r, False)
@@ -140,11 +142,16 @@ class Zygote:
             write_all(self.evt_fd, data)
 
     def start(self, req: StartRequest, line: bytes) -> None:
-        """Start one task: hand it to the spare if there is one, else fork its process."""
+        """Start one task: hand it to the spare if there is one, else fork its process.
+
+        A job with ``max_tasks_per_process`` above 1 goes to a reused process instead.
+        """
+        spec = self.jobs.get(req.job)
+        if spec is not None and self.reuse.wants(spec) and self.reuse.start(req, spec, line):
+            return
         spare, self.spare = self.spare, None
         if spare is not None and self._hand_over(spare, req, line):
             return
-        spec = self.jobs.get(req.job)
         output: TaskOutput | None = None
         log_error = ""
         try:
@@ -165,12 +172,22 @@ class Zygote:
     def _started(self, task_id: str, pid: int, result_fd: int, output: TaskOutput | None) -> None:
         """Hold a started task's process (its log already attached) and report it."""
         os.set_blocking(result_fd, False)
+        self.watch(pid, task_id, output, result_fd)
+        self.send(Started(id=task_id, pid=pid))
+
+    def watch(self, pid: int, task_id: str, output: TaskOutput | None, result_fd: int = -1) -> None:
+        """Hold a running task (``result_fd`` -1: a reused process, which reports otherwise)."""
         self.children[pid] = _Child(task_id, result_fd, output)
         if output is not None:
             for fd in output.fds:
                 self.pipes[fd] = output
                 self.poller.register(fd, select.POLLIN)
-        self.send(Started(id=task_id, pid=pid))
+
+    def unwatch(self, pid: int, output: TaskOutput) -> None:
+        """A reused process's task ended: stop reading its pipes here (its log finishes them)."""
+        self.children.pop(pid, None)
+        for fd in output.fds:
+            self._forget(fd)
 
     def _hand_over(self, spare: _Spare, req: StartRequest, line: bytes) -> bool:
         """Give the task to the spare: its log file takes the task's name. False if it failed."""
@@ -220,7 +237,7 @@ class Zygote:
         if pid == 0:
             code = EXIT_FAILED
             try:
-                self._become_task((ctl_r, result_w))
+                self.become_child((ctl_r, result_w))
                 os.close(ctl_w)
                 os.close(result_r)
                 code = run_spare(self.jobs, output, ctl_r, result_w)
@@ -230,13 +247,14 @@ class Zygote:
         os.close(result_w)
         self.spare = _Spare(pid, ctl_w, result_r, output)
 
-    def _become_task(self, keep: tuple[int, ...]) -> None:
+    def become_child(self, keep: tuple[int, ...], close: tuple[int, ...] = ()) -> None:
         """In a new child: leave the zygote behind (see :func:`taskproc.become_task`)."""
-        fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w} | {self.lock_fd} - {-1}
+        fds = {self.req_fd, self.evt_fd, self.sig_r, self.sig_w, self.lock_fd, *close}
         fds |= {child.result_fd for child in self.children.values()}
         # No spare to close: a fork happens only while there is none (start takes it first).
         outputs = [child.output for child in self.children.values() if child.output is not None]
-        become_task(self.pid, fds - set(keep), outputs)
+        become_task(self.pid, fds - set(keep) - {-1}, outputs)
+        self.reuse.drop_in_child()
 
     def _child(
         self,
@@ -249,7 +267,7 @@ class Zygote:
     ) -> NoReturn:
         code = EXIT_FAILED
         try:
-            self._become_task((result_w,))
+            self.become_child((result_w,))
             os.close(result_r)
             if output is None:
                 write_all(result_w, log_error.encode())
@@ -284,6 +302,11 @@ class Zygote:
             with contextlib.suppress(OSError):
                 os.killpg(info.si_pid, signal.SIGKILL)
             pid, status = os.waitpid(info.si_pid, 0)
+            fenced = pid in self.fenced
+            self.fenced.discard(pid)
+            last, why = (_FENCED, _FENCED_REASON) if fenced else ("", "")
+            if self.reuse.exited(pid, status, last, why):
+                continue
             child = self.children.pop(pid, None)
             if child is None:
                 if self.spare is not None and self.spare.pid == pid:  # killed while waiting
@@ -292,8 +315,6 @@ class Zygote:
                     self.spare.output.discard()
                     self.spare = None
                 continue
-            fenced = pid in self.fenced
-            self.fenced.discard(pid)
             if child.output is not None:
                 # The worker uploads the log once it hears of the exit: complete it first.
                 for fd in child.output.fds:
@@ -304,7 +325,7 @@ class Zygote:
                 reason = os.read(child.result_fd, 65536)
             os.close(child.result_fd)
             if fenced:
-                reason = reason or b"killed by the zygote: the instance's lease lapsed"
+                reason = reason or _FENCED_REASON.encode()
             self.send(
                 Exited(
                     id=child.task_id,
@@ -340,7 +361,7 @@ class Zygote:
 
     def kill_all(self) -> None:
         """SIGKILL every task's process group, and the spare."""
-        for pid in list(self.children):
+        for pid in [*self.children, *self.reuse.idle_pids()]:
             self.kill(pid)
         if self.spare is not None:
             self.kill(self.spare.pid)
@@ -350,6 +371,7 @@ class Zygote:
     def retire(self) -> None:
         """Start nothing more: the spare goes (no more are made); the running tasks stay."""
         self.retiring = True
+        self.reuse.retire_idle()
         if self.spare is not None:
             self.kill(self.spare.pid)  # the reap closes its pipes
         if self.spare_path is not None:
@@ -400,6 +422,8 @@ class Zygote:
                 # One bounded read per pipe and round: a flooding task cannot hold up starts.
                 for fd in ready & self.pipes.keys():
                     self.read_output(fd)
+                for fd in ready & self.reuse.by_fd.keys():
+                    self.reuse.on_readable(fd)  # a reused process's task ended
                 if self.sig_r in ready:
                     drain_pipe(self.sig_r)
                     self.reap()
@@ -424,7 +448,10 @@ class Zygote:
         Before the zygote exits and frees the spool's lock (:mod:`perseid_jobs.spool`).
         """
         self.kill_all()
-        for pid in wait_killed(list(self.children), timeout=2.0):
+        idle = self.reuse.idle_pids()
+        for pid in wait_killed([*self.children, *idle], timeout=2.0):
+            if pid not in self.children:
+                continue  # a reused process between tasks: no log to end
             output = self.children.pop(pid).output
             if output is not None:
                 # A handler that interrupted a write of this log must not wait for it.
@@ -433,6 +460,7 @@ class Zygote:
 
 _WORKER_GONE = "killed: the worker process exited"
 _FENCED = "killed: the instance's lease lapsed (no renewal reached the zygote in time)"
+_FENCED_REASON = "killed by the zygote: the instance's lease lapsed"
 
 
 def _poll_ms(timeout: float | None) -> int | None:
