@@ -148,14 +148,28 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
             w.wait()
 
 
-def watch(client: Client, header: str, end: float | None) -> None:
+class Stop:
+    """Set by SIGINT/SIGTERM. A flag, not a KeyboardInterrupt: an exception raised by a
+    signal handler can land in a ``__del__`` or a library's cleanup and be swallowed there,
+    and then Ctrl-C would do nothing."""
+
+    requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def running(self, end: float | None) -> bool:
+        return not self.requested and (end is None or time.monotonic() < end)
+
+
+def watch(client: Client, header: str, end: float | None, stop: Stop) -> None:
     """Show the namespace until ``end`` (monotonic) or Ctrl-C: live on a terminal, else
     a line of counts every 2 s and a line for each task that did not complete."""
     state = DemoState(client)
     started = time.monotonic()
     if not render.console.is_terminal:
         next_line = started
-        while end is None or time.monotonic() < end:
+        while stop.running(end):
             bad = state.poll()
             if bad or time.monotonic() >= next_line:
                 for line in plain_lines(state, bad, time.monotonic() - started):
@@ -169,19 +183,17 @@ def watch(client: Client, header: str, end: float | None) -> None:
         return
     state.poll()
     with Live(live_view(state, header), console=render.console, auto_refresh=False) as live:
-        while end is None or time.monotonic() < end:
+        while stop.running(end):
             time.sleep(0.5)
             state.poll()
             live.update(live_view(state, header), refresh=True)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does
-
-
 def run_demo(jobs: Path, duration: float | None, backend: str = "auto") -> int:
     """Run the demo until Ctrl-C, SIGTERM or ``duration`` seconds; return the exit code."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    stop = Stop()  # Ctrl-C and SIGTERM alike
+    previous = signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     namespace = NAMESPACE_PREFIX + uuid.uuid4().hex[:8]
     try:
         with demo_redis(backend) as (url, which):
@@ -191,15 +203,19 @@ def run_demo(jobs: Path, duration: float | None, backend: str = "auto") -> int:
             try:
                 workers = start_workers(url, namespace, jobs)
                 deadline = time.monotonic() + 30
-                while len(client.workers()) < 2 and time.monotonic() < deadline:
+                while len(client.workers()) < 2 and stop.running(deadline):
                     time.sleep(0.1)
+                if stop.requested:
+                    raise KeyboardInterrupt
                 scheduled = schedule_examples(client)
                 render.console.print("Scheduled:\n  " + "\n  ".join(scheduled), markup=False)
                 header = (
                     f"Redis: {which}  ·  logs: ./var/bucket  ·  "
                     f"{'Ctrl-C to stop' if duration is None else f'{duration:g}s'}"
                 )
-                watch(client, header, None if duration is None else time.monotonic() + duration)
+                watch(
+                    client, header, None if duration is None else time.monotonic() + duration, stop
+                )
             except KeyboardInterrupt:
                 pass
             finally:

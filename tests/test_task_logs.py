@@ -65,7 +65,8 @@ def test_every_ending_puts_the_log_in_the_file_bucket(
     target = w.bucket / key_of(client, done.id)
     wait_until(lambda: client.get(done.id).log_url, 10, "log_url")
     assert client.get(done.id).log_url == target.resolve().as_uri()
-    assert find_log(w.logs_dir, done.id) is None
+    # Removed from the spool once its URL is recorded: a moment after log_url shows.
+    wait_until(lambda: find_log(w.logs_dir, done.id) is None, 10, "the spooled log removed")
     lines = lines_of(target.read_bytes())
     assert lines[0]["msg"] == "task started" and lines[0]["task"] == done.id
     assert evidence in target.read_text()
@@ -132,4 +133,4 @@ def test_worker_restarted_on_the_same_logs_dir_uploads_what_was_left(
     start_worker(2, *args, env=S3_ENV)
     wait_until(lambda: client.get(done.id).log_url, 30, "leftover upload")
     assert s3.client().get_object(Bucket=bucket, Key=key_of(client, done.id))["Body"].read()
-    assert find_log(logs, done.id) is None
+    wait_until(lambda: find_log(logs, done.id) is None, 10, "the adopted log removed")
