@@ -32,6 +32,8 @@ SMOKE = {
     "reps": 1,
     "noop": 20,
     "slow": 4,
+    "write_noop": 20,
+    "write_slow": 4,
     "latency": 5,
     "span": 0.5,
     "lead": 0.5,
@@ -41,7 +43,7 @@ SMOKE = {
     "claims": 300,
     "pending": 2000,
     "pending_small": 200,
-    "systems": "perseid-jobs",
+    "systems": "perseid-jobs,perseid-jobs reused",
     "profile": False,
 }
 
@@ -53,6 +55,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--noop", type=int, default=2000, help="no-op jobs enqueued before start")
     p.add_argument("--slow", type=int, default=200, help="50 ms jobs enqueued before start")
     p.add_argument("--slow-ms", type=float, default=50.0, help="duration of a slow job")
+    p.add_argument(
+        "--write-noop", type=int, default=2000, help="no-op jobs that write one record to Redis"
+    )
+    p.add_argument(
+        "--write-slow", type=int, default=2000, help="50 ms jobs that write one record to Redis"
+    )
     p.add_argument("--latency", type=int, default=200, help="jobs due at distinct instants")
     p.add_argument("--span", type=float, default=10.0, help="seconds the due times cover")
     p.add_argument("--lead", type=float, default=1.5, help="seconds before the first is due")
@@ -123,6 +131,34 @@ def machine(server: RedisServer) -> dict[str, str]:
 
 def run_system(system: System, runs: SystemRuns, args: argparse.Namespace, stage: Stage) -> None:
     """One repetition of every scenario of one system."""
+    if system.classic:
+        run_classic(system, runs, args, stage)
+    if system.writes:
+        run_writes(system, runs, args, stage)
+
+
+def run_writes(system: System, runs: SystemRuns, args: argparse.Namespace, stage: Stage) -> None:
+    """The connection scenarios: no-op and 50 ms jobs that each write one record to Redis."""
+    for n, sleep_s, into, label in (
+        (args.write_noop, 0.0, runs.noop_write, "no-op"),
+        (args.write_slow, args.slow_ms / 1000, runs.slow_write, f"{args.slow_ms:g}ms"),
+    ):
+        sub = Stage(stage.redis_url, stage.work / f"write-{label}")
+        timeout = 60 + n / 20 + n * sleep_s
+        done = attempt(
+            f"{system.name} {label} jobs writing to Redis",
+            partial(scenarios.throughput, system, sub, n, sleep_s, timeout, write=True),
+            scenarios.Throughput.failed,
+        )
+        into.append(done)
+        say(
+            f"{system.name} {label} jobs writing one record: {done.total:.1f} jobs/s"
+            f" ({done.running:.1f} once running)"
+        )
+
+
+def run_classic(system: System, runs: SystemRuns, args: argparse.Namespace, stage: Stage) -> None:
+    """The no-op, 50 ms, latency and idle scenarios."""
 
     def sub(name: str) -> Stage:
         return Stage(stage.redis_url, stage.work / name)
@@ -206,15 +242,19 @@ def run_ceilings(results: Results, args: argparse.Namespace, url: str) -> None:
         )
 
 
-def chosen_systems(names: str) -> list[System]:
-    """The systems to run: those named (all by default) whose environment is installed."""
+def chosen_systems(names: str, skipped: dict[str, str]) -> list[System]:
+    """The systems to run: those named (all by default) that can run here.
+
+    Each one that cannot goes into ``skipped``, with the reason.
+    """
     wanted = {n.strip() for n in names.split(",") if n.strip()}
     out = []
     for system in all_systems():
         if wanted and system.name not in wanted:
             continue
         if not system.available():
-            say(f"{system.name} is not installed (run `make bench`); skipped")
+            skipped[system.name] = system.unavailable()
+            say(f"{system.name}: {skipped[system.name]}; skipped")
             continue
         out.append(system)
     return out
@@ -230,6 +270,8 @@ def run(args: argparse.Namespace, server: RedisServer, scratch: Path) -> Results
             "noop",
             "slow",
             "slow_ms",
+            "write_noop",
+            "write_slow",
             "latency",
             "span",
             "idle",
@@ -239,7 +281,7 @@ def run(args: argparse.Namespace, server: RedisServer, scratch: Path) -> Results
         )
     }
     results = Results(machine(server), {**config, "heartbeat_s": heartbeat})
-    systems = chosen_systems(args.systems)
+    systems = chosen_systems(args.systems, results.skipped)
     results.systems = [SystemRuns(s.name, s.runs, s.isolates, s.version()) for s in systems]
     for rep in range(args.reps):
         say(f"repetition {rep + 1} of {args.reps}")
