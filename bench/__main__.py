@@ -70,6 +70,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--claims", type=int, default=20000, help="due tasks per claim measurement")
     p.add_argument("--pending", type=int, default=1_000_000, help="pending tasks, scale test")
     p.add_argument("--pending-small", type=int, default=1000, help="pending tasks, baseline")
+    p.add_argument(
+        "--only-writes",
+        action="store_true",
+        help="only the connection scenarios (jobs that write one record to Redis)",
+    )
     p.add_argument("--systems", default="", help="comma-separated names (default: all)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip py-spy")
     p.add_argument("--out", type=Path, default=BENCH / "results", help="report directory")
@@ -131,7 +136,7 @@ def machine(server: RedisServer) -> dict[str, str]:
 
 def run_system(system: System, runs: SystemRuns, args: argparse.Namespace, stage: Stage) -> None:
     """One repetition of every scenario of one system."""
-    if system.classic:
+    if system.classic and not args.only_writes:
         run_classic(system, runs, args, stage)
     if system.writes:
         run_writes(system, runs, args, stage)
@@ -288,8 +293,11 @@ def run(args: argparse.Namespace, server: RedisServer, scratch: Path) -> Results
         for system, runs in zip(systems, results.systems, strict=True):
             stage = Stage(server.url, scratch / f"r{rep}" / system.name.replace(" ", "-"))
             run_system(system, runs, args, stage)
-        run_ceilings(results, args, server.url)
-    if args.profile and profile.available() and any(s.name == "perseid-jobs" for s in systems):
+        if not args.only_writes:
+            run_ceilings(results, args, server.url)
+    if args.only_writes:
+        pass  # no profile either: it profiles the no-op scenario
+    elif args.profile and profile.available() and any(s.name == "perseid-jobs" for s in systems):
         say("profiling a perseid-jobs worker with py-spy")
         redis_pid = server.proc.pid if server.proc else 0
         stage = Stage(server.url, scratch / "profile")
