@@ -49,7 +49,7 @@ SMOKE = {
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; every N has a default that keeps a full run well under 30 minutes."""
+    """The command line; every N has a default that keeps a full run near 35 minutes."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--reps", type=int, default=3, help="repetitions of each scenario")
     p.add_argument("--noop", type=int, default=2000, help="no-op jobs enqueued before start")
