@@ -23,9 +23,9 @@ Two things, both paid once here instead of in every task process:
   done here, so a child inherits it done.
 
 Only the standard library and what the jobs imported themselves are touched:
-the redis-py step runs only if a job imported ``redis``. A module imported
-here is one the task processes would have imported anyway; the zygote's
-address space grows by a few hundred kB, shared by every child.
+the IDNA codec for every zygote, the rest only if a job imported ``redis``. A
+module imported here is one a connecting task would have imported anyway; the
+zygote grows by a few hundred kB, shared by every child.
 """
 
 from __future__ import annotations
@@ -43,13 +43,17 @@ from .jobfile import JobSpec, job_module_name, load_jobs_dir
 HOOK = "warm_up"
 """The name of a job file's own warm-up function (module level, no arguments)."""
 
-CONNECT_MODULES = ("encodings.idna", "stringprep", "unicodedata", "hmac", "secrets")
-"""Imported lazily by the first connection of a process (see the module's docstring)."""
+CONNECT_MODULES = ("encodings.idna", "stringprep", "unicodedata")
+"""Imported lazily by the first connection to a host name, whatever the client."""
 
-# Client libraries that ask importlib.metadata for their own version on every
-# connection: the first lookup in a process lists sys.path and imports the
-# email parser. Distribution name by the module name a job imports.
-_VERSION_ON_CONNECT = {"redis": "redis"}
+# What a client library's first connection imports, and the distribution whose
+# version it asks importlib.metadata for (the first lookup in a process lists
+# sys.path and imports the email parser), by the module name a job imports.
+# Only for a library a job imported: `secrets` alone would import `random`, whose
+# fork handler then reseeds it in every task process.
+_BY_LIBRARY: dict[str, tuple[tuple[str, ...], str]] = {
+    "redis": (("secrets", "hmac", "email.parser", "email.feedparser"), "redis"),
+}
 
 
 def load_warm(directory: Path) -> tuple[dict[str, JobSpec], list[str]]:
@@ -100,12 +104,15 @@ def prewarm_connections() -> None:
     # first name lookup of a process. "localhost" comes from /etc/hosts: no query is sent.
     with contextlib.suppress(OSError, UnicodeError):
         socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)
-    for module, distribution in _VERSION_ON_CONNECT.items():
-        if module in sys.modules:
-            from importlib import metadata
+    for library, (modules, distribution) in _BY_LIBRARY.items():
+        if library not in sys.modules:
+            continue
+        for name in modules:
+            importlib.import_module(name)
+        from importlib import metadata
 
-            with contextlib.suppress(Exception):  # not installed as a distribution: nothing to warm
-                metadata.version(distribution)
+        with contextlib.suppress(Exception):  # not installed as a distribution: nothing to warm
+            metadata.version(distribution)
 
 
 def _one_line(exc: BaseException) -> str:
