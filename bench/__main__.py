@@ -32,6 +32,8 @@ SMOKE = {
     "reps": 1,
     "noop": 20,
     "slow": 4,
+    "write_noop": 20,
+    "write_slow": 4,
     "latency": 5,
     "span": 0.5,
     "lead": 0.5,
@@ -41,18 +43,24 @@ SMOKE = {
     "claims": 300,
     "pending": 2000,
     "pending_small": 200,
-    "systems": "perseid-jobs",
+    "systems": "perseid-jobs,perseid-jobs reused",
     "profile": False,
 }
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; every N has a default that keeps a full run well under 30 minutes."""
+    """The command line; every N has a default that keeps a full run near 35 minutes."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--reps", type=int, default=3, help="repetitions of each scenario")
     p.add_argument("--noop", type=int, default=2000, help="no-op jobs enqueued before start")
     p.add_argument("--slow", type=int, default=200, help="50 ms jobs enqueued before start")
     p.add_argument("--slow-ms", type=float, default=50.0, help="duration of a slow job")
+    p.add_argument(
+        "--write-noop", type=int, default=2000, help="no-op jobs that write one record to Redis"
+    )
+    p.add_argument(
+        "--write-slow", type=int, default=2000, help="50 ms jobs that write one record to Redis"
+    )
     p.add_argument("--latency", type=int, default=200, help="jobs due at distinct instants")
     p.add_argument("--span", type=float, default=10.0, help="seconds the due times cover")
     p.add_argument("--lead", type=float, default=1.5, help="seconds before the first is due")
@@ -62,6 +70,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--claims", type=int, default=20000, help="due tasks per claim measurement")
     p.add_argument("--pending", type=int, default=1_000_000, help="pending tasks, scale test")
     p.add_argument("--pending-small", type=int, default=1000, help="pending tasks, baseline")
+    p.add_argument(
+        "--only-writes",
+        action="store_true",
+        help="only the connection scenarios (jobs that write one record to Redis)",
+    )
     p.add_argument("--systems", default="", help="comma-separated names (default: all)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip py-spy")
     p.add_argument("--out", type=Path, default=BENCH / "results", help="report directory")
@@ -123,6 +136,34 @@ def machine(server: RedisServer) -> dict[str, str]:
 
 def run_system(system: System, runs: SystemRuns, args: argparse.Namespace, stage: Stage) -> None:
     """One repetition of every scenario of one system."""
+    if system.classic and not args.only_writes:
+        run_classic(system, runs, args, stage)
+    if system.writes:
+        run_writes(system, runs, args, stage)
+
+
+def run_writes(system: System, runs: SystemRuns, args: argparse.Namespace, stage: Stage) -> None:
+    """The connection scenarios: no-op and 50 ms jobs that each write one record to Redis."""
+    for n, sleep_s, into, label in (
+        (args.write_noop, 0.0, runs.noop_write, "no-op"),
+        (args.write_slow, args.slow_ms / 1000, runs.slow_write, f"{args.slow_ms:g}ms"),
+    ):
+        sub = Stage(stage.redis_url, stage.work / f"write-{label}")
+        timeout = 60 + n / 20 + n * sleep_s
+        done = attempt(
+            f"{system.name} {label} jobs writing to Redis",
+            partial(scenarios.throughput, system, sub, n, sleep_s, timeout, write=True),
+            scenarios.Throughput.failed,
+        )
+        into.append(done)
+        say(
+            f"{system.name} {label} jobs writing one record: {done.total:.1f} jobs/s"
+            f" ({done.running:.1f} once running)"
+        )
+
+
+def run_classic(system: System, runs: SystemRuns, args: argparse.Namespace, stage: Stage) -> None:
+    """The no-op, 50 ms, latency and idle scenarios."""
 
     def sub(name: str) -> Stage:
         return Stage(stage.redis_url, stage.work / name)
@@ -206,15 +247,19 @@ def run_ceilings(results: Results, args: argparse.Namespace, url: str) -> None:
         )
 
 
-def chosen_systems(names: str) -> list[System]:
-    """The systems to run: those named (all by default) whose environment is installed."""
+def chosen_systems(names: str, skipped: dict[str, str]) -> list[System]:
+    """The systems to run: those named (all by default) that can run here.
+
+    Each one that cannot goes into ``skipped``, with the reason.
+    """
     wanted = {n.strip() for n in names.split(",") if n.strip()}
     out = []
     for system in all_systems():
         if wanted and system.name not in wanted:
             continue
         if not system.available():
-            say(f"{system.name} is not installed (run `make bench`); skipped")
+            skipped[system.name] = system.unavailable()
+            say(f"{system.name}: {skipped[system.name]}; skipped")
             continue
         out.append(system)
     return out
@@ -230,6 +275,8 @@ def run(args: argparse.Namespace, server: RedisServer, scratch: Path) -> Results
             "noop",
             "slow",
             "slow_ms",
+            "write_noop",
+            "write_slow",
             "latency",
             "span",
             "idle",
@@ -239,15 +286,18 @@ def run(args: argparse.Namespace, server: RedisServer, scratch: Path) -> Results
         )
     }
     results = Results(machine(server), {**config, "heartbeat_s": heartbeat})
-    systems = chosen_systems(args.systems)
+    systems = chosen_systems(args.systems, results.skipped)
     results.systems = [SystemRuns(s.name, s.runs, s.isolates, s.version()) for s in systems]
     for rep in range(args.reps):
         say(f"repetition {rep + 1} of {args.reps}")
         for system, runs in zip(systems, results.systems, strict=True):
             stage = Stage(server.url, scratch / f"r{rep}" / system.name.replace(" ", "-"))
             run_system(system, runs, args, stage)
-        run_ceilings(results, args, server.url)
-    if args.profile and profile.available() and any(s.name == "perseid-jobs" for s in systems):
+        if not args.only_writes:
+            run_ceilings(results, args, server.url)
+    if args.only_writes:
+        pass  # no profile either: it profiles the no-op scenario
+    elif args.profile and profile.available() and any(s.name == "perseid-jobs" for s in systems):
         say("profiling a perseid-jobs worker with py-spy")
         redis_pid = server.proc.pid if server.proc else 0
         stage = Stage(server.url, scratch / "profile")

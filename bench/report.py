@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from bench.results import Results, SystemRuns, median_or_nan, nested, spread_of
+from bench.report_writes import write_targets, writes_table
+from bench.results import Results, median_or_nan, nested, spread_of
 from bench.stats import Spread, num, ratio
+from bench.verdicts import Target
+from bench.verdicts import check as _check
+from bench.verdicts import med as _med
 
 PERSEID = "perseid-jobs"
 CELERY = "Celery prefork"
 RQ = "RQ"
-
-
-@dataclass(frozen=True)
-class Target:
-    """One target of the issue: what it asks, what was measured, whether it holds."""
-
-    name: str
-    wanted: str
-    measured: str
-    met: bool | None
-
-    def row(self) -> str:
-        """A table row; ``met`` None means there is nothing to compare (a peer did not run)."""
-        verdict = "n/a" if self.met is None else ("**met**" if self.met else "not met")
-        return f"| {self.name} | {self.wanted} | {self.measured} | {verdict} |"
 
 
 def render(results: Results) -> str:
@@ -36,6 +24,8 @@ def render(results: Results) -> str:
         "## Systems",
         _systems_table(results),
         _systems_notes(results),
+        "## Jobs that write one record to Redis over their own connection",
+        writes_table(results),
         "## Ceilings and the claim path",
         _ceilings_table(results),
         "## Scale: claiming among many pending tasks",
@@ -67,6 +57,8 @@ def _systems_table(results: Results) -> str:
     )
     rows = [head]
     for s in results.systems:
+        if not (s.noop or s.slow or s.latency or s.idle):
+            continue  # a system of the connection scenarios only (reused mode)
         rows.append(
             f"| {s.name} {s.version} | {s.runs} | {s.isolates} "
             f"| {s.spread('noop', 'total').fmt()} | {s.spread('noop', 'running').fmt()} "
@@ -178,18 +170,11 @@ def _targets_table(results: Results) -> str:
     return "\n".join(rows)
 
 
-def _med(runs: SystemRuns | None, scenario: str, measure: str) -> float:
-    return math.nan if runs is None else median_or_nan(runs.spread(scenario, measure))
-
-
-def _check(value: float, ok: bool) -> bool | None:
-    return None if math.isnan(value) else ok
-
-
 def targets(results: Results) -> list[Target]:
     """Each target of the issue, judged on this run's medians."""
     return [
         *_throughput_targets(results),
+        *write_targets(results),
         *_latency_targets(results),
         *_claim_targets(results),
         *_scale_targets(results),

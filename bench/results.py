@@ -14,6 +14,8 @@ from bench.profile import CpuShare, Profile
 from bench.scenarios import Idle, Latency, Throughput
 from bench.stats import Spread
 
+SCENARIOS = ("noop", "slow", "latency", "idle", "noop_write", "slow_write")
+
 
 @dataclass
 class SystemRuns:
@@ -27,6 +29,10 @@ class SystemRuns:
     slow: list[Throughput] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
     idle: list[Idle] = field(default_factory=list)
+    noop_write: list[Throughput] = field(default_factory=list)
+    """No-op jobs that write one record to Redis over their own client."""
+    slow_write: list[Throughput] = field(default_factory=list)
+    """50 ms jobs that write one record to Redis over their own client."""
 
     def spread(self, scenario: str, measure: str) -> Spread:
         """Median [min–max] of one measure of one scenario over the repetitions."""
@@ -36,7 +42,7 @@ class SystemRuns:
     def errors(self) -> list[str]:
         """The failure of each failed repetition."""
         found = []
-        for scenario in ("noop", "slow", "latency", "idle"):
+        for scenario in SCENARIOS:
             found += [f"{scenario}: {r.error}" for r in getattr(self, scenario) if r.error]
         return found
 
@@ -57,6 +63,8 @@ class Results:
     scale_small: list[Scale] = field(default_factory=list)
     scale_big: list[Scale] = field(default_factory=list)
     profile: Profile | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Systems asked for that could not run, and why (reused mode before its decorator exists)."""
 
     def system(self, name: str) -> SystemRuns | None:
         """The runs of the system called ``name``, if it ran."""
@@ -83,6 +91,7 @@ class Results:
             claims=[PerseidClaims(ClaimRates(**c["rates"]), c["batch64"]) for c in d["claims"]],
             scale_small=[Scale(**c) for c in d["scale_small"]],
             scale_big=[Scale(**c) for c in d["scale_big"]],
+            skipped=d.get("skipped", {}),
             profile=None
             if profile is None
             else Profile(
@@ -104,6 +113,8 @@ def _system_runs(d: dict[str, Any]) -> SystemRuns:
         slow=[Throughput(**r) for r in d["slow"]],
         latency=[Latency(**r) for r in d["latency"]],
         idle=[Idle(**r) for r in d["idle"]],
+        noop_write=[Throughput(**r) for r in d.get("noop_write", [])],  # absent in older files
+        slow_write=[Throughput(**r) for r in d.get("slow_write", [])],
     )
 
 

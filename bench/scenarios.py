@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.peers.bench_record import EnqueueSpec
+from bench.peers.bench_write import RECORDS_KEY
 from bench.processes import Mark, MarkerFile, Service, tree_run_seconds
 from bench.stats import percentile
 from bench.systems import Stage, System
@@ -96,10 +97,20 @@ def _ready(system: System, stage: Stage, worker: Service) -> str:
     return f"the worker ran no probe job in {READY_TIMEOUT_S:g}s:\n{worker.tail()}"
 
 
-def throughput(system: System, stage: Stage, n: int, sleep: float, timeout: float) -> Throughput:
-    """``n`` jobs enqueued before the worker starts; rate until the last one completed."""
+def throughput(
+    system: System, stage: Stage, n: int, sleep: float, timeout: float, *, write: bool = False
+) -> Throughput:
+    """``n`` jobs enqueued before the worker starts; rate until the last one completed.
+
+    ``write``: each job first writes one record to Redis over its own client
+    (:mod:`bench.peers.bench_write`); a run in which fewer than ``n`` records
+    landed measured nothing.
+    """
     marks = _fresh(stage)
-    system.enqueue(stage, EnqueueSpec(stage.redis_url, str(marks.path), n, sleep))
+    spec = EnqueueSpec(
+        stage.redis_url, str(marks.path), n, sleep, write=stage.redis_url if write else ""
+    )
+    system.enqueue(stage, spec)
     t0 = time.time()
     worker = system.start_worker(stage)
     try:
@@ -112,9 +123,20 @@ def throughput(system: System, stage: Stage, n: int, sleep: float, timeout: floa
         if recorded is not None:
             end = max(end, recorded)
         first = min(m.start for m in done)
+        if write and (written := _records(stage)) < n:
+            return Throughput.failed(f"only {written} of {n} jobs wrote their record to Redis")
         return Throughput(n / (end - t0), n / (end - first), first - t0)
     finally:
         worker.stop()
+
+
+def _records(stage: Stage) -> int:
+    """How many records the connection scenario's jobs wrote."""
+    client = stage.client()
+    try:
+        return int(client.llen(RECORDS_KEY))
+    finally:
+        client.close()
 
 
 def latency(system: System, stage: Stage, n: int, span: float, lead: float) -> Latency:

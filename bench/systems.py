@@ -22,6 +22,8 @@ from bench.peers.bench_record import EnqueueSpec
 from bench.processes import Service
 from perseid_jobs import __version__
 from perseid_jobs.client import Client
+from perseid_jobs.errors import JobDefinitionError
+from perseid_jobs.jobfile import load_job_file
 from perseid_jobs.keys import Keys
 from perseid_jobs.scripts import SCRIPT_NAMES, script_source
 
@@ -49,10 +51,18 @@ class System:
     name = ""
     runs = ""
     isolates = ""
+    classic = True
+    """Runs the no-op, 50 ms, latency and idle scenarios."""
+    writes = False
+    """Runs the connection scenarios (jobs that write one record to Redis)."""
 
     def available(self) -> bool:
         """True when its environment is installed."""
         raise NotImplementedError
+
+    def unavailable(self) -> str:
+        """Why it cannot run here (shown when it is skipped)."""
+        return "not installed (run `make bench`)"
 
     def enqueue(self, stage: Stage, spec: EnqueueSpec) -> None:
         """Enqueue the jobs ``spec`` describes."""
@@ -91,6 +101,8 @@ class Perseid(System):
     name = "perseid-jobs"
     runs = "a fork per task from a warm parent (zygote)"
     isolates = "yes: own process and process group, hard kill"
+    writes = True
+    jobs_dir = BENCH / "jobs"
 
     def available(self) -> bool:
         """Always: it is the package under test."""
@@ -98,10 +110,12 @@ class Perseid(System):
 
     def enqueue(self, stage: Stage, spec: EnqueueSpec) -> None:
         """Schedule through the public client, one task per call."""
-        client = Client.from_url(stage.redis_url, namespace=NAMESPACE, jobs_dir=BENCH / "jobs")
+        client = Client.from_url(stage.redis_url, namespace=NAMESPACE, jobs_dir=self.jobs_dir)
         try:
             for due in spec.dues():
-                args = {"out": spec.out, "due": due, "sleep": spec.sleep}
+                args: dict[str, object] = {"out": spec.out, "due": due, "sleep": spec.sleep}
+                if spec.write:
+                    args["write"] = spec.write
                 # Half a millisecond past the due millisecond: the client keeps whole
                 # milliseconds, so the task is due exactly at ``due`` whatever the float
                 # rounding of the conversion.
@@ -130,7 +144,7 @@ class Perseid(System):
             "--slots",
             "2",
             "--jobs",
-            str(BENCH / "jobs"),
+            str(self.jobs_dir),
             "--redis",
             stage.redis_url,
             "--namespace",
@@ -163,6 +177,29 @@ class Perseid(System):
         }
 
 
+class PerseidReused(Perseid):
+    """perseid-jobs in reused mode (``bench/jobs_reused``): the connection scenarios only."""
+
+    name = "perseid-jobs reused"
+    runs = "up to 100 tasks per process forked from the zygote (`max_tasks_per_process=100`)"
+    isolates = "no: up to 100 tasks share a process (its own group, hard kill)"
+    classic = False
+    jobs_dir = BENCH / "jobs_reused"
+
+    def available(self) -> bool:
+        """True once ``@job`` accepts ``max_tasks_per_process`` (the job file then loads)."""
+        return not self.unavailable()
+
+    def unavailable(self) -> str:
+        """'' if the reused job file loads, else why not (the decorator rejects the argument)."""
+        try:
+            load_job_file(self.jobs_dir / f"{JOB}.py")
+        except JobDefinitionError as exc:
+            detail = str(exc).split(": ", 1)[-1].removeprefix("import failed: ")
+            return f"not yet available ({JOB}.py of {self.jobs_dir.name}/ does not load: {detail})"
+        return ""
+
+
 @dataclass(frozen=True)
 class PeerSpec:
     """What differs between peers."""
@@ -174,6 +211,7 @@ class PeerSpec:
     runs: str
     isolates: str
     worker: tuple[str, ...]
+    writes: bool = False  # runs the connection scenarios
 
 
 class Peer(System):
@@ -182,6 +220,7 @@ class Peer(System):
     def __init__(self, spec: PeerSpec) -> None:
         self.spec = spec
         self.name, self.runs, self.isolates = spec.name, spec.runs, spec.isolates
+        self.writes = spec.writes
         self.bin = BENCH / spec.venv / "bin"
 
     def available(self) -> bool:
@@ -226,6 +265,7 @@ PEERS = (
         "a fork per job (work horse)",
         "yes: a process per job, hard kill",
         ("rq", "worker-pool", "-n", "2", "-u", "{url}"),
+        writes=True,
     ),
     PeerSpec(
         "Celery prefork",
@@ -235,6 +275,7 @@ PEERS = (
         "2 long-lived pool processes",
         "no: jobs share the pool processes",
         ("celery", "-A", "bench.peers.celery_app", "worker", "-c", "2", "--loglevel", "WARNING"),
+        writes=True,
     ),
     PeerSpec(
         "arq",
@@ -258,5 +299,5 @@ PEERS = (
 
 
 def all_systems() -> list[System]:
-    """perseid-jobs first, then every peer."""
-    return [Perseid(), *(Peer(spec) for spec in PEERS)]
+    """perseid-jobs (fresh, then reused mode) first, then every peer."""
+    return [Perseid(), PerseidReused(), *(Peer(spec) for spec in PEERS)]

@@ -1,7 +1,7 @@
 # The benchmark against RQ, Celery, arq and Dramatiq: bench/, docs/benchmark.md.
 # Included by the Makefile; PYTHON, BIN and STAMP come from there.
 #
-#   make bench                       everything, 3 repetitions (well under 30 minutes)
+#   make bench                       everything, 3 repetitions (about 35 minutes)
 #   make bench BENCH_ARGS="--reps 1 --pending 100000"
 #   make bench-smoke                 perseid-jobs alone, tiny numbers (seconds)
 #

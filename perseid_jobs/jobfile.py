@@ -126,10 +126,19 @@ def validate_job_name(name: str) -> str:
     return name
 
 
+def job_module_name(name: str) -> str:
+    """The name a job file's module is imported under (in ``sys.modules``)."""
+    return f"perseid_jobs_user_{name}"
+
+
 def load_job_file(path: Path) -> JobSpec:
-    """Import one job file and return its job; raise JobDefinitionError on any problem."""
+    """Import one job file and return its job; raise JobDefinitionError on any problem.
+
+    Only imports it: the file's ``warm_up()``, if any, is the zygote's to run
+    (:mod:`perseid_jobs.warmup`), not a client's that reads the definition.
+    """
     name = validate_job_name(path.stem)
-    module_name = f"perseid_jobs_user_{name}"
+    module_name = job_module_name(name)
     try:
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:

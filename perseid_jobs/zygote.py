@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-from .jobfile import JobSpec, load_jobs_dir
+from .jobfile import JobSpec
 from .protocol import (
     Exited,
     LeaseUntil,
@@ -70,6 +70,7 @@ from .taskproc import (
     set_parent_death_signal,
     wait_killed,
 )
+from .warmup import load_warm
 
 SPARE_AFTER_IDLE_S = 0.005
 """Quiet time after which the zygote forks a spare task process ahead of the next start."""
@@ -492,7 +493,7 @@ def main() -> None:
         os._exit(0)
 
     set_parent_death_signal(signal.SIGTERM)
-    jobs, errors = load_jobs_dir(jobs_dir)
+    jobs, errors = load_warm(jobs_dir)  # imported, warmed up: before any fork
     zygote = Zygote(req_fd, evt_fd, jobs, spare_dir)
     zygote.lock_fd = int(sys.argv[6]) if len(sys.argv) > 6 else -1
     route_process()

@@ -36,7 +36,11 @@ def append_line(out: str, start: float, end: float, due: float) -> None:
 
 @dataclass(frozen=True)
 class EnqueueSpec:
-    """What to enqueue: ``n`` jobs, due now (``lead`` None) or spread over ``span`` seconds."""
+    """What to enqueue: ``n`` jobs, due now (``lead`` None) or spread over ``span`` seconds.
+
+    ``write``: a Redis URL each job writes one record to over its own client
+    (:mod:`bench.peers.bench_write`); empty, the job only notes its times.
+    """
 
     redis: str
     out: str
@@ -44,6 +48,7 @@ class EnqueueSpec:
     sleep: float = 0.0
     lead: float | None = None
     span: float = 0.0
+    write: str = ""
 
     def dues(self) -> list[float]:
         """Each job's due time (epoch s, whole ms), or 0.0 for "now", from the time of the call.
