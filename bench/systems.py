@@ -178,12 +178,11 @@ class Perseid(System):
 
 
 class PerseidReused(Perseid):
-    """perseid-jobs in reused mode (``bench/jobs_reused``): the connection scenarios only."""
+    """perseid-jobs in reused mode (``bench/jobs_reused``): every throughput scenario."""
 
     name = "perseid-jobs reused"
     runs = "up to 100 tasks per process forked from the zygote (`max_tasks_per_process=100`)"
     isolates = "no: up to 100 tasks share a process (its own group, hard kill)"
-    classic = False
     jobs_dir = BENCH / "jobs_reused"
 
     def available(self) -> bool:
@@ -196,7 +195,7 @@ class PerseidReused(Perseid):
             load_job_file(self.jobs_dir / f"{JOB}.py")
         except JobDefinitionError as exc:
             detail = str(exc).split(": ", 1)[-1].removeprefix("import failed: ")
-            return f"not yet available ({JOB}.py of {self.jobs_dir.name}/ does not load: {detail})"
+            return f"not available ({JOB}.py of {self.jobs_dir.name}/ does not load: {detail})"
         return ""
 
 

@@ -40,16 +40,12 @@ def test_benchmark_smoke_run_measures_every_scenario_and_writes_the_report(
     for scale in ("scale_small", "scale_big"):
         assert results[scale][0]["bytes_per_task"] > 0
 
-    # Reused mode runs the connection scenarios once @job(max_tasks_per_process=N) exists;
-    # until then it is reported as not yet available, never silently left out.
-    reused = by_name.get("perseid-jobs reused")
-    if reused is None:
-        assert results["skipped"]["perseid-jobs reused"].startswith("not yet available")
-    else:
-        for scenario in ("noop_write", "slow_write"):
-            [run] = reused[scenario]
-            assert run["error"] == "", f"reused {scenario}: {run['error']}"
-            assert math.isfinite(run["running"])
+    # Reused mode (@job(max_tasks_per_process=N)) runs the same throughput scenarios.
+    reused = by_name["perseid-jobs reused"]
+    for scenario in ("noop", "noop_write", "slow_write"):
+        [run] = reused[scenario]
+        assert run["error"] == "", f"reused {scenario}: {run['error']}"
+        assert math.isfinite(run["running"])
 
     report = (tmp_path / "REPORT.md").read_text()
     for section in (

@@ -1,8 +1,7 @@
 """The benchmark's job in perseid-jobs' reused mode: one task process serves up to 100 tasks.
 
-The same body as ``bench/jobs/bench_work.py``; only the decorator differs. Until
-``@job`` accepts ``max_tasks_per_process`` this file fails to load, and the
-benchmark reports the reused variant as not yet available.
+The same body as ``bench/jobs/bench_work.py``; only the decorator differs. Should this
+file fail to load, the benchmark reports the reused variant as not available, with why.
 """
 
 from bench.peers.bench_record import record
