@@ -21,7 +21,7 @@
 --          so a later request under the key is answered only if it asks for the same thing
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
---          already ended when this ran, else ""}
+--          already ended when this ran (else "")}
 -- Errors   {-4} parent unknown; {-5, task holding the key, its fingerprint, its series or ""}
 --          the key is held by a live task made by a different request (nothing written)
 -- Events   scheduled; cancelled, when the --after task had already failed or been cancelled
