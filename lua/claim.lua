@@ -9,8 +9,9 @@
 --                          series grid origin}
 -- Errors   {-1} the instance's lease lapsed or it is unknown: it must fence
 -- Events   running (per task)
+-- include: now, lease_ok, claim_due
 
 local inst = ARGV[1]
 local now = now_ms()
 if not lease_ok(inst, now) then return {E_LEASE_LOST} end
-return claim(inst, tonumber(ARGV[2]), now)
+return claim_due(inst, tonumber(ARGV[2]), now)

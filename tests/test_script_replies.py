@@ -10,7 +10,6 @@ replies of those lengths.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,9 +185,8 @@ def header_section(name: str, label: str) -> str:
         header.append(line[2:])
     text, inside = [], False
     for line in header:
-        part = re.match(r"\s*([A-Z][A-Za-z\[\]0-9]*)\s", line + " ")
-        if part and not line.startswith("          "):
-            inside = part.group(1) == label
+        if not line.startswith("          "):  # not a continuation: a new part, by its name
+            inside = line.split()[:1] == [label]
             line = line.strip()[len(label) :] if inside else line
         if inside:
             text.append(line)
