@@ -7,6 +7,7 @@
 --          for a series id: {0, "series", 1, its current run or "", that run's status or ""}
 -- Errors   {-2} unknown task (or series), {-3, status} already ended (and no series to end)
 -- Events   cancelled, cancel_requested, series_cancelled
+-- include: now, is_terminal, emit, close_task, settle_dependents, end_followers
 
 local id, whole, reason = ARGV[1], ARGV[2] == '1', ARGV[3]
 local now = now_ms()

@@ -5,11 +5,13 @@
 -- Returns  {0, now, next due (ms, -1 if none), {cancelled running ids}, {task records},
 --          microseconds past `now`'s millisecond (to time the next due one closely)}
 --          a task record: {id, job, args, attempt, started_at, start_at, max_ms, slots,
---                          series id, last_completed_at, skipped_runs, series spec}
+--                          series id, last_completed_at, skipped_runs, series spec,
+--                          series grid origin}
 -- Errors   {-1} the instance's lease lapsed or it is unknown: it must fence
 -- Events   running (per task)
+-- include: now, lease_ok, claim_due
 
 local inst = ARGV[1]
 local now = now_ms()
 if not lease_ok(inst, now) then return {E_LEASE_LOST} end
-return claim(inst, tonumber(ARGV[2]), now)
+return claim_due(inst, tonumber(ARGV[2]), now)

@@ -8,6 +8,7 @@
 --          of a next start, each {task id, series spec, origin, start_at}; the instance stays
 --          until a second call gives them (or the reaper takes it once its lease lapses).
 -- Events   failed (per task), instance_down
+-- include: now, emit, read_given, fail_running, drop_instance
 
 local inst, reason = ARGV[1], ARGV[2]
 local now = now_ms()

@@ -9,6 +9,8 @@
 -- Returns  {0, {per-outcome code: 0 recorded, -6 stale}, claim reply (see claim.lua) or {-1}}
 -- Events   completed|failed|cancelled, retry (a failed attempt of a job with retries goes
 --          back to the due set after its backoff), stale_finish (a late report: no change)
+-- include: now, emit, retry_task, close_task, continue_series, settle_dependents,
+-- include: trim_finished, lease_ok, claim_due
 
 local inst = ARGV[1]
 local claim_max = tonumber(ARGV[2])
@@ -38,6 +40,6 @@ end
 trim_finished(now)
 local claimed = {E_LEASE_LOST}
 if lease_ok(inst, now) then
-  claimed = claim(inst, claim_max, now)
+  claimed = claim_due(inst, claim_max, now)
 end
 return {OK, codes, claimed}

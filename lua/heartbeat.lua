@@ -4,6 +4,7 @@
 -- ARGV[2]  lease TTL (ms)
 -- Returns  {0, now, lease expiry, {running task ids flagged for cancel}}
 -- Errors   {-1} the instance is unknown or its lease already lapsed: it must fence
+-- include: now, lease_ok
 
 local inst, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()

@@ -8,6 +8,7 @@
 --          no next start was given: each {task id, series spec, origin, start_at}; call again
 --          with their next starts.
 -- Events   failed (per task), instance_lost
+-- include: now, emit, read_given, fail_running, drop_instance, trim_finished
 
 local now = now_ms()
 local given = read_given(1)

@@ -9,6 +9,7 @@
 -- ARGV[7]  n jobs, then n pairs: job name, definition (JSON text)
 -- Returns  {0, now, lease expiry}
 -- Events   instance_up
+-- include: now, emit
 
 local inst, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()

@@ -5,6 +5,7 @@
 -- Returns  {0, now, {names dropped from the catalog}}: a name this instance no longer offers
 --          leaves the catalog when no other live instance offers it either
 -- Errors   {-1} the instance is unknown or its lease lapsed (it registers again, with its jobs)
+-- include: now, lease_ok
 
 local inst = ARGV[1]
 local now = now_ms()

@@ -21,10 +21,11 @@
 --          so a later request under the key is answered only if it asks for the same thing
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
---          already ended when this ran, else ""}
+--          already ended when this ran (else "")}
 -- Errors   {-4} parent unknown; {-5, task holding the key, its fingerprint, its series or ""}
 --          the key is held by a live task made by a different request (nothing written)
 -- Events   scheduled; cancelled, when the --after task had already failed or been cancelled
+-- include: now, is_terminal, emit, new_id, create_task, index_task, close_task
 
 local job, args, slots, max_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
@@ -32,6 +33,7 @@ local retries, backoff = tonumber(ARGV[11]) or 0, tonumber(ARGV[12]) or 1000
 local request = ARGV[13] or ''
 local fp = ARGV[15] or ''
 local now = now_ms()
+local REQUEST_TTL_MS = 120000   -- how long a schedule request id is remembered, for retries
 
 local function scheduled(id, existed, start, pstatus)
   local h = {}

@@ -3,6 +3,7 @@
 -- ARGV[1]  job name
 -- Returns  {0, live instances, live instances that offer the job and are not draining}
 --          (read only: for the client's warning that a task would wait for a worker)
+-- include: now
 
 local job = ARGV[1]
 local live = redis.call('ZRANGEBYSCORE', K.instances(), now_ms(), '+inf')

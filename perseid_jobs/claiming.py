@@ -13,9 +13,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import msgspec
+from typing import TYPE_CHECKING
 
 from .connection import REDIS_ERRORS
 from .errors import Code
@@ -24,6 +22,7 @@ from .outcome import ClaimedTask, Outcome, Running, run_key, series_next
 from .pino import append_last, closing_line
 from .protocol import Exited, StartRequest
 from .runtime import MAX_REASON_CHARS
+from .script_io import ClaimReply, LeaseLapsed
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -57,10 +56,7 @@ def finish_and_claim(w: Worker) -> None:
             w.need_claim = False
             return
         sent = time.monotonic()
-        if outcomes:
-            claim = _finish(w, mine, outcomes, want)
-        else:
-            claim = w.scripts.call("claim", mine, want)
+        claim = _finish(w, mine, outcomes, want) if outcomes else w.scripts.claim(mine, want)
         left = []
     finally:
         w.pending = left + w.pending
@@ -68,12 +64,9 @@ def finish_and_claim(w: Worker) -> None:
     on_claim(w, claim, want, sent)
 
 
-def _finish(w: Worker, inst: str, outcomes: list[Outcome], want: int) -> Any:
-    argv: list[str | int] = [inst, want, len(outcomes)]
-    for o in outcomes:
-        argv += o.argv()
-    reply = w.scripts.call("finish", *argv)
-    for o, code in zip(outcomes, reply[1], strict=True):
+def _finish(w: Worker, inst: str, outcomes: list[Outcome], want: int) -> ClaimReply:
+    reply = w.scripts.finish(inst, outcomes, want)
+    for o, code in zip(outcomes, reply.codes, strict=True):
         if code == Code.STALE:
             log.warning(
                 "finish of %s under %s was stale: already recorded, or the task was"
@@ -81,35 +74,34 @@ def _finish(w: Worker, inst: str, outcomes: list[Outcome], want: int) -> Any:
                 o.id,
                 inst,
             )
-    return reply[2]
+    return reply.claim
 
 
-def on_claim(w: Worker, claim: Any, wanted: int, sent: float) -> None:
+def on_claim(w: Worker, claim: ClaimReply, wanted: int, sent: float) -> None:
     """Act on a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks.
 
     ``sent`` is when the call went out (``time.monotonic()``).
     """
-    if claim[0] == Code.LEASE_LOST:
+    if isinstance(claim, LeaseLapsed):
         w.fenced = True
         return
-    w.saw_now(claim[1])
-    next_due = int(claim[2])
-    # To the microsecond: Redis's clock at the claim was `now` ms plus claim[5] us. Counted
+    w.saw_now(claim.now)
+    next_due = claim.next_due
+    # To the microsecond: Redis's clock at the claim was `now` ms plus now_us_past_ms. Counted
     # from when the call went out, so the next claim reaches Redis about when the task
     # is due, not a reply's trip later; were it early, Redis would only say "not yet".
-    wait_us = (next_due - int(claim[1])) * 1000 - int(claim[5])
+    wait_us = (next_due - claim.now) * 1000 - claim.now_us_past_ms
     w.next_due_mono = None if next_due < 0 else sent + max(0, wait_us) / 1e6
     if next_due != w.next_due_ms:  # a new due time (idle claims repeat the same one)
         w.next_due_ms = next_due
         # Warmed up for only if nothing else is due before it for a while (see warm_up).
         w.warm_pending = next_due >= 0 and wait_us >= (WARM_AFTER_IDLE_S + WARM_AHEAD_S) * 1e6
-    w.on_cancels(list(claim[3]))
-    for record in claim[4]:
-        task = msgspec.convert(record, ClaimedTask)
+    w.on_cancels(claim.cancels)
+    for task in claim.tasks:
         if w.metrics:
             w.metrics.claimed(task.job, (int(task.started_at) - int(task.start_at)) / 1000)
         start_task(w, task)
-    if wanted and len(claim[4]) >= wanted:
+    if wanted and len(claim.tasks) >= wanted:
         # It stopped at the count, not for want of due tasks or free slots: look again.
         w.need_claim = True
     w.apply_cancels()

@@ -13,16 +13,15 @@ import redis
 from . import scheduling
 from .connection import DEFAULT_REDIS_URL, connect
 from .errors import (
-    Code,
     ConfigError,
     InvalidTime,
     JobDefinitionError,
     NotDurable,
     SeriesAlreadyEnded,
     SeriesNotFound,
+    TaskAlreadyEnded,
     TaskNotFound,
     UnknownJob,
-    raise_for_code,
 )
 from .jobfile import find_job_file, load_job_file, validate_job_name
 from .keys import DEFAULT_NAMESPACE, Keys
@@ -33,6 +32,7 @@ from .models import (
     task_from_hash,
 )
 from .queries import Queries, definition_decoder
+from .script_io import AlreadyEnded, NotFound, ScheduleArgs, ScheduleReply
 from .scripts import Scripts
 from .served import NotServedWarning as NotServedWarning
 from .served import warn_if_not_served
@@ -157,50 +157,46 @@ class Client(Queries):
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
         warn_if_not_served(self, job)
-        argv = (
-            job,
-            req.args,
-            definition.slots,
-            definition.max_duration_ms,
-            "" if req.when.at_ms is None else req.when.at_ms,
-            req.when.delay_ms,
-            key or "",
-            after or "",
-            req.spec,
-            req.origin,
-            definition.retries,
-            definition.backoff_ms,
-            request_id or uuid.uuid4().hex,
-            "1",  # the task's hash in the reply: no second round trip to read it back
-            req.fingerprint if key else "",  # kept with the key, to tell its request apart
+        call = ScheduleArgs(
+            job=job,
+            args=req.args,
+            slots=definition.slots,
+            max_ms=definition.max_duration_ms,
+            at_ms=req.when.at_ms,
+            delay_ms=req.when.delay_ms,
+            key=key or "",
+            after=after or "",
+            spec=req.spec,
+            origin=req.origin,
+            retries=definition.retries,
+            backoff_ms=definition.backoff_ms,
+            request_id=request_id or uuid.uuid4().hex,
+            with_hash=True,  # the task's hash in the reply: no second round trip to read it back
+            fingerprint=req.fingerprint if key else "",  # kept with the key, to tell requests apart
         )
         if durable:
-            reply, acked = self._schedule_durably(argv, durable_timeout)
+            reply, acked = self._schedule_durably(call, durable_timeout)
         else:
-            reply, acked = self.scripts.call("schedule", *argv), None
-        scheduling.check_reply(reply, key=key or "", req=req, after=after or "")
+            reply, acked = self.scripts.schedule(call), None
+        reply = scheduling.check_reply(reply, key=key or "", req=req, after=after or "")
         scheduling.notify(reply, req=req, after=after or "")
         if acked is not None and acked < 1:
-            raise NotDurable(str(reply[1]), durable_timeout)
-        fields = reply[5]
+            raise NotDurable(reply.task_id, durable_timeout)
+        fields = reply.task_hash
         if not fields:  # a retried request whose task has since ended and been trimmed
-            raise TaskNotFound(reply[1])
-        task = task_from_hash(reply[1], dict(zip(fields[::2], fields[1::2], strict=True)))
-        task.existed = bool(reply[2])
+            raise TaskNotFound(reply.task_id)
+        task = task_from_hash(reply.task_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+        task.existed = bool(reply.existed)
         return task
 
-    def _schedule_durably(self, argv: tuple[Any, ...], timeout: float) -> tuple[Any, int]:
+    def _schedule_durably(self, call: ScheduleArgs, timeout: float) -> tuple[ScheduleReply, int]:
         """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas)."""
         if isinstance(self.redis, redis.RedisCluster):
             raise ConfigError(
                 "--durable is not available on Redis Cluster (WAIT must follow the write on"
                 " its connection); schedule without --durable"
             )
-        pipe = self.redis.pipeline(transaction=False)
-        self.scripts.call("schedule", *argv, client=pipe)
-        pipe.execute_command("WAIT", 1, max(1, int(timeout * 1000)))
-        reply, acked = pipe.execute()
-        return reply, int(acked)
+        return self.scripts.schedule_then_wait(call, max(1, int(timeout * 1000)))
 
     def _warn_capacity(self, job: str, slots: int) -> None:
         if slots <= 1:
@@ -226,17 +222,19 @@ class Client(Queries):
         """
         if series and self.get(task_id).series is None:  # a task's series never changes
             raise ConfigError(f"task {task_id} belongs to no series: cancel it without --series")
-        reply = self.scripts.call("cancel", task_id, "1" if series else "0", "cancelled by user")
-        raise_for_code(reply[0], task_id=task_id, detail=str(reply[1]) if len(reply) > 1 else "")
+        reply = self.scripts.cancel(task_id, whole_series=series, reason="cancelled by user")
+        if isinstance(reply, AlreadyEnded):
+            raise TaskAlreadyEnded(task_id, reply.status)
+        if isinstance(reply, NotFound):
+            raise TaskNotFound(task_id)
         return self.get(task_id)
 
     def cancel_series(self, series_id: str) -> Series:
         """End an active series: no further runs; its pending run is cancelled, a running
         one finishes. Raises SeriesNotFound, or SeriesAlreadyEnded."""
-        reply = self.scripts.call("cancel", series_id, "s", "cancelled by user")
-        if reply[0] == Code.NOT_FOUND:
+        reply = self.scripts.cancel_series(series_id, reason="cancelled by user")
+        if isinstance(reply, NotFound):
             raise SeriesNotFound(series_id)
-        if reply[0] == Code.ALREADY_ENDED:
-            raise SeriesAlreadyEnded(series_id, str(reply[1]))
-        raise_for_code(reply[0])
+        if isinstance(reply, AlreadyEnded):
+            raise SeriesAlreadyEnded(series_id, reply.status)
         return self.get_series(series_id)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from .connection import REDIS_ERRORS
-from .errors import Code
+from .script_io import LeaseLapsed
 from .scripts import Scripts
 
 log = logging.getLogger("perseid_jobs.worker")
@@ -109,7 +109,7 @@ class Heartbeat(threading.Thread):
             return  # not registered (yet, or again): nothing to renew
         sent_at = time.monotonic()
         try:
-            reply = self.scripts.call("heartbeat", inst, int(self.lease.ttl * 1000))
+            reply = self.scripts.heartbeat(inst, int(self.lease.ttl * 1000))
         except REDIS_ERRORS as exc:
             self.failures += 1
             if not self._failing:
@@ -119,14 +119,14 @@ class Heartbeat(threading.Thread):
         if self._failing:
             log.info("heartbeat renewed again after %d failures", self.failures)
         self._failing = False
-        if reply[0] == Code.LEASE_LOST:
+        if isinstance(reply, LeaseLapsed):
             self.on_lost(inst)
             return
         deadline = self.lease.renewed(inst, sent_at)
         if deadline is not None:
             self.on_renewed(deadline)
-        if reply[3]:
-            self.on_cancels(list(reply[3]))
+        if reply.cancels:
+            self.on_cancels(reply.cancels)
 
     def run(self) -> None:
         """Beat until stopped."""

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import Code
 from .procs import ZygoteClient, ZygoteFailed
 from .protocol import Ready
+from .script_io import LeaseLapsed
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -196,16 +196,16 @@ class JobsWatch:
     def publish(self, w: Worker) -> None:
         """Republish what this instance offers (raises on a Redis error: the loop retries)."""
         assert w.zygote is not None
-        jobs: list[str | int] = []
-        for name, definition in w.zygote.ready.jobs.items():
-            jobs += [name, msgspec.json.encode(definition).decode()]
-        reply = w.scripts.call("republish", w.instance_id, len(w.zygote.ready.jobs), *jobs)
+        jobs = {n: msgspec.json.encode(d).decode() for n, d in w.zygote.ready.jobs.items()}
+        reply = w.scripts.republish(w.instance_id, jobs)
         self.publish_due = False
-        if reply[0] == Code.LEASE_LOST:
+        if isinstance(reply, LeaseLapsed):
             return  # it registers again, with these jobs
-        w.saw_now(reply[1])
-        if reply[2]:
-            log.info("no live instance offers %s any more: left the catalog", ", ".join(reply[2]))
+        w.saw_now(reply.now)
+        if reply.dropped:
+            log.info(
+                "no live instance offers %s any more: left the catalog", ", ".join(reply.dropped)
+            )
         w.need_claim = True  # tasks of an added job may be due already
 
     def close(self) -> None:

@@ -13,26 +13,11 @@ from .durations import format_duration
 from .models import TaskStatus
 from .recurrence import Recurrence, next_run
 from .runtime import EXIT_CANCELLED, EXIT_COMPLETED
+from .script_io import ClaimedTask, Need, NextStart
+
+__all__ = ["ClaimedTask", "Outcome", "Running"]  # ClaimedTask: where its users import it from
 
 _recurrence_decoder = msgspec.json.Decoder(Recurrence)
-
-
-class ClaimedTask(msgspec.Struct, array_like=True):
-    """A task record as the claim script returns it (see lua/claim.lua)."""
-
-    id: str
-    job: str
-    args: str
-    attempt: str
-    started_at: str
-    start_at: str
-    max_ms: str
-    slots: str
-    series: str | None
-    last_completed_at: str | None
-    skipped_runs: str | None
-    spec: str
-    origin: str
 
 
 class Outcome(msgspec.Struct):
@@ -45,18 +30,6 @@ class Outcome(msgspec.Struct):
     reason: str
     next_start: str = ""
     skipped: int = 0
-
-    def argv(self) -> list[str | int]:
-        """The seven ARGV fields of this outcome."""
-        return [
-            self.id,
-            self.token,
-            self.status.value,
-            self.exit_code,
-            self.reason,
-            self.next_start,
-            self.skipped,
-        ]
 
 
 def outcome_of_status(wait_status: int) -> tuple[TaskStatus, str, str]:
@@ -79,13 +52,13 @@ def series_next(task: ClaimedTask, now_ms: int) -> tuple[str, int]:
     return next_from_spec(task.spec, task.origin, task.start_at, now_ms)
 
 
-def given_next_starts(needs: list[list[str]], now_ms: int) -> list[str | int]:
-    """ARGV for reap/deregister: n, then (task id, next start, skipped) per listed series run."""
-    argv: list[str | int] = [len(needs)]
-    for task_id, spec, origin, start_at in needs:
-        nxt, skipped = next_from_spec(spec, origin, start_at, now_ms)
-        argv += [task_id, nxt, skipped]
-    return argv
+def given_next_starts(needs: list[Need], now_ms: int) -> list[NextStart]:
+    """The next starts reap/deregister asked for (series runs they left running)."""
+    given = []
+    for n in needs:
+        nxt, skipped = next_from_spec(n.spec, n.origin, n.start_at, now_ms)
+        given.append(NextStart(n.task_id, nxt, skipped))
+    return given
 
 
 def next_from_spec(spec: str, origin: str, start_at: str, now_ms: int) -> tuple[str, int]:

@@ -14,8 +14,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from . import claiming
 from .models import TaskStatus
 from .outcome import TASK_FIELDS, ClaimedTask, Outcome, given_next_starts, run_key
@@ -34,10 +32,10 @@ def new_instance_id() -> str:
 
 def deregister(w: Worker) -> None:
     """Leave the instance set; series runs still held get their next run first."""
-    reply = w.scripts.call("deregister", w.instance_id, "worker shutdown", 0)
-    if reply[2]:
-        argv = given_next_starts(reply[2], w.estimated_redis_now())
-        w.scripts.call("deregister", w.instance_id, "worker shutdown", *argv)
+    reply = w.scripts.deregister(w.instance_id, "worker shutdown")
+    if reply.needs:
+        given = given_next_starts(reply.needs, w.estimated_redis_now())
+        w.scripts.deregister(w.instance_id, "worker shutdown", given)
 
 
 def reconcile(w: Worker) -> None:
@@ -73,8 +71,8 @@ def adopt(w: Worker, inst: str, ids: list[str]) -> None:
         if h["series"]:
             spec, origin = w.redis.hmget(w.keys.series(h["series"]), ["spec", "origin"])
         # The id is the key, not a field; then the record's fields, as claim returns them.
-        fields = [task_id] + [h[f] or "" for f in TASK_FIELDS[:10]] + [spec or "", origin or ""]
-        task = msgspec.convert(fields, ClaimedTask)
+        record = {f: h[f] or "" for f in TASK_FIELDS[:10]}
+        task = ClaimedTask(id=task_id, spec=spec or "", origin=origin or "", **record)
         again = w.reported.get(run_key(task))
         if again is not None:
             log.warning("reporting %s again: Redis lost the earlier report", task_id)
@@ -161,10 +159,10 @@ def reap(w: Worker) -> None:
     w.next_reap = time.monotonic() + w.s.reap_interval_s
     if w.registered:
         w.reconcile_due = True
-    reply = w.scripts.call("reap", 0)
-    if reply[3]:
-        reply = w.scripts.call("reap", *given_next_starts(reply[3], int(reply[1])))
-    for task_id in reply[2]:
+    reply = w.scripts.reap()
+    if reply.needs:
+        reply = w.scripts.reap(given_next_starts(reply.needs, reply.now))
+    for task_id in reply.reaped:
         log.warning("reaped task %s", task_id)
-    if w.metrics and reply[2]:
-        w.metrics.reaped(str(w.redis.hget(w.keys.task(t), "job")) for t in reply[2])
+    if w.metrics and reply.reaped:
+        w.metrics.reaped(str(w.redis.hget(w.keys.task(t), "job")) for t in reply.reaped)

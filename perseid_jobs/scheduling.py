@@ -18,8 +18,9 @@ import msgspec
 import orjson
 
 from .durations import format_duration
-from .errors import Code, InvalidArgs, InvalidTime, KeyConflict, raise_for_code
+from .errors import InvalidArgs, InvalidTime, KeyConflict, ParentNotFound
 from .recurrence import RecurrenceError, first_start, make_recurrence
+from .script_io import KeyHeld, ParentUnknown, Scheduled, ScheduleReply
 from .when import When, parse_when
 
 MAX_ARGS_BYTES = 1024 * 1024
@@ -120,18 +121,21 @@ def _start_text(when: When) -> str:
     return f"+{when.delay_ms}" if when.delay_ms else ""
 
 
-def check_reply(reply: list[Any], *, key: str, req: Request, after: str) -> None:
-    """Raise the error a refused schedule reply stands for (no-op when it succeeded)."""
-    if reply[0] == Code.KEY_CONFLICT:
-        raise KeyConflict(key, str(reply[1]), str(reply[3]), differences(reply[2], req.fingerprint))
-    raise_for_code(reply[0], task_id=after, detail=str(reply[1]) if len(reply) > 1 else "")
+def check_reply(reply: ScheduleReply, *, key: str, req: Request, after: str) -> Scheduled:
+    """Raise the error a refused schedule reply stands for; the reply when it succeeded."""
+    if isinstance(reply, KeyHeld):
+        differs = differences(reply.fingerprint, req.fingerprint)
+        raise KeyConflict(key, reply.holder, reply.series, differs)
+    if isinstance(reply, ParentUnknown):
+        raise ParentNotFound(after)
+    return reply
 
 
-def notify(reply: list[Any], *, req: Request, after: str) -> None:
+def notify(reply: Scheduled, *, req: Request, after: str) -> None:
     """Warn about what a request did that its caller may not expect."""
-    if reply[2]:
+    if reply.existed:
         return  # an existing task: this request made nothing
-    task_id, now, start, parent = str(reply[1]), int(reply[3]), int(reply[4]), str(reply[6])
+    task_id, now, start, parent = reply.task_id, reply.now, reply.start, reply.parent_status
     if parent in ("failed", "cancelled"):
         ended = "already failed" if parent == "failed" else "was already cancelled"
         warnings.warn(

@@ -39,7 +39,8 @@ def warn_if_not_served(client: Client, job: str) -> None:
     now = time.monotonic()
     if quiet.get(job, 0.0) > now:
         return
-    _, live, serving = client.scripts.call("served", job)
+    reply = client.scripts.served(job)
+    live, serving = reply.live, reply.serving
     if not live or serving:
         quiet[job] = now + QUIET_FOR_S
         return

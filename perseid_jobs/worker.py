@@ -182,22 +182,18 @@ class Worker:
     def register(self) -> None:
         """Announce this instance and publish its jobs."""
         assert self.zygote is not None
-        jobs: list[str | int] = []
-        for name, definition in self.zygote.ready.jobs.items():
-            jobs += [name, msgspec.json.encode(definition).decode()]
+        jobs = {n: msgspec.json.encode(d).decode() for n, d in self.zygote.ready.jobs.items()}
         sent_at = time.monotonic()
-        reply = self.scripts.call(
-            "register",
+        reply = self.scripts.register(
             self.instance_id,
-            int(self.s.lease_ttl_s * 1000),
-            self.s.slots,
-            socket.gethostname(),
-            os.getpid(),
-            __version__,
-            len(self.zygote.ready.jobs),
-            *jobs,
+            ttl_ms=int(self.s.lease_ttl_s * 1000),
+            slots=self.s.slots,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            jobs=jobs,
         )
-        self.saw_now(reply[1])
+        self.saw_now(reply.now)
         self.zygote.lease_until(self.lease.start(self.instance_id, sent_at))
         self.need_claim = True
 
@@ -233,7 +229,7 @@ class Worker:
                 self.register()
                 log.info("instance %s registered", self.instance_id)
             if self.drain_deadline is not None and not self.drain_marked and self.registered:
-                self.scripts.call("drain", self.instance_id)
+                self.scripts.drain(self.instance_id)
                 self.drain_marked = True
             if self.reconcile_due and self.registered:
                 recovery.reconcile(self)
@@ -287,7 +283,7 @@ class Worker:
         spool, and the next worker uploads it again and records its URL.
         """
         batch = [self.log_urls[i] for i in range(min(most, len(self.log_urls)))]
-        self.scripts.call("set_log_url", *(field for s in batch for field in (s.task_id, s.url)))
+        self.scripts.set_log_url((s.task_id, s.url) for s in batch)
         for _ in batch:
             self.log_urls.popleft()
         if self.shipper:

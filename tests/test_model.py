@@ -51,11 +51,21 @@ from hypothesis.stateful import (
 
 from perseid_jobs.errors import Code
 from perseid_jobs.keys import Keys
-from perseid_jobs.models import JobDefinition
-from perseid_jobs.outcome import given_next_starts, next_from_spec
+from perseid_jobs.models import JobDefinition, TaskStatus
+from perseid_jobs.outcome import Outcome, given_next_starts, next_from_spec
 from perseid_jobs.recurrence import make_recurrence
 from perseid_jobs.redisproc import RedisServer
 from perseid_jobs.scheduling import fingerprint
+from perseid_jobs.script_io import (
+    AlreadyEnded,
+    Cancelled,
+    Claimed,
+    KeyHeld,
+    LeaseLapsed,
+    Renewed,
+    ScheduleArgs,
+    Scheduled,
+)
 from perseid_jobs.scripts import Scripts
 
 JOBS = {"a": 1, "b": 2}  # job name -> slots
@@ -92,11 +102,13 @@ class ScriptsModel(RuleBasedStateMachine):
     def register(self, slots: int) -> None:
         self.serial += 1
         inst = f"i{self.serial}"
-        argv: list[Any] = [inst, TTL_MS, slots, "host", 1, "test", len(JOBS)]
-        for name, job_slots in JOBS.items():
-            definition = JobDefinition(slots=job_slots, max_duration_ms=60_000)
-            argv += [name, msgspec.json.encode(definition).decode()]
-        assert self.s.call("register", *argv)[0] == Code.OK
+        jobs = {
+            name: msgspec.json.encode(JobDefinition(slots=s, max_duration_ms=60_000)).decode()
+            for name, s in JOBS.items()
+        }
+        self.s.register(
+            inst, ttl_ms=TTL_MS, slots=slots, host="host", pid=1, version="t", jobs=jobs
+        )
         self.instances.append(inst)
 
     def discover(self) -> None:
@@ -160,34 +172,38 @@ class ScriptsModel(RuleBasedStateMachine):
         fp = fingerprint((job, "{}", spec, "+3600000" if later else "", parent or ""))
         pstatus = self.task(parent)["status"] if parent else ""
         written = (self.r.get(self.k.prefix + "seq"), self.r.xlen(self.k.events))
-        reply = self.s.call(
-            "schedule", job, "{}", JOBS[job], 60_000, "", 3_600_000 if later else 0, key,
-            parent or "", spec, "", retries, 0, "", "", fp if key else "",
+        reply = self.s.schedule(
+            ScheduleArgs(
+                job=job, args="{}", slots=JOBS[job], max_ms=60_000,
+                delay_ms=3_600_000 if later else 0, key=key, after=parent or "", spec=spec,
+                retries=retries, backoff_ms=0, fingerprint=fp if key else "",
+            )
         )  # fmt: skip
-        if reply[0] == Code.KEY_CONFLICT or (reply[0] == Code.OK and reply[2]):
+        if isinstance(reply, KeyHeld) or (isinstance(reply, Scheduled) and reply.existed):
             # A key held by a live task or series answers before anything else is looked
             # at: with its task if this is the request that made it, else with a refusal
             # that writes nothing.
-            assert key and self.task(reply[1])["status"] not in TERMINAL
+            holder = reply.holder if isinstance(reply, KeyHeld) else reply.task_id
+            assert key and self.task(holder)["status"] not in TERMINAL
             held = self.key_fingerprint(key)
-            assert (held == fp) == (reply[0] == Code.OK), (held, fp)
-            if reply[0] == Code.KEY_CONFLICT:
+            assert (held == fp) == isinstance(reply, Scheduled), (held, fp)
+            if isinstance(reply, KeyHeld):
                 assert (self.r.get(self.k.prefix + "seq"), self.r.xlen(self.k.events)) == written
             return
-        assert reply[0] == Code.OK
-        self.tasks.append(reply[1])
-        h = self.task(reply[1])
+        assert isinstance(reply, Scheduled)
+        self.tasks.append(reply.task_id)
+        h = self.task(reply.task_id)
         if pstatus in TERMINAL:
             # After a task that already ended: settled at once, as its end would have.
             if pstatus == "completed":
-                assert h["status"] == "pending" and self.r.zscore(self.k.due, reply[1]), h
+                assert h["status"] == "pending" and self.r.zscore(self.k.due, reply.task_id), h
             else:
                 assert (h["status"], h["reason"]) == (
                     "cancelled", f"dependency {parent} {pstatus}"
                 ), h  # fmt: skip
-            assert reply[6] == pstatus
+            assert reply.parent_status == pstatus
         else:
-            assert reply[6] == "" and h["status"] == "pending", h
+            assert reply.parent_status == "" and h["status"] == "pending", h
 
     def key_fingerprint(self, key: str) -> str:
         """The fingerprint kept with a key: in its series, or its one-off task."""
@@ -200,17 +216,17 @@ class ScriptsModel(RuleBasedStateMachine):
         name = self.choose(self.instances, inst)
         if name is None:
             return
-        reply = self.s.call("claim", name, n)
-        assert reply[0] == Code.OK
-        for record in reply[4]:
-            h = self.task(record[0])
+        reply = self.s.claim(name, n)
+        assert isinstance(reply, Claimed)
+        for record in reply.tasks:
+            h = self.task(record.id)
             assert (h["status"], h["instance"]) == ("running", name)
 
     @rule(inst=pick)
     def heartbeat(self, inst: int) -> None:
         name = self.choose(self.instances, inst)
         if name is not None:
-            assert self.s.call("heartbeat", name, TTL_MS)[0] == Code.OK
+            assert isinstance(self.s.heartbeat(name, TTL_MS), Renewed)
 
     def retried(self, h: dict[str, str], status: str) -> bool:
         """Whether a run reported ``status`` goes back to pending: a failed attempt with
@@ -232,10 +248,8 @@ class ScriptsModel(RuleBasedStateMachine):
         h = self.task(task_id)
         name = h["instance"]
         nxt, skipped = self.next_start(task_id)
-        reply = self.s.call(
-            "finish", name, 0, 1, task_id, h["attempt"], status, "0", "", nxt, skipped
-        )
-        assert reply[1] == [Code.OK]
+        outcome = Outcome(task_id, h["attempt"], TaskStatus(status), "0", "", nxt, skipped)
+        assert self.s.finish(name, [outcome], claim_most=0).codes == [Code.OK]
         retried = self.retried(h, status)
         assert self.task(task_id)["status"] == ("pending" if retried else status)
 
@@ -245,15 +259,16 @@ class ScriptsModel(RuleBasedStateMachine):
         """One finish call reporting every task of an instance, as a worker batches them."""
         running = sorted(self.r.zrange(self.k.running, 0, -1))
         name = self.task(running[which % len(running)])["instance"]
-        argv: list[Any] = [name, 0, 0]
+        outcomes = []
         expect = {}
         for i, task_id in enumerate(self.running_of(name)):
             h, status = self.task(task_id), statuses[i % len(statuses)]
             nxt, skipped = self.next_start(task_id)
-            argv += [task_id, h["attempt"], status, "0", "", nxt, skipped]
+            outcomes.append(
+                Outcome(task_id, h["attempt"], TaskStatus(status), "0", "", nxt, skipped)
+            )
             expect[task_id] = "pending" if self.retried(h, status) else status
-        argv[2] = len(expect)
-        assert self.s.call("finish", *argv)[1] == [Code.OK] * len(expect)
+        assert self.s.finish(name, outcomes, claim_most=0).codes == [Code.OK] * len(expect)
         assert {t: self.task(t)["status"] for t in expect} == expect
 
     @precondition(lambda self: self.r.zcard(self.k.running) > 0)
@@ -271,8 +286,8 @@ class ScriptsModel(RuleBasedStateMachine):
             others = [i for i in self.instances if i != name] or ["gone"]
             name = self.choose(others, inst) or "gone"  # another instance's report
         before = self.snapshot(task_id)
-        reply = self.s.call("finish", name, 0, 1, task_id, token, "completed", "0", "", "", 0)
-        assert reply[1] == [Code.STALE]
+        outcome = Outcome(task_id, token, TaskStatus.COMPLETED, "0", "")
+        assert self.s.finish(name, [outcome], claim_most=0).codes == [Code.STALE]
         assert self.snapshot(task_id) == before
 
     @precondition(lambda self: bool(self.tasks))
@@ -282,21 +297,21 @@ class ScriptsModel(RuleBasedStateMachine):
         if task_id is None:
             return
         before = self.task(task_id)["status"]
-        reply = self.s.call("cancel", task_id, "1" if whole else "0", "cancelled by user")
+        reply = self.s.cancel(task_id, whole_series=whole, reason="cancelled by user")
         if before in TERMINAL:
-            assert reply[0] in (Code.OK, Code.ALREADY_ENDED)
+            assert isinstance(reply, (Cancelled, AlreadyEnded))
         else:
-            assert reply[0] == Code.OK
+            assert isinstance(reply, Cancelled)
             assert self.task(task_id)["status"] == (
                 "running" if before == "running" else "cancelled"
             )
 
     @rule()
     def reap(self) -> None:
-        reply = self.s.call("reap", 0)
-        if reply[3]:
-            reply = self.s.call("reap", *given_next_starts(reply[3], int(reply[1])))
-            assert reply[3] == []
+        reply = self.s.reap()
+        if reply.needs:
+            reply = self.s.reap(given_next_starts(reply.needs, reply.now))
+            assert reply.needs == []
         alive = set(self.r.zrange(self.k.instances, 0, -1))
         self.instances = [i for i in self.instances if i in alive]
 
@@ -308,8 +323,8 @@ class ScriptsModel(RuleBasedStateMachine):
         if name is None:
             return
         self.r.zadd(self.k.instances, {name: self.now_ms() - 1})
-        assert self.s.call("heartbeat", name, TTL_MS)[0] == Code.LEASE_LOST
-        assert self.s.call("claim", name, 1)[0] == Code.LEASE_LOST
+        assert self.s.heartbeat(name, TTL_MS) == LeaseLapsed()
+        assert self.s.claim(name, 1) == LeaseLapsed()
         self.instances.remove(name)
         self.register(int(self.r.hget(self.k.instance(name), "slots_total") or 2))
 
@@ -323,13 +338,10 @@ class ScriptsModel(RuleBasedStateMachine):
 
     def deregister_instance(self, name: str) -> None:
         """Deregister as the worker does: series runs it held get their next start first."""
-        reply = self.s.call("deregister", name, "worker shutdown", 0)
-        assert reply[0] == Code.OK
-        if reply[2]:
-            reply = self.s.call(
-                "deregister", name, "worker shutdown", *given_next_starts(reply[2], self.now_ms())
-            )
-            assert reply[2] == []
+        reply = self.s.deregister(name, "worker shutdown")
+        if reply.needs:
+            given = given_next_starts(reply.needs, self.now_ms())
+            assert self.s.deregister(name, "worker shutdown", given).needs == []
         assert not self.r.exists(self.k.instance(name))
 
     @precondition(lambda self: self.r.zcard(self.k.running) > 0)
@@ -459,7 +471,8 @@ def test_a_task_whose_cancel_was_requested_is_not_retried(m: ScriptsModel) -> No
     m.schedule(job="a", later=False, series=False, key="", after=None, retries=1)
     m.claim(inst=0, n=1)
     task_id = m.tasks[0]
-    assert m.s.call("cancel", task_id, "0", "cancelled by user")[1] == "running"
+    reply = m.s.cancel(task_id, whole_series=False, reason="cancelled by user")
+    assert isinstance(reply, Cancelled) and reply.status == "running"
     m.deadline_passes(which=0)  # its instance never got to kill it
     m.reap()
     assert m.task(task_id)["status"] in TERMINAL
@@ -468,11 +481,12 @@ def test_a_task_whose_cancel_was_requested_is_not_retried(m: ScriptsModel) -> No
 def test_a_follower_of_a_follower_ends_and_runs_with_it(m: ScriptsModel) -> None:
     m.schedule(job="a", later=False, series=True, key="", after=None, retries=0)
     first = m.tasks[0]
-    reply = m.s.call("schedule", "a", "{}", 1, 60_000, "", 0, "", first, "", "", 0, 0)
-    follower_run = reply[1]
-    m.s.call("schedule", "a", "{}", 1, 60_000, "", 0, "", follower_run, "", "", 0, 0)
+    reply = m.s.schedule(ScheduleArgs(job="a", args="{}", slots=1, max_ms=60_000, after=first))
+    assert isinstance(reply, Scheduled)
+    m.s.schedule(ScheduleArgs(job="a", args="{}", slots=1, max_ms=60_000, after=reply.task_id))
     m.discover()
-    assert m.s.call("cancel", first, "0", "cancelled by user")[0] == Code.OK
+    reply = m.s.cancel(first, whole_series=False, reason="cancelled by user")
+    assert isinstance(reply, Cancelled)
     # The series ended; so did the one following it; so must the one following that.
     assert all(
         m.r.hget(m.k.series(sid), "status") != "active"

@@ -19,17 +19,19 @@ import redis
 from perseid_jobs import Client, DependencyEndedWarning, PastStartWarning, TaskStatus
 from perseid_jobs.errors import Code, InvalidTime, KeyConflict
 from perseid_jobs.models import JobDefinition, dt_to_ms
+from perseid_jobs.outcome import Outcome
+from perseid_jobs.script_io import Claimed
 
 from .conftest import JOBS
 
 
 def register(c: Client, inst: str = "i1", slots: int = 8) -> None:
-    argv: list[object] = [inst, 60_000, slots, "host", 1, "test", 2]
+    jobs = {}
     for name in ("hello", "sleep"):
         d = c.job_definition(name)
         encoded = msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=d.max_duration_ms))
-        argv += [name, encoded.decode()]
-    assert c.scripts.call("register", *argv)[0] == Code.OK
+        jobs[name] = encoded.decode()
+    c.scripts.register(inst, ttl_ms=60_000, slots=slots, host="host", pid=1, version="t", jobs=jobs)
 
 
 def run_to_end(c: Client, task_id: str, status: str, next_start: str = "") -> None:
@@ -37,11 +39,11 @@ def run_to_end(c: Client, task_id: str, status: str, next_start: str = "") -> No
     if status == "cancelled" and c.get(task_id).status is TaskStatus.PENDING:
         c.cancel(task_id)
         return
-    reply = c.scripts.call("claim", "i1", 100)
-    assert task_id in [r[0] for r in reply[4]]
-    attempt = c.get(task_id).attempt
-    done = c.scripts.call("finish", "i1", 0, 1, task_id, attempt, status, "0", "", next_start, 0)
-    assert done[1] == [Code.OK]
+    reply = c.scripts.claim("i1", 100)
+    assert isinstance(reply, Claimed) and task_id in [r.id for r in reply.tasks]
+    attempt = str(c.get(task_id).attempt)
+    outcome = Outcome(task_id, attempt, TaskStatus(status), "0", "", next_start)
+    assert c.scripts.finish("i1", [outcome], claim_most=0).codes == [Code.OK]
 
 
 def snapshot(r: redis.Redis, namespace: str) -> dict[str, Any]:

@@ -17,8 +17,17 @@ import redis
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.errors import Code, TaskNotFound
 from perseid_jobs.models import JobDefinition
+from perseid_jobs.outcome import Outcome
 from perseid_jobs.recurrence import make_recurrence
 from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.script_io import (
+    Claimed,
+    ClaimedTask,
+    Deregistered,
+    LeaseLapsed,
+    NextStart,
+    Renewed,
+)
 
 from .conftest import JOBS
 
@@ -39,22 +48,30 @@ def c(backend: redis.Redis, namespace: str) -> Client:
 
 
 def register(c: Client, inst: str, slots: int, jobs: tuple[str, ...] = ("hello", "heavy")) -> None:
-    argv: list[object] = [inst, 15000, slots, "host", 1, "test", len(jobs)]
+    definitions = {}
     for name in jobs:
         d = c.job_definition(name)
-        argv += [
-            name,
-            msgspec.json.encode(
-                JobDefinition(slots=d.slots, max_duration_ms=d.max_duration_ms)
-            ).decode(),
-        ]
-    assert c.scripts.call("register", *argv)[0] == Code.OK
+        short = JobDefinition(slots=d.slots, max_duration_ms=d.max_duration_ms)
+        definitions[name] = msgspec.json.encode(short).decode()
+    c.scripts.register(
+        inst, ttl_ms=15000, slots=slots, host="host", pid=1, version="test", jobs=definitions
+    )
 
 
-def claim(c: Client, inst: str, n: int = 10) -> list[list[str]]:
-    reply = c.scripts.call("claim", inst, n)
-    assert reply[0] == Code.OK
-    return reply[4]
+def claimed(c: Client, inst: str, n: int = 10) -> Claimed:
+    reply = c.scripts.claim(inst, n)
+    assert isinstance(reply, Claimed)
+    return reply
+
+
+def claim(c: Client, inst: str, n: int = 10) -> list[ClaimedTask]:
+    return claimed(c, inst, n).tasks
+
+
+def renewed(c: Client, inst: str) -> Renewed:
+    reply = c.scripts.heartbeat(inst, 15000)
+    assert isinstance(reply, Renewed)
+    return reply
 
 
 def finish(
@@ -66,10 +83,8 @@ def finish(
     next_start: str = "",
     skipped: int = 0,
 ) -> int:
-    reply = c.scripts.call(
-        "finish", inst, 0, 1, task_id, token, status, "0", "", next_start, skipped
-    )
-    return int(reply[1][0])
+    outcome = Outcome(task_id, token, TaskStatus(status), "0", "", next_start, skipped)
+    return c.scripts.finish(inst, [outcome], claim_most=0).codes[0]
 
 
 def lapse(c: Client, inst: str) -> None:
@@ -85,8 +100,8 @@ def test_claim_takes_due_tasks_in_order_within_free_slots_with_a_fencing_token(c
     register(c, "i1", 1024)
     ids = [c.schedule("heavy").id for _ in range(3)]
     got = claim(c, "i1")
-    assert [r[0] for r in got] == ids[:2]
-    assert [r[3] for r in got] == ["1", "1"]  # attempt = token
+    assert [r.id for r in got] == ids[:2]
+    assert [r.attempt for r in got] == ["1", "1"]  # attempt = token
     assert slots_used(c, "i1") == 1024
     assert c.get(ids[2]).status.value == "pending"
 
@@ -95,11 +110,11 @@ def test_claim_says_when_the_next_task_is_due_to_the_microsecond(c: Client) -> N
     register(c, "i1", 1)
     now_ms = c.now_ms()
     later = c.schedule("hello", at="+60s")
-    reply = c.scripts.call("claim", "i1", 1)
-    assert reply[4] == []  # nothing due yet
-    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later.id), "start_at"))
-    assert 0 <= int(reply[5]) < 1000  # microseconds past reply[1], Redis's millisecond
-    assert now_ms <= int(reply[1]) < int(reply[2])
+    reply = claimed(c, "i1", 1)
+    assert reply.tasks == []  # nothing due yet
+    assert reply.next_due == int(c.redis.hget(c.keys.task(later.id), "start_at"))
+    assert 0 <= reply.now_us_past_ms < 1000  # microseconds past reply.now, Redis's millisecond
+    assert now_ms <= reply.now < reply.next_due
 
 
 def test_claim_leaving_work_due_wakes_the_other_sleepers_and_says_what_is_next(
@@ -112,15 +127,15 @@ def test_claim_leaving_work_due_wakes_the_other_sleepers_and_says_what_is_next(
     assert claim(c, "i2", 0) == []  # i2 looks, takes nothing, and sleeps until `later`
     for inst in ("i1", "i2"):
         c.redis.delete(c.keys.wake(inst))
-    reply = c.scripts.call("claim", "i1", 1)
-    assert [r[0] for r in reply[4]] == [first]
+    reply = claimed(c, "i1", 1)
+    assert [r.id for r in reply.tasks] == [first]
     assert c.redis.llen(c.keys.wake("i2")) == 1  # `second` is due and i1 is full
     assert c.redis.llen(c.keys.wake("i1")) == 0  # not itself
     # Past the task still due, the next one to come: what i1 waits for.
-    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later), "start_at"))
+    assert reply.next_due == int(c.redis.hget(c.keys.task(later), "start_at"))
     assert c.get(second).status.value == "pending"
     assert c.redis.zscore(c.keys.sleepers, "i2") is None  # woken: no longer sleeping
-    assert c.redis.zscore(c.keys.sleepers, "i1") == int(reply[2])
+    assert c.redis.zscore(c.keys.sleepers, "i1") == reply.next_due
 
 
 def test_claim_that_takes_all_it_read_still_sees_work_due_past_what_it_read(c: Client) -> None:
@@ -130,16 +145,16 @@ def test_claim_that_takes_all_it_read_still_sees_work_due_past_what_it_read(c: C
     later = c.schedule("hello", at="+60s").id
     assert claim(c, "other", 0) == []
     c.redis.delete(c.keys.wake("other"))
-    reply = c.scripts.call("claim", "big", 300)
-    assert [r[0] for r in reply[4]] == ids[:256]
+    reply = claimed(c, "big", 300)
+    assert [r.id for r in reply.tasks] == ids[:256]
     assert c.redis.llen(c.keys.wake("other")) == 1  # four are still due
-    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later), "start_at"))
+    assert reply.next_due == int(c.redis.hget(c.keys.task(later), "start_at"))
     # Nothing due left after the next claim: no one is woken, the next is `later`.
     c.redis.delete(c.keys.wake("other"))
-    reply = c.scripts.call("claim", "big", 300)
-    assert [r[0] for r in reply[4]] == ids[256:]
+    reply = claimed(c, "big", 300)
+    assert [r.id for r in reply.tasks] == ids[256:]
     assert c.redis.llen(c.keys.wake("other")) == 0
-    assert int(reply[2]) == int(c.redis.hget(c.keys.task(later), "start_at"))
+    assert reply.next_due == int(c.redis.hget(c.keys.task(later), "start_at"))
 
 
 def test_claim_leaves_a_task_too_big_or_not_offered_for_another_instance(c: Client) -> None:
@@ -147,16 +162,16 @@ def test_claim_leaves_a_task_too_big_or_not_offered_for_another_instance(c: Clie
     register(c, "nohello", 1024, jobs=("heavy",))
     heavy = c.schedule("heavy").id
     hello = c.schedule("hello").id
-    assert [r[0] for r in claim(c, "small")] == [hello]
-    assert claim(c, "nohello")[0][0] == heavy
+    assert [r.id for r in claim(c, "small")] == [hello]
+    assert claim(c, "nohello")[0].id == heavy
 
 
 def test_claim_by_an_instance_whose_lease_lapsed_is_refused(c: Client) -> None:
     register(c, "i1", 4)
     c.schedule("hello")
     lapse(c, "i1")
-    assert c.scripts.call("claim", "i1", 10) == [Code.LEASE_LOST]
-    assert c.scripts.call("heartbeat", "i1", 15000) == [Code.LEASE_LOST]
+    assert c.scripts.claim("i1", 10) == LeaseLapsed()
+    assert c.scripts.heartbeat("i1", 15000) == LeaseLapsed()
 
 
 def test_finish_with_a_stale_token_changes_nothing(c: Client) -> None:
@@ -178,14 +193,13 @@ def test_stale_finish_after_a_reap_changes_nothing(c: Client) -> None:
     t = c.schedule("hello").id
     claim(c, "i1")
     lapse(c, "i1")
-    reply = c.scripts.call("reap", 0)
-    assert reply[2] == [t]
+    assert c.scripts.reap().reaped == [t]
     failed = c.get(t)
     assert (failed.status.value, failed.reason) == ("failed", "instance i1 lost")
     assert c.redis.exists(c.keys.instance("i1")) == 0
     assert finish(c, "i1", t, "1") == Code.STALE
     assert c.get(t) == failed
-    assert c.scripts.call("reap", 0)[2] == []  # twice changes nothing
+    assert c.scripts.reap().reaped == []  # twice changes nothing
 
 
 def test_task_past_its_hard_deadline_is_reaped_and_frees_its_slots(c: Client) -> None:
@@ -193,7 +207,7 @@ def test_task_past_its_hard_deadline_is_reaped_and_frees_its_slots(c: Client) ->
     t = c.schedule("hello").id
     claim(c, "i1")
     c.redis.zadd(c.keys.running, {t: 1})  # deadline in the past
-    assert c.scripts.call("reap", 0)[2] == [t]
+    assert c.scripts.reap().reaped == [t]
     assert c.get(t).reason == "timeout: no report from instance i1 by the hard deadline"
     assert slots_used(c, "i1") == 0
 
@@ -203,14 +217,14 @@ def test_reaped_series_run_gets_exactly_one_next_run(c: Client) -> None:
     first = c.schedule("hello", every="1h")
     claim(c, "i1")
     lapse(c, "i1")
-    reply = c.scripts.call("reap", 0)
-    assert reply[2] == [] and [n[0] for n in reply[3]] == [first.id]
-    task_id, spec, origin, start_at = reply[3][0]
-    rec = msgspec.json.decode(spec, type=type(make_recurrence(every="1h")))
-    assert rec.every_ms == 3_600_000 and int(origin) == int(start_at)
-    nxt = str(int(start_at) + 3_600_000)
-    assert c.scripts.call("reap", 1, task_id, nxt, 0)[2] == [first.id]
-    assert c.scripts.call("reap", 1, task_id, nxt, 0)[2] == []
+    reply = c.scripts.reap()
+    assert reply.reaped == [] and [n.task_id for n in reply.needs] == [first.id]
+    need = reply.needs[0]
+    rec = msgspec.json.decode(need.spec, type=type(make_recurrence(every="1h")))
+    assert rec.every_ms == 3_600_000 and int(need.origin) == int(need.start_at)
+    given = [NextStart(need.task_id, str(int(need.start_at) + 3_600_000), 0)]
+    assert c.scripts.reap(given).reaped == [first.id]
+    assert c.scripts.reap(given).reaped == []
     runs = [t for t in c.tasks(limit=100) if t.series == first.series]
     assert sorted(t.status.value for t in runs) == ["failed", "pending"]
 
@@ -222,9 +236,9 @@ def test_cancel_of_a_running_task_flags_its_instance_and_wakes_it(c: Client) -> 
     c.redis.delete(c.keys.wake("i1"))
     assert c.cancel(t).status.value == "running"
     assert c.redis.llen(c.keys.wake("i1")) == 1
-    assert c.scripts.call("heartbeat", "i1", 15000)[3] == [t]
+    assert renewed(c, "i1").cancels == [t]
     assert finish(c, "i1", t, "1", "cancelled") == Code.OK
-    assert c.scripts.call("heartbeat", "i1", 15000)[3] == []
+    assert renewed(c, "i1").cancels == []
 
 
 def test_schedule_wakes_an_idle_instance_that_would_look_later(c: Client) -> None:
@@ -255,7 +269,7 @@ def test_deregister_fails_what_the_instance_still_held(c: Client) -> None:
     register(c, "i1", 4)
     t = c.schedule("hello").id
     claim(c, "i1")
-    assert c.scripts.call("deregister", "i1", "worker shutdown", 0) == [Code.OK, 1, []]
+    assert c.scripts.deregister("i1", "worker shutdown") == Deregistered(failed=1, needs=[])
     assert (c.get(t).status.value, c.get(t).reason) == ("failed", "worker shutdown")
     assert c.workers() == []
 
