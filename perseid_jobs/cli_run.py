@@ -25,7 +25,6 @@ import typer
 
 from .claiming import note_kill, start_request
 from .cli import ArgsOpt, JobArg, JobsOpt, app, errors_as_lines, fail, parse_args_json
-from .cli_worker import seconds
 from .errors import JobDefinitionError
 from .jobfile import find_job_file
 from .models import TaskStatus
@@ -33,6 +32,7 @@ from .outcome import ClaimedTask, Running
 from .procs import ZygoteClient, ZygoteFailed
 from .protocol import Exited, Started, drain_pipe
 from .runtime import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED
+from .settings import seconds
 from .tasklog import DEFAULT_MAX_LOG_BYTES
 
 TAIL_S = 0.05
