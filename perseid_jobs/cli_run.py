@@ -24,7 +24,7 @@ import orjson
 import typer
 
 from .claiming import note_kill, start_request
-from .cli import ArgsOpt, JobArg, JobsOpt, app, errors_as_lines, fail, parse_args_json
+from .cli_common import ArgsOpt, JobArg, JobsOpt, app, errors_as_lines, fail, parse_args_json
 from .errors import JobDefinitionError
 from .jobfile import find_job_file
 from .models import TaskStatus

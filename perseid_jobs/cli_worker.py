@@ -12,20 +12,22 @@ from typing import Annotated, Any
 import typer
 
 from .bucket import BucketError, read_url
-from .cli import (
+from .cli_common import (
+    EndpointOpt,
     LocalOpt,
+    LogsDirOpt,
     NamespaceOpt,
     RedisOpt,
     app,
     errors_as_lines,
     fail,
     make_client,
+    setting_option,
 )
 from .keys import DEFAULT_NAMESPACE
 from .models import TaskStatus
 from .procs import start_zygote
 from .settings import (
-    BY_FIELD,
     DEFAULT_BUCKET,
     DEFAULT_LOGS_DIR,
     DEFAULT_REDIS_URL,
@@ -35,15 +37,6 @@ from .settings import (
 )
 from .spool import find_log
 from .timefmt import IsoFormatter
-
-
-def _option(s: Setting) -> Any:
-    """The Typer option of setting ``s``: its name, variable and help from the table."""
-    return typer.Option(s.option, envvar=s.env, metavar=s.metavar, help=s.help)
-
-
-LogsDirOpt = Annotated[Path, _option(BY_FIELD["logs_dir"])]
-EndpointOpt = Annotated[str | None, _option(BY_FIELD["s3_endpoint_url"])]
 
 
 def worker(**options: Any) -> None:
@@ -67,7 +60,7 @@ def worker(**options: Any) -> None:
 
 def _parameter(s: Setting) -> inspect.Parameter:
     kind = inspect.Parameter.KEYWORD_ONLY
-    annotated: Any = Annotated[s.cli_type if s.required else s.cli_type | None, _option(s)]
+    annotated: Any = Annotated[s.cli_type if s.required else s.cli_type | None, setting_option(s)]
     if s.required:
         return inspect.Parameter(s.field, kind, annotation=annotated)
     return inspect.Parameter(s.field, kind, annotation=annotated, default=s.cli_default)
