@@ -76,12 +76,6 @@ def redacted(url: str) -> str:
     return urlunsplit(parts)
 
 
-def sentinel_url(sentinels: list[str], master: str, *, tls: bool = False) -> str:
-    """The URL for ``--sentinel host:port`` (repeatable) and ``--sentinel-master NAME``."""
-    scheme = "rediss+sentinel" if tls else "redis+sentinel"
-    return f"{scheme}://{','.join(sentinels)}/{master}"
-
-
 class Backoff:
     """Exponential backoff with full jitter, for retrying a call until Redis answers."""
 

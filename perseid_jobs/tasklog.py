@@ -7,8 +7,9 @@ stdout and stderr (including C extensions and subprocesses, which bypass
 
 Two processes write it, and the task's own process runs no thread for it. The
 zygote prepares a :class:`TaskOutput` before it forks: the file, opened with
-O_APPEND, and two pipes. In the task's process :meth:`TaskLog.open` points
-fds 1 and 2 at the pipes and writes the log records; the zygote reads the
+O_APPEND, and two pipes. In the task's process :meth:`TaskLog.prepare` points
+fds 1 and 2 at the pipes, :meth:`TaskLog.begin` writes the first line, and the
+log records follow; the zygote reads the
 pipes in its own loop (:meth:`TaskOutput.read`) and writes what the job
 printed. Each writer appends whole lines in one ``write``, so lines never
 interleave. The size cap holds across both: each checks the file's size with
@@ -89,7 +90,7 @@ class _Stream:
 class TaskOutput:
     """A task's log file and its stdout/stderr pipes, made by the zygote before the fork.
 
-    After the fork, the task's process hands it to :meth:`TaskLog.open`, and the
+    After the fork, the task's process hands it to :meth:`TaskLog.prepare`, and the
     zygote calls :meth:`attach`, then :meth:`read` whenever a pipe is readable,
     and :meth:`finish` once the task's process has ended.
     """
@@ -314,22 +315,11 @@ class TaskLog:
     """Records sent here (or to any logger, through the root) become pino lines."""
 
     def __init__(self, sink: Sink, handler: _PinoHandler) -> None:
-        """Use :meth:`TaskLog.open`; this only holds what it set up."""
+        """Use :meth:`TaskLog.prepare`; this only holds what it set up."""
         self._sink = sink
         self._handler = handler
         self._closed = False
         self.logger = logging.getLogger("perseid_jobs.task")
-
-    @classmethod
-    def open(cls, output: TaskOutput, *, started_at_ms: int, attempt: int) -> TaskLog:
-        """In the forked task: send stdout, stderr and logging to the log ``output`` prepared.
-
-        Writes the first line, ``task started``. Starts no thread: the zygote reads
-        the pipes. The same as :meth:`prepare` then :meth:`begin`.
-        """
-        log = cls.prepare(output)
-        log.begin(started_at_ms=started_at_ms, attempt=attempt)
-        return log
 
     @classmethod
     def prepare(cls, output: TaskOutput) -> TaskLog:
@@ -375,10 +365,6 @@ class TaskLog:
     def sample_line(self, *, started_at_ms: int, attempt: int) -> bytes:
         """The ``task started`` line, made but not written."""
         return _started_line(self._sink, started_at_ms, attempt)
-
-    def exception(self, exc: BaseException, msg: str = "task raised") -> None:
-        """Log an exception at level 50 with ``err`` holding its type, message and traceback."""
-        self.logger.error(msg, exc_info=(type(exc), exc, exc.__traceback__))
 
     def close(self) -> None:
         """Flush what Python still buffers for stdout and stderr, and close the file here.

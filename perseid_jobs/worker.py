@@ -133,6 +133,8 @@ class Worker:
         assert self.zygote.spool is not None
         self.spool = self.zygote.spool
         report_loaded(self.zygote.ready, self.s.jobs_dir)
+        # Before registering: a bucket URL it cannot use ends the worker with nothing written.
+        bucket = open_bucket(self.s.bucket_url, s3_endpoint_url=self.s.s3_endpoint_url)
         try:
             self.register()
         except TRANSIENT_ERRORS as exc:  # Redis went away since the ping: the loop retries
@@ -140,7 +142,7 @@ class Worker:
             self.backoff.failed()
         self.shipper = LogShipper(
             self.spool.path,
-            open_bucket(self.s.bucket_url, s3_endpoint_url=self.s.s3_endpoint_url),
+            bucket,
             on_shipped=self._record_log_urls,
             dead=DeadSpools(self.s.logs_dir, own=self.spool.path),
         )
