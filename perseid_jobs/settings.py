@@ -28,7 +28,7 @@ import msgspec
 from .durations import DurationError, parse_duration
 from .errors import ConfigError
 from .keys import DEFAULT_NAMESPACE, validate_namespace
-from .tasklog import DEFAULT_MAX_LOG_BYTES
+from .taskoutput import DEFAULT_MAX_LOG_BYTES
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_LOGS_DIR = "var/logs"
