@@ -29,56 +29,64 @@ from .cli_common import app as app  # the command line (``perseid_jobs.cli.app``
 from .keys import DEFAULT_NAMESPACE
 from .settings import DEFAULT_REDIS_URL
 
+AtOpt = Annotated[
+    str | None, typer.Option(metavar="TIME", help="ISO-8601 time with offset, or +90s/+10m.")
+]
+EveryOpt = Annotated[
+    str | None, typer.Option(metavar="DURATION", help="Run on a fixed grid: 10s, 5m, 1h, P1D.")
+]
+CronOpt = Annotated[
+    str | None, typer.Option(metavar="EXPR", help="Cron expression, e.g. '0 9 * * MON-FRI'.")
+]
+TzOpt = Annotated[
+    str | None, typer.Option(metavar="ZONE", help="Time zone of --cron (default UTC).")
+]
+AfterOpt = Annotated[
+    str | None, typer.Option(metavar="TASK", help="Start after this task completes.")
+]
+KeyOpt = Annotated[str | None, typer.Option(metavar="KEY", help="Idempotency key.")]
+CatchUpOpt = Annotated[
+    str,
+    typer.Option(
+        "--catch-up",
+        metavar="POLICY",
+        help="Runs a series missed while no worker ran: skip (default) or all.",
+    ),
+]
+CatchUpWindowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--catch-up-window",
+        metavar="DURATION",
+        help="With --catch-up all: how far back missed runs are still run.",
+    ),
+]
+DurableOpt = Annotated[
+    bool, typer.Option("--durable", help="Return once a replica has it too (WAIT 1).")
+]
+DurableTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--durable-timeout", metavar="SECONDS", help="Seconds --durable waits for a replica."
+    ),
+]
+
 
 @app.command()
 @errors_as_lines
 def schedule(
     job: JobArg,
     args: ArgsOpt = "{}",
-    at: Annotated[
-        str | None,
-        typer.Option(metavar="TIME", help="ISO-8601 time with offset, or +90s/+10m."),
-    ] = None,
-    every: Annotated[
-        str | None,
-        typer.Option(metavar="DURATION", help="Run on a fixed grid: 10s, 5m, 1h, P1D."),
-    ] = None,
-    cron: Annotated[
-        str | None,
-        typer.Option(metavar="EXPR", help="Cron expression, e.g. '0 9 * * MON-FRI'."),
-    ] = None,
-    tz: Annotated[
-        str | None, typer.Option(metavar="ZONE", help="Time zone of --cron (default UTC).")
-    ] = None,
-    after: Annotated[
-        str | None, typer.Option(metavar="TASK", help="Start after this task completes.")
-    ] = None,
-    key: Annotated[str | None, typer.Option(metavar="KEY", help="Idempotency key.")] = None,
-    catch_up: Annotated[
-        str,
-        typer.Option(
-            "--catch-up",
-            metavar="POLICY",
-            help="Runs a series missed while no worker ran: skip (default) or all.",
-        ),
-    ] = "skip",
-    catch_up_window: Annotated[
-        str | None,
-        typer.Option(
-            "--catch-up-window",
-            metavar="DURATION",
-            help="With --catch-up all: how far back missed runs are still run.",
-        ),
-    ] = None,
-    durable: Annotated[
-        bool, typer.Option("--durable", help="Return once a replica has it too (WAIT 1).")
-    ] = False,
-    durable_timeout: Annotated[
-        float,
-        typer.Option(
-            "--durable-timeout", metavar="SECONDS", help="Seconds --durable waits for a replica."
-        ),
-    ] = 1.0,
+    at: AtOpt = None,
+    every: EveryOpt = None,
+    cron: CronOpt = None,
+    tz: TzOpt = None,
+    after: AfterOpt = None,
+    key: KeyOpt = None,
+    catch_up: CatchUpOpt = "skip",
+    catch_up_window: CatchUpWindowOpt = None,
+    durable: DurableOpt = False,
+    durable_timeout: DurableTimeoutOpt = 1.0,
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
