@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
+from .errors import PerseidError
+
 __all__ = [
     "LOG_CONTENT_TYPE",
     "Bucket",
@@ -35,7 +37,7 @@ MULTIPART_THRESHOLD = 8 * 1024 * 1024
 """Logs at least this large are uploaded in parts, several at a time."""
 
 
-class BucketError(Exception):
+class BucketError(PerseidError):
     """A log could not be stored in or read from the bucket; the message says why."""
 
 

@@ -24,8 +24,7 @@ import orjson
 import typer
 
 from .claiming import note_kill, start_request
-from .cli import ArgsOpt, JobArg, JobsOpt, app, errors_as_lines, fail, parse_args_json
-from .cli_worker import seconds
+from .cli_common import ArgsOpt, JobArg, JobsOpt, app, errors_as_lines, fail, parse_args_json
 from .errors import JobDefinitionError
 from .jobfile import find_job_file
 from .models import TaskStatus
@@ -33,6 +32,7 @@ from .outcome import ClaimedTask, Running
 from .procs import ZygoteClient, ZygoteFailed
 from .protocol import Exited, Started, drain_pipe
 from .runtime import EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED
+from .settings import BY_FIELD, seconds
 from .tasklog import DEFAULT_MAX_LOG_BYTES
 
 TAIL_S = 0.05
@@ -49,11 +49,11 @@ def run(
     kill_grace: Annotated[
         str,
         typer.Option(
-            envvar="PERSEID_KILL_GRACE",
+            envvar=BY_FIELD["kill_grace_s"].env,  # the worker's setting, its variable too
             metavar="DURATION",
             help="From SIGTERM to SIGKILL at a timeout, as a worker.",
         ),
-    ] = "5s",
+    ] = BY_FIELD["kill_grace_s"].cli_default,
     jobs_dir: JobsOpt = Path("jobs"),
 ) -> None:
     """Run one task locally, without Redis, as a worker would: same process, limits, verdict.

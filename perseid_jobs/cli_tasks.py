@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import (
+from .cli_common import (
     JsonOpt,
     LocalOpt,
     NamespaceOpt,

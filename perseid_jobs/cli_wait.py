@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from .cli import JsonOpt, NamespaceOpt, RedisOpt, app, emit_json, errors_as_lines, make_client
+from .cli_common import (
+    JsonOpt,
+    NamespaceOpt,
+    RedisOpt,
+    app,
+    emit_json,
+    errors_as_lines,
+    make_client,
+)
 from .connection import DEFAULT_REDIS_URL
 from .durations import DurationError, parse_duration
 from .errors import ConfigError, WaitTimeout

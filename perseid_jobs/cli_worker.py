@@ -2,209 +2,49 @@
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from .bucket import BucketError, read_url
-from .cli import (
-    JobsOpt,
+from .cli_common import (
+    EndpointOpt,
     LocalOpt,
+    LogsDirOpt,
     NamespaceOpt,
     RedisOpt,
     app,
     errors_as_lines,
     fail,
     make_client,
+    setting_option,
 )
-from .connection import DEFAULT_REDIS_URL
-from .durations import DurationError, parse_duration
-from .errors import ConfigError
-from .keys import DEFAULT_NAMESPACE, validate_namespace
+from .keys import DEFAULT_NAMESPACE
 from .models import TaskStatus
-from .procs import DEFAULT_LOGS_DIR, start_zygote
-from .settings import DEFAULT_BUCKET, WorkerSettings
+from .procs import start_zygote
+from .settings import (
+    DEFAULT_BUCKET,
+    DEFAULT_LOGS_DIR,
+    DEFAULT_REDIS_URL,
+    SETTINGS,
+    Setting,
+    settings_from_cli,
+)
 from .spool import find_log
 from .timefmt import IsoFormatter
 
-LogsDirOpt = Annotated[
-    Path,
-    typer.Option(
-        "--logs-dir", envvar="PERSEID_LOGS_DIR", metavar="DIR", help="Local spool of task logs."
-    ),
-]
-BucketOpt = Annotated[
-    str,
-    typer.Option(
-        "--bucket",
-        envvar="PERSEID_BUCKET",
-        metavar="URL",
-        help="Where task logs are kept: file:///path or s3://bucket/prefix.",
-    ),
-]
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--s3-endpoint-url",
-        envvar="AWS_ENDPOINT_URL",
-        metavar="URL",
-        help="S3 API endpoint (MinIO and other S3-compatible stores).",
-    ),
-]
 
-
-def seconds(value: str, option: str) -> float:
-    """A duration option (``5s``, ``1m``, ``0.2``) in seconds, or a one-line error."""
-    try:
-        return parse_duration(value) / 1000
-    except DurationError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
-
-
-MIN_RESCAN_S = 0.1
-
-
-def rescan_seconds(value: str) -> float:
-    """``--jobs-rescan``: a duration of at least 0.1 s, or 0 (job files reloaded on SIGHUP only)."""
-    with contextlib.suppress(ValueError):
-        if float(value.strip().removesuffix("s")) == 0:
-            return 0.0
-    s = seconds(value, "--jobs-rescan")
-    if s < MIN_RESCAN_S:
-        raise ConfigError(
-            f"--jobs-rescan {value}: rescan at most every {MIN_RESCAN_S:g}s (e.g. 2s),"
-            " or 0 to reload job files on SIGHUP only"
-        )
-    return s
-
-
-@app.command()
-@errors_as_lines
-def worker(
-    slots: Annotated[
-        int, typer.Option(envvar="PERSEID_SLOTS", metavar="N", help="Slots this instance offers.")
-    ],
-    jobs_dir: JobsOpt = Path("jobs"),
-    redis_url: RedisOpt = DEFAULT_REDIS_URL,
-    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
-    instance_id: Annotated[
-        str | None,
-        typer.Option(
-            envvar="PERSEID_INSTANCE_ID",
-            metavar="ID",
-            help="This instance's id (default: a new random one at each start).",
-        ),
-    ] = None,
-    heartbeat: Annotated[
-        str,
-        typer.Option(
-            envvar="PERSEID_HEARTBEAT", metavar="DURATION", help="How often the lease is renewed."
-        ),
-    ] = "5s",
-    lease_ttl: Annotated[
-        str,
-        typer.Option(
-            envvar="PERSEID_LEASE_TTL",
-            metavar="DURATION",
-            help="How long a lease lasts unrenewed; then the instance counts as dead"
-            " (longer than --heartbeat, e.g. 3x).",
-        ),
-    ] = "15s",
-    reap_interval: Annotated[
-        str,
-        typer.Option(
-            envvar="PERSEID_REAP_INTERVAL",
-            metavar="DURATION",
-            help="How often this instance fails or retries the tasks of dead instances.",
-        ),
-    ] = "5s",
-    drain_timeout: Annotated[
-        str,
-        typer.Option(
-            envvar="PERSEID_DRAIN_TIMEOUT",
-            metavar="DURATION",
-            help="On SIGTERM/SIGINT, how long running tasks may finish before they are killed.",
-        ),
-    ] = "60s",
-    kill_grace: Annotated[
-        str,
-        typer.Option(
-            envvar="PERSEID_KILL_GRACE",
-            metavar="DURATION",
-            help="Between SIGTERM and SIGKILL when a task is stopped (timeout, cancel).",
-        ),
-    ] = "5s",
-    logs_dir: LogsDirOpt = Path(DEFAULT_LOGS_DIR),
-    bucket: BucketOpt = DEFAULT_BUCKET,
-    s3_endpoint_url: EndpointOpt = None,
-    max_log_bytes: Annotated[
-        int,
-        typer.Option(
-            envvar="PERSEID_MAX_LOG_BYTES",
-            metavar="BYTES",
-            help="A task's log is cut (with a note) beyond this size.",
-        ),
-    ] = 64 * 1024 * 1024,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            envvar="PERSEID_METRICS_PORT",
-            metavar="PORT",
-            help="Serve Prometheus /metrics, /healthz and /readyz on this port (default: off).",
-        ),
-    ] = None,
-    log_level: Annotated[
-        str,
-        typer.Option(
-            envvar="PERSEID_LOG_LEVEL",
-            metavar="LEVEL",
-            help="The worker's own log on stderr: DEBUG, INFO, WARNING or ERROR.",
-        ),
-    ] = "INFO",
-    jobs_rescan: Annotated[
-        str,
-        typer.Option(
-            envvar="PERSEID_JOBS_RESCAN",
-            metavar="DURATION",
-            help="How often to look for added, changed or removed job files (0: only on SIGHUP).",
-        ),
-    ] = "2s",
-) -> None:
+def worker(**options: Any) -> None:
     """Run a worker instance: claim due tasks and run each in its own process."""
-
-    if slots < 1:
-        fail(f"--slots {slots}: an instance must offer at least 1 slot", 2)
-    if not jobs_dir.is_dir():
-        fail(f"jobs directory {str(jobs_dir)!r} does not exist: pass --jobs DIR", 2)
-    validate_namespace(namespace)
-    settings = WorkerSettings(
-        slots=slots,
-        jobs_dir=jobs_dir.resolve(),
-        redis_url=redis_url,
-        namespace=namespace,
-        instance_id=instance_id,
-        heartbeat_s=seconds(heartbeat, "--heartbeat"),
-        lease_ttl_s=seconds(lease_ttl, "--lease-ttl"),
-        reap_interval_s=seconds(reap_interval, "--reap-interval"),
-        drain_timeout_s=seconds(drain_timeout, "--drain-timeout"),
-        kill_grace_s=seconds(kill_grace, "--kill-grace"),
-        logs_dir=logs_dir.resolve(),
-        bucket_url=bucket,
-        s3_endpoint_url=s3_endpoint_url,
-        max_log_bytes=max_log_bytes,
-        metrics_port=metrics_port,
-        jobs_rescan_s=rescan_seconds(jobs_rescan),
-    )
-    if settings.lease_ttl_s <= settings.heartbeat_s:
-        fail("--lease-ttl must be longer than --heartbeat (e.g. 3x)", 2)
+    settings = settings_from_cli(options)
     handler = logging.StreamHandler(sys.stderr)  # times as everywhere: ISO-8601, UTC
     handler.setFormatter(IsoFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=log_level.upper(), handlers=[handler])
+    logging.basicConfig(level=options["log_level"].upper(), handlers=[handler])
     # Usually started already, before the command line was parsed (procs.start_zygote_early);
     # else now, first: it imports the jobs while this process imports the rest and connects.
     zygote = start_zygote(settings.jobs_dir, settings.logs_dir, wait=False)
@@ -216,6 +56,19 @@ def worker(
         zygote.close()
         raise
     raise typer.Exit(worker.run())
+
+
+def _parameter(s: Setting) -> inspect.Parameter:
+    kind = inspect.Parameter.KEYWORD_ONLY
+    annotated: Any = Annotated[s.cli_type if s.required else s.cli_type | None, setting_option(s)]
+    if s.required:
+        return inspect.Parameter(s.field, kind, annotation=annotated)
+    return inspect.Parameter(s.field, kind, annotation=annotated, default=s.cli_default)
+
+
+# The command's options are the table's rows (Typer reads a function's signature).
+worker.__signature__ = inspect.Signature([_parameter(s) for s in SETTINGS])  # type: ignore[attr-defined]
+app.command("worker")(errors_as_lines(worker))
 
 
 @app.command()

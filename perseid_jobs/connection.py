@@ -40,8 +40,7 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from .errors import ConfigError, RedisUnavailable
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+from .settings import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL  # the table's (re-exported)
 
 #: Errors after which the same call may succeed later: Redis restarting or loading its
 #: data, a failover in progress, a network cut. Retried with :class:`Backoff`.
@@ -75,12 +74,6 @@ def redacted(url: str) -> str:
         )
         parts = parts._replace(query=query)
     return urlunsplit(parts)
-
-
-def sentinel_url(sentinels: list[str], master: str, *, tls: bool = False) -> str:
-    """The URL for ``--sentinel host:port`` (repeatable) and ``--sentinel-master NAME``."""
-    scheme = "rediss+sentinel" if tls else "redis+sentinel"
-    return f"{scheme}://{','.join(sentinels)}/{master}"
 
 
 class Backoff:

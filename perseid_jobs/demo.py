@@ -72,7 +72,6 @@ def start_workers(url: str, namespace: str, jobs: Path) -> list[subprocess.Popen
     procs = []
     Path("var/demo").mkdir(parents=True, exist_ok=True)
     for name, slots in (("big", 1024), ("small", 256)):
-        # The child keeps its own copy of the descriptor; ours closes at the end of the block.
         settings = WorkerSettings(
             slots=slots,
             jobs_dir=jobs,

@@ -162,10 +162,6 @@ class NotDurable(PerseidError):
         self.task_id = task_id
 
 
-class LeaseLost(PerseidError):
-    """The instance's lease lapsed: it is dead for everyone and must fence."""
-
-
 class RedisUnavailable(PerseidError):
     """Redis does not answer at the configured URL."""
 
@@ -182,6 +178,4 @@ def raise_for_code(code: int, *, task_id: str = "", detail: str = "") -> None:
         raise TaskAlreadyEnded(task_id, detail)
     if code == Code.PARENT_NOT_FOUND:
         raise ParentNotFound(task_id)
-    if code == Code.LEASE_LOST:
-        raise LeaseLost("the instance's lease lapsed; it must re-register under a new id")
     raise PerseidError(f"unexpected script reply code {code}")

@@ -25,10 +25,8 @@ from .protocol import (
     event_decoder,
     write_all,
 )
+from .settings import given
 from .spool import Spool
-
-DEFAULT_LOGS_DIR = "var/logs"
-"""Where a worker keeps task logs until they are uploaded, unless told otherwise."""
 
 
 class ZygoteFailed(PerseidError):
@@ -225,26 +223,16 @@ def start_zygote_early(args: list[str]) -> None:
     Importing the command line (Redis client, Typer) takes a quarter of a
     second, in which the zygote can already import the jobs. The directories
     are read here the way the ``worker`` command reads them (``--jobs`` and
-    ``--logs-dir``, else ``PERSEID_JOBS_DIR`` and ``PERSEID_LOGS_DIR``, else the
-    defaults); :func:`start_zygote` uses this zygote only if the parsed command
-    agrees, and closes it otherwise. Nothing is started for ``--help``, without
-    ``--slots``, or for a jobs directory that does not exist.
+    ``--logs-dir``, else their environment variables, else the defaults: all
+    from :data:`perseid_jobs.settings.SETTINGS`); :func:`start_zygote` uses
+    this zygote only if the parsed command agrees, and closes it otherwise.
+    Nothing is started for ``--help``, without ``--slots``, or for a jobs
+    directory that does not exist.
     """
     global _early
-    if "--help" in args or not (_option(args, "--slots") or os.environ.get("PERSEID_SLOTS")):
+    if "--help" in args or not given(args, "slots"):
         return  # help, or a command that will be refused
-    jobs = _option(args, "--jobs") or os.environ.get("PERSEID_JOBS_DIR") or "jobs"
-    logs = _option(args, "--logs-dir") or os.environ.get("PERSEID_LOGS_DIR") or DEFAULT_LOGS_DIR
+    jobs, logs = given(args, "jobs_dir"), given(args, "logs_dir")
+    assert jobs is not None and logs is not None  # both have defaults
     if Path(jobs).is_dir():
         _early = start_zygote(Path(jobs), Path(logs), wait=False)
-
-
-def _option(args: list[str], name: str) -> str | None:
-    """The last value given for option ``name`` (``--name VALUE`` or ``--name=VALUE``)."""
-    found = None
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            found = args[i + 1]
-        elif arg.startswith(name + "="):
-            found = arg[len(name) + 1 :]
-    return found

@@ -29,7 +29,7 @@ __all__ = ["LogShipper", "Shipped"]
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 64
-"""Most logs uploaded (and reported through ``on_uploaded_many``) in one go."""
+"""Most logs uploaded (and reported in one call of ``on_shipped``) in one go."""
 
 LINGER_S = 0.02
 """How long a log waits for others to share its batch (one sync and one report for all)."""
@@ -90,7 +90,7 @@ class LogShipper:
     partial batch once its first log has waited ``linger`` seconds since it
     was queued (not since the last batch was taken): a
     directory bucket syncs once per batch, and the URLs are reported in one
-    call of ``on_uploaded_many`` when it is given.
+    call of ``on_shipped`` when it is given.
     """
 
     def __init__(
@@ -99,7 +99,6 @@ class LogShipper:
         bucket: Bucket,
         *,
         on_uploaded: Callable[[str, str], None] | None = None,
-        on_uploaded_many: Callable[[list[tuple[str, str]]], None] | None = None,
         on_shipped: Callable[[list[Shipped]], None] | None = None,
         dead: DeadSpools | None = None,
         batch_size: int = BATCH_SIZE,
@@ -109,14 +108,12 @@ class LogShipper:
     ) -> None:
         """Ship ``logs_dir/<task id>.log`` files to ``bucket``.
 
-        After each batch, ``on_uploaded_many([(task id, url), …])`` is called once
-        with the logs it stored, in queue order; without it, ``on_uploaded(task
-        id, url)`` once per log. Either runs on the shipper's thread, and the
-        file is deleted once it returns.
-
-        ``on_shipped([Shipped, …])`` instead leaves the files in the spool: the
-        caller deletes each with :meth:`remove` once it has recorded the URL (so
-        a crash in between leaves the log to be uploaded again, never lost).
+        After each batch, ``on_shipped([Shipped, …])`` is called once with the
+        logs it stored, in queue order, on the shipper's thread. It leaves the
+        files in the spool: the caller deletes them with :meth:`remove` once it
+        has recorded the URLs (so a crash in between leaves a log to be uploaded
+        again, never lost). Without it, ``on_uploaded(task id, url)`` is called
+        once per log, and the file is deleted once it returns.
 
         ``dead``: at :meth:`start`, the logs of gone workers' spools are adopted
         from it (else the ``*.log`` files of ``logs_dir`` are the leftovers).
@@ -124,7 +121,6 @@ class LogShipper:
         self.logs_dir = logs_dir
         self.bucket = bucket
         self._on_uploaded = on_uploaded
-        self._on_uploaded_many = on_uploaded_many
         self._on_shipped = on_shipped
         self._dead = dead
         self._batch_size = max(1, batch_size)
@@ -282,14 +278,8 @@ class LogShipper:
             except Exception:
                 log.exception("handing over the log URLs of %d task(s) failed", len(uploaded))
             return  # the receiver removes the files once it recorded their URLs
-        pairs = [(entry.task_id, entry.url) for entry in uploaded]
-        if self._on_uploaded_many is not None:
-            try:
-                self._on_uploaded_many(pairs)
-            except Exception:
-                log.exception("recording the log URLs of %d task(s) failed", len(uploaded))
-        elif self._on_uploaded is not None:
-            for task_id, url in pairs:
+        if self._on_uploaded is not None:
+            for task_id, url, _ in uploaded:
                 try:
                     self._on_uploaded(task_id, url)
                 except Exception:

@@ -6,11 +6,12 @@ stdout and stderr (including C extensions and subprocesses, which bypass
 ``sys.stdout``), land in the same file.
 
 Two processes write it, and the task's own process runs no thread for it. The
-zygote prepares a :class:`TaskOutput` before it forks: the file, opened with
-O_APPEND, and two pipes. In the task's process :meth:`TaskLog.open` points
-fds 1 and 2 at the pipes and writes the log records; the zygote reads the
-pipes in its own loop (:meth:`TaskOutput.read`) and writes what the job
-printed. Each writer appends whole lines in one ``write``, so lines never
+zygote prepares a :class:`~perseid_jobs.taskoutput.TaskOutput` before it forks:
+the file, opened with O_APPEND, and two pipes. In the task's process
+:meth:`TaskLog.prepare` points fds 1 and 2 at the pipes, :meth:`TaskLog.begin`
+writes the first line, and the log records follow (this module); the zygote
+reads the pipes in its own loop (:meth:`TaskOutput.read`, in taskoutput.py) and
+writes what the job printed. Each writer appends whole lines in one ``write``, so lines never
 interleave. The size cap holds across both: each checks the file's size with
 ``fstat`` before writing, and the first to reach the cap writes the one
 truncation line and sets a flag in memory both processes share.
@@ -20,256 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from .pino import (
-    MAX_LINE_BYTES,
-    Sink,
-    append_last,
-    hostname,
-    now_ms,
-    pino_level,
-    split_long,
-    stringify,
-)
+from .pino import Sink, hostname, pino_level, stringify
+from .taskoutput import DEFAULT_MAX_LOG_BYTES, MAX_LINE_BYTES, TaskOutput, started_line
 
-__all__ = ["DEFAULT_MAX_LOG_BYTES", "MAX_LINE_BYTES", "TaskLog", "TaskOutput"]
+__all__ = ["DEFAULT_MAX_LOG_BYTES", "MAX_LINE_BYTES", "TaskLog", "TaskOutput", "route_process"]
 
-DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
-"""Size at which a task's log is truncated, unless the task says otherwise."""
-
-READ_SIZE = 64 * 1024
-"""Bytes read from one pipe per call of :meth:`TaskOutput.read`."""
-
-_DRAIN_LIMIT = 1024 * 1024  # per pipe once the task ended: a live writer could refill it forever
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-_STILL_HELD = "a process started by the task still holds stdout/stderr; its output is discarded"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-
-
-def _create(path: Path) -> int:
-    """A new, empty file at ``path``, open for appending; its directory made if missing."""
-    # A new inode, never the old file emptied: an earlier attempt's log may also
-    # live on in a directory bucket, as a second name of the same file.
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    try:
-        return os.open(path, _OPEN_FLAGS, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, _OPEN_FLAGS, 0o644)
-
-
-class _Stream:
-    """The zygote's end of one captured pipe: what it read up to the last newline."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.pending = b""
-        self.encode: Callable[[bytes, bytes], bytes] | None = None
-
-    def lines(self, chunk: bytes) -> list[bytes]:
-        """The whole lines ``chunk`` completes (long ones split); keeps the rest pending."""
-        lines = (self.pending + chunk).split(b"\n")
-        self.pending = lines.pop()
-        if len(self.pending) > MAX_LINE_BYTES:
-            *more, self.pending = split_long(self.pending)
-            lines.extend(more)
-        return [piece for line in lines for piece in split_long(line)]
-
-
-class TaskOutput:
-    """A task's log file and its stdout/stderr pipes, made by the zygote before the fork.
-
-    After the fork, the task's process hands it to :meth:`TaskLog.open`, and the
-    zygote calls :meth:`attach`, then :meth:`read` whenever a pipe is readable,
-    and :meth:`finish` once the task's process has ended.
-    """
-
-    def __init__(self, path: Path, *, task_id: str, job: str, max_bytes: int) -> None:
-        """Create (or empty) the log file and the two pipes. Raises OSError."""
-        self.task_id = task_id
-        self.job = job
-        self.max_bytes = max_bytes
-        self.path = path  # renamed with it when a spare gets its task
-        self.fd = _create(path)
-        self.truncated = mmap.mmap(-1, 1)  # shared (MAP_SHARED) with the forked task
-        self._streams: dict[int, _Stream] = {}
-        self._write_ends: list[int] = []
-        try:
-            for name in ("stdout", "stderr"):
-                read_end, write_end = os.pipe()
-                self._streams[read_end] = _Stream(name)
-                self._write_ends.append(write_end)
-        except OSError:
-            self.discard()
-            raise
-        self._sink: Sink | None = None
-
-    @classmethod
-    def received(cls, fds: list[int], *, task_id: str, job: str, max_bytes: int) -> TaskOutput:
-        """In a reused task process: the output :meth:`handoff_fds` sent it, for one task."""
-        output = cls.__new__(cls)
-        output.task_id, output.job, output.max_bytes = task_id, job, max_bytes
-        output.fd, *output._write_ends, flag = fds
-        output.path = Path()
-        output.truncated = mmap.mmap(flag, 1)
-        os.close(flag)
-        output._streams = {}
-        output._sink = None
-        return output
-
-    def handoff_fds(self) -> list[int]:
-        """In the zygote: the fds a reused process needs (file, pipes' write ends, flag).
-
-        The truncation flag moves to a memfd, shared by mapping rather than by a
-        fork. The caller owns the fds but the first (the zygote's own, for its
-        writes): it closes them once sent.
-        """
-        flag = os.memfd_create("perseid-log-flag", os.MFD_CLOEXEC)
-        os.ftruncate(flag, 1)
-        self.truncated.close()
-        self.truncated = mmap.mmap(flag, 1)
-        fds, self._write_ends = [self.fd, *self._write_ends, flag], []
-        return fds
-
-    def note(self, msg: str) -> None:
-        """In the zygote, once attached: an info line of its own in the task's log."""
-        if self._sink is not None:
-            self._sink.write([self._sink.line(30, now_ms(), msg, {})])
-
-    @property
-    def fds(self) -> list[int]:
-        """The read ends the zygote still reads."""
-        return list(self._streams)
-
-    def redirect(self) -> None:
-        """In the task's process: fds 1 and 2 become the pipes' write ends."""
-        for target, write_end in zip((1, 2), self._write_ends, strict=True):
-            os.dup2(write_end, target)  # inheritable: the job's subprocesses write here too
-        for fd in (*self._write_ends, *self._streams):
-            os.close(fd)
-        self._write_ends.clear()
-        self._streams.clear()
-
-    def attach(self, pid: int) -> None:
-        """In the zygote, after the fork: keep only the read ends; lines carry ``pid``."""
-        for fd in self._write_ends:
-            os.close(fd)
-        self._write_ends.clear()
-        fields = {"pid": pid, "hostname": hostname(), "task": self.task_id, "job": self.job}
-        self._sink = Sink(self.fd, self.max_bytes, fields, self.truncated)
-        for fd, stream in self._streams.items():
-            os.set_blocking(fd, False)
-            stream.encode = self._sink.stream_encoder(stream.name)
-
-    def announce(self, *, started_at_ms: int, attempt: int) -> None:
-        """In the zygote, once attached: write ``task started`` for the task's process.
-
-        For a spare, whose pid is known before its task: written before the
-        spare hears of the task, so it is the first line, and the spare need
-        not write it (see :meth:`TaskLog.begin`).
-        """
-        assert self._sink is not None
-        self._sink.write([_started_line(self._sink, started_at_ms, attempt)])
-
-    def read(self, fd: int, size: int = READ_SIZE) -> bool:
-        """Read at most ``size`` bytes from pipe ``fd`` into the log; False once it is closed."""
-        self._take(fd, size)
-        return fd in self._streams
-
-    @property
-    def writing(self) -> bool:
-        """True while this process is inside a write of the log (a signal handler asks)."""
-        return self._sink is not None and self._sink.lock.locked()
-
-    def finish(self, last: str = "", *, drain: bool = True) -> None:
-        """Once the task's process ended: take what is left in the pipes, then close all.
-
-        Never blocks: a process the job left running may hold a pipe open; what
-        it wrote so far is kept, a line says so, and its later output is lost.
-        ``last``: a level-50 line written after all that (why the task was killed).
-        ``drain=False``, from a signal handler that interrupted a write of this
-        log: only that line; the fds are left for the exit to close.
-        """
-        if not drain:
-            if last and self._sink is not None:
-                append_last(self.path, self._sink.line(50, now_ms(), last, {}))
-            return
-        held = False
-        for fd in self.fds:
-            taken = 0
-            while fd in self._streams and taken < _DRAIN_LIMIT:
-                chunk = self._take(fd, READ_SIZE)
-                if chunk is None:
-                    break
-                taken += len(chunk)
-            if fd in self._streams:
-                held = True
-                self._close_stream(fd)
-        if held and self._sink is not None:
-            self._sink.write([self._sink.line(40, now_ms(), _STILL_HELD, {})])
-        if last and self._sink is not None:
-            append_last(self.path, self._sink.line(50, now_ms(), last, {}))
-        self.discard()
-
-    def discard(self) -> None:
-        """Close every fd held here, writing nothing (also in a task that inherited it)."""
-        for fd in (*self._streams, *self._write_ends):
-            os.close(fd)
-        self._streams.clear()
-        self._write_ends.clear()
-        if self._sink is not None:
-            self._sink.close()
-        elif self.fd >= 0:
-            os.close(self.fd)
-        self.fd = -1
-        self.truncated.close()
-
-    def _take(self, fd: int, size: int) -> bytes | None:
-        """One read into the log: the bytes read (b"" at the end), None if none are ready."""
-        try:
-            chunk = os.read(fd, size)
-        except BlockingIOError:
-            return None
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self._close_stream(fd)
-            return chunk
-        stream = self._streams[fd]
-        if self._sink is None or self._sink.discarding:
-            stream.pending = b""  # still read: a writer blocked on a full pipe would hang the job
-        else:
-            self._write(stream, stream.lines(chunk))
-        return chunk
-
-    def _close_stream(self, fd: int) -> None:
-        """Write the last unterminated line of a stream and close its pipe."""
-        stream = self._streams.pop(fd)
-        if stream.pending:
-            self._write(stream, [stream.pending])
-        os.close(fd)
-
-    def _write(self, stream: _Stream, lines: list[bytes]) -> None:
-        if self._sink is None or stream.encode is None or not lines:
-            return
-        stamp = b"%d" % now_ms()
-        encode = stream.encode
-        self._sink.write(encode(line, stamp) for line in lines)
-
-
-def _started_line(sink: Sink, started_at_ms: int, attempt: int) -> bytes:
-    started = {"startedAt": started_at_ms, "attempt": attempt}
-    return sink.line(30, now_ms(), "task started", started)
 
 
 class _PinoHandler(logging.Handler):
@@ -314,22 +78,11 @@ class TaskLog:
     """Records sent here (or to any logger, through the root) become pino lines."""
 
     def __init__(self, sink: Sink, handler: _PinoHandler) -> None:
-        """Use :meth:`TaskLog.open`; this only holds what it set up."""
+        """Use :meth:`TaskLog.prepare`; this only holds what it set up."""
         self._sink = sink
         self._handler = handler
         self._closed = False
         self.logger = logging.getLogger("perseid_jobs.task")
-
-    @classmethod
-    def open(cls, output: TaskOutput, *, started_at_ms: int, attempt: int) -> TaskLog:
-        """In the forked task: send stdout, stderr and logging to the log ``output`` prepared.
-
-        Writes the first line, ``task started``. Starts no thread: the zygote reads
-        the pipes. The same as :meth:`prepare` then :meth:`begin`.
-        """
-        log = cls.prepare(output)
-        log.begin(started_at_ms=started_at_ms, attempt=attempt)
-        return log
 
     @classmethod
     def prepare(cls, output: TaskOutput) -> TaskLog:
@@ -374,11 +127,7 @@ class TaskLog:
 
     def sample_line(self, *, started_at_ms: int, attempt: int) -> bytes:
         """The ``task started`` line, made but not written."""
-        return _started_line(self._sink, started_at_ms, attempt)
-
-    def exception(self, exc: BaseException, msg: str = "task raised") -> None:
-        """Log an exception at level 50 with ``err`` holding its type, message and traceback."""
-        self.logger.error(msg, exc_info=(type(exc), exc, exc.__traceback__))
+        return started_line(self._sink, started_at_ms, attempt)
 
     def close(self) -> None:
         """Flush what Python still buffers for stdout and stderr, and close the file here.

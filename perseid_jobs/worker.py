@@ -41,20 +41,19 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import __version__, claiming, recovery
-from .bucket import open_bucket
-from .connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
+from . import __version__, claiming, lifecycle, recovery
+from .connection import REDIS_ERRORS, Backoff, connect
 from .heartbeat import Heartbeat, Lease
-from .jobscan import JobsWatch, report_loaded
+from .jobscan import JobsWatch
 from .keys import Keys
 from .models import TaskStatus
 from .outcome import Outcome, Running
-from .procs import ZygoteClient, start_zygote
+from .procs import ZygoteClient
 from .protocol import Exited, Started, drain_pipe
 from .scripts import Scripts
 from .settings import WorkerSettings
 from .shipper import LogShipper, Shipped
-from .spool import DeadSpools, Spool
+from .spool import Spool
 from .wake import WakeChannel
 
 if TYPE_CHECKING:
@@ -128,51 +127,7 @@ class Worker:
         signal.signal(signal.SIGHUP, self._on_hup)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        if self.zygote is None:
-            self.zygote = start_zygote(self.s.jobs_dir, self.s.logs_dir, wait=True)
-        assert self.zygote.spool is not None
-        self.spool = self.zygote.spool
-        report_loaded(self.zygote.ready, self.s.jobs_dir)
-        try:
-            self.register()
-        except TRANSIENT_ERRORS as exc:  # Redis went away since the ping: the loop retries
-            log.warning("could not register yet (%s); retrying with backoff", exc)
-            self.backoff.failed()
-        self.shipper = LogShipper(
-            self.spool.path,
-            open_bucket(self.s.bucket_url, s3_endpoint_url=self.s.s3_endpoint_url),
-            on_shipped=self._record_log_urls,
-            dead=DeadSpools(self.s.logs_dir, own=self.spool.path),
-        )
-        self.shipper.start()
-        beat_timeout = max(0.5, min(self.s.heartbeat_s, self.s.lease_ttl_s / 3))
-        self.heart = Heartbeat(
-            Scripts(connect(self.s.redis_url, retries=0, socket_timeout=beat_timeout), self.keys),
-            self.lease,
-            interval=self.s.heartbeat_s,
-            on_renewed=self._lease_until,
-            on_lost=self._on_lost,
-            on_cancels=self.on_cancels,
-        )
-        self.heart.start()
-        if self.s.metrics_port is not None:
-            from .metrics import WorkerMetrics  # prometheus_client: only when asked for
-            from .probe import WorkerProbe
-
-            self.metrics = WorkerMetrics(WorkerProbe(self))
-            port = self.metrics.serve(self.s.metrics_port)
-            log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", port)
-        self.wake = WakeChannel(
-            connect(self.s.redis_url, retries=0, socket_timeout=None, check=False)
-        )
-        log.info(
-            "instance %s serving %d jobs with %d slots on %s (task processes: %s fork)",
-            self.instance_id,
-            len(self.zygote.ready.jobs),
-            self.s.slots,
-            redacted(self.s.redis_url),
-            self.zygote.ready.fork,
-        )
+        lifecycle.start_parts(self)
         try:
             self.loop()
         finally:
@@ -257,24 +212,7 @@ class Worker:
 
     def shutdown(self) -> None:
         """Stop everything this instance started."""
-        if self.metrics:
-            self.metrics.close()
-        if self.heart:
-            self.heart.stop()
-        if self.zygote:
-            self.zygote.close()
-        self.jobs.close()
-        if self.registered:
-            self._try(lambda: recovery.deregister(self), "deregister")
-        if self.shipper:
-            self.shipper.stop(timeout=min(5.0 if self.cold else 30.0, self.s.drain_timeout_s))
-        while self.log_urls and self._try(self.record_log_urls, "record log URLs"):
-            pass
-        if self.wake:
-            self.wake.close()
-        if self.spool:
-            self.spool.close()  # what was not uploaded stays for the next worker to adopt
-        log.info("instance %s stopped", self.instance_id)
+        lifecycle.stop_parts(self)
 
     def record_log_urls(self, most: int = 200) -> None:
         """Record where uploaded logs went (up to ``most`` in one call), then delete them here.
@@ -288,18 +226,6 @@ class Worker:
             self.log_urls.popleft()
         if self.shipper:
             self.shipper.remove(batch)
-
-    def _try(self, call: Any, what: str, attempts: int = 4) -> bool:
-        """A best-effort call at shutdown: a few tries with backoff."""
-        backoff = Backoff(cap=1.0)
-        for _ in range(attempts):
-            try:
-                call()
-                return True
-            except REDIS_ERRORS as exc:
-                log.warning("could not %s: %s", what, exc)
-                time.sleep(backoff.failed())
-        return False
 
     # -- where tasks' logs go -------------------------------------------------------------
     def log_path(self, task_id: str) -> Path:
@@ -432,12 +358,12 @@ class Worker:
         self.jobs.hup = True  # load the jobs again now (see jobscan)
         self._poke()
 
-    def _lease_until(self, deadline: float) -> None:
+    def on_renewed(self, deadline: float) -> None:
         """From the heartbeat's thread: every zygote whose tasks run enforces the lease."""
         for zygote in self.jobs.zygotes(self.zygote):
             zygote.lease_until(deadline)
 
-    def _on_lost(self, instance_id: str) -> None:
+    def on_lost(self, instance_id: str) -> None:
         if instance_id == self.instance_id:
             log.error("instance %s: Redis says its lease lapsed", instance_id)
             self.fenced = True
@@ -448,7 +374,7 @@ class Worker:
             self.cancels.update(ids)
             self._poke()
 
-    def _record_log_urls(self, shipped: list[Shipped]) -> None:
+    def on_shipped(self, shipped: list[Shipped]) -> None:
         """From the shipper's thread: the loop records them, in one call per batch."""
         self.log_urls.extend(shipped)
         self._poke()

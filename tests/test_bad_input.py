@@ -96,6 +96,8 @@ CASES = [
          "'/nonexistent/jobs' does not exist", uses=NO_JOBS),
     Case("job file with a syntax error", ["schedule", "broken", "--jobs", "{broken}"],
          "SyntaxError", uses=NO_JOBS),
+    Case("bucket URL of no known kind", ["worker", "--slots", "1", "--bucket", "ftp://x/y"],
+         "unsupported bucket URL 'ftp://x/y'"),
     Case("lease not longer than heartbeat",
          ["worker", "--slots", "1", "--heartbeat", "5s", "--lease-ttl", "5s"], "--lease-ttl"),
     Case("heartbeat not a duration", ["worker", "--slots", "1", "--heartbeat", "soon"],

@@ -80,7 +80,7 @@ def write_task_log(path: Path) -> int:
         try:
             raise ValueError("boom")
         except ValueError as exc:
-            log.exception(exc)
+            log.logger.error("task raised", exc_info=exc)
         for n in range(400):  # past the cap: the log ends with the truncation line
             print(f"flood {n} " + "x" * 40)
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from perseid_jobs.bucket import BucketError, S3Bucket, object_key, open_bucket
-from perseid_jobs.shipper import LogShipper
+from perseid_jobs.shipper import LogShipper, Shipped
 
 from .s3_fixtures import S3Server, use_dummy_credentials, wait_until
 
@@ -44,6 +44,19 @@ class Recorder:
     def task_ids(self) -> list[str]:
         with self.lock:
             return [task_id for task_id, _ in self.calls]
+
+
+class Batches:
+    """An ``on_shipped`` receiver like the worker's: records each batch, then removes its files."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, str]]] = []
+        self.shipper: LogShipper | None = None
+
+    def __call__(self, shipped: list[Shipped]) -> None:
+        self.batches.append([(entry.task_id, entry.url) for entry in shipped])
+        assert self.shipper is not None
+        self.shipper.remove(shipped)
 
 
 class AlwaysDown:
@@ -200,12 +213,11 @@ def test_stop_gives_up_at_its_timeout_and_leaves_logs_in_the_spool(logs_dir: Pat
 def test_queued_logs_go_up_in_batches_reported_in_one_call_each(
     tmp_path: Path, logs_dir: Path
 ) -> None:
-    batches: list[list[tuple[str, str]]] = []
-    singles = Recorder()
+    receiver, singles = Batches(), Recorder()
+    batches = receiver.batches
     bucket = open_bucket(str(tmp_path / "bucket"))
-    shipper = LogShipper(
-        logs_dir, bucket, on_uploaded=singles, on_uploaded_many=batches.append, batch_size=3
-    )
+    shipper = LogShipper(logs_dir, bucket, on_uploaded=singles, on_shipped=receiver, batch_size=3)
+    receiver.shipper = shipper
     task_ids = [f"01H{i:02d}" for i in range(7)]
     for task_id in task_ids:  # queued before start, so they are taken in full batches
         write_log(logs_dir, task_id)
@@ -225,11 +237,11 @@ def test_queued_logs_go_up_in_batches_reported_in_one_call_each(
 def test_a_failed_log_in_a_batch_is_retried_alone_and_the_rest_is_reported(
     tmp_path: Path, logs_dir: Path
 ) -> None:
-    batches: list[list[tuple[str, str]]] = []
+    receiver = Batches()
+    batches = receiver.batches
     bucket = open_bucket(str(tmp_path / "bucket"))
-    shipper = LogShipper(
-        logs_dir, bucket, on_uploaded_many=batches.append, min_backoff=0.05, max_backoff=0.1
-    )
+    shipper = LogShipper(logs_dir, bucket, on_shipped=receiver, min_backoff=0.05, max_backoff=0.1)
+    receiver.shipper = shipper
     for task_id in ("01HA", "01HB"):
         write_log(logs_dir, task_id)
         shipper.submit(task_id, "etl", STARTED_AT_MS)
@@ -246,13 +258,12 @@ def test_a_failed_log_in_a_batch_is_retried_alone_and_the_rest_is_reported(
 def test_logs_finished_close_together_share_one_batch(tmp_path: Path) -> None:
     logs_dir = tmp_path / "logs"
     logs_dir.mkdir()
-    batches: list[list[tuple[str, str]]] = []
+    receiver = Batches()
+    batches = receiver.batches
     shipper = LogShipper(
-        logs_dir,
-        open_bucket((tmp_path / "bucket").as_uri()),
-        on_uploaded_many=batches.append,
-        linger=1.0,
+        logs_dir, open_bucket((tmp_path / "bucket").as_uri()), on_shipped=receiver, linger=1.0
     )
+    receiver.shipper = shipper
     shipper.start()
     try:
         ids = ["01HA", "01HB", "01HC"]

@@ -44,7 +44,8 @@ def run_in_child(
     if pid == 0:
         code = 1
         try:
-            log = TaskLog.open(output, started_at_ms=STARTED_AT_MS, attempt=2)
+            log = TaskLog.prepare(output)
+            log.begin(started_at_ms=STARTED_AT_MS, attempt=2)
             body(log)
             log.close()
             code = 0
@@ -95,7 +96,7 @@ def test_records_prints_and_subprocess_output_become_pino_lines(tmp_path: Path) 
         try:
             raise ValueError("boom")
         except ValueError as exc:
-            log.exception(exc)
+            log.logger.error("task raised", exc_info=exc)
 
     pid, code = run_in_child(path, task)
     assert code == 0, path.read_text()
