@@ -42,6 +42,14 @@ class CapacityWarning(UserWarning):
     """The task needs more slots than any live instance offers; it waits for one."""
 
 
+def _check_durable_timeout(durable: bool, timeout: float) -> None:
+    if durable and not 0 < timeout <= 3600:
+        raise InvalidTime(
+            f"--durable-timeout {timeout:g}: give the seconds to wait for a replica,"
+            " more than 0 and at most 3600, e.g. 1"
+        )
+
+
 class Client(Queries):
     """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace).
 
@@ -137,11 +145,7 @@ class Client(Queries):
         :class:`NotDurable` if none confirmed it (the task is on the primary).
         Not available on Redis Cluster.
         """
-        if durable and not 0 < durable_timeout <= 3600:
-            raise InvalidTime(
-                f"--durable-timeout {durable_timeout:g}: give the seconds to wait for a replica,"
-                " more than 0 and at most 3600, e.g. 1"
-            )
+        _check_durable_timeout(durable, durable_timeout)
         req = scheduling.prepare(
             job,
             args,
@@ -154,6 +158,22 @@ class Client(Queries):
             catch_up_window=catch_up_window,
             now_ms=self.now_ms,
         )
+        wait_s = durable_timeout if durable else None
+        return self._submit(
+            job, req, key=key or "", after=after or "", request=request_id, wait_s=wait_s
+        )
+
+    def _submit(
+        self,
+        job: str,
+        req: scheduling.Request,
+        *,
+        key: str,
+        after: str,
+        request: str | None,
+        wait_s: float | None,
+    ) -> Task:
+        """Run the schedule script for a checked request (``wait_s``: durably); the task made."""
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
         warn_if_not_served(self, job)
@@ -164,24 +184,24 @@ class Client(Queries):
             max_ms=definition.max_duration_ms,
             at_ms=req.when.at_ms,
             delay_ms=req.when.delay_ms,
-            key=key or "",
-            after=after or "",
+            key=key,
+            after=after,
             spec=req.spec,
             origin=req.origin,
             retries=definition.retries,
             backoff_ms=definition.backoff_ms,
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request or uuid.uuid4().hex,
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
             fingerprint=req.fingerprint if key else "",  # kept with the key, to tell requests apart
         )
-        if durable:
-            reply, acked = self._schedule_durably(call, durable_timeout)
+        if wait_s is not None:
+            reply, acked = self._schedule_durably(call, wait_s)
         else:
             reply, acked = self.scripts.schedule(call), None
-        reply = scheduling.check_reply(reply, key=key or "", req=req, after=after or "")
-        scheduling.notify(reply, req=req, after=after or "")
+        reply = scheduling.check_reply(reply, key=key, req=req, after=after)
+        scheduling.notify(reply, req=req, after=after)
         if acked is not None and acked < 1:
-            raise NotDurable(reply.task_id, durable_timeout)
+            raise NotDurable(reply.task_id, wait_s or 0.0)
         fields = reply.task_hash
         if not fields:  # a retried request whose task has since ended and been trimmed
             raise TaskNotFound(reply.task_id)
@@ -209,7 +229,7 @@ class Client(Queries):
                 " the task waits for an instance"
                 f" started with --slots {slots} or more",
                 CapacityWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of Client.schedule (via its _submit)
             )
 
     # -- cancelling -----------------------------------------------------------------------

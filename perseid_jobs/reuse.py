@@ -45,7 +45,7 @@ from .tasklog import TaskLog, TaskOutput
 from .taskproc import task_context
 
 if TYPE_CHECKING:
-    from .zygote import Zygote
+    from .forkserver import Zygote
 
 REUSE_MARGIN_S = 1.0
 """A task that ended within this much of its deadline (or a quarter of its max duration,

@@ -142,7 +142,7 @@ def notify(reply: Scheduled, *, req: Request, after: str) -> None:
             f"--after {after}: that task {ended}, so task {task_id} was created cancelled"
             f" (dependency {after} {parent})",
             DependencyEndedWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of Client.schedule (via its _submit)
         )
     at_ms = req.at.at_ms
     # Judged by the script's clock (Redis's), like every start.
@@ -152,7 +152,7 @@ def notify(reply: Scheduled, *, req: Request, after: str) -> None:
         warnings.warn(
             f"--at {shown.replace('+00:00', 'Z')} is {ago} ago by Redis time; runs now",
             PastStartWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of Client.schedule (via its _submit)
         )
 
 

@@ -50,5 +50,5 @@ def warn_if_not_served(client: Client, job: str) -> None:
         " or those that do are draining): the task waits until one does; a worker"
         " loads a new job file within its --jobs-rescan, or at once on SIGHUP",
         NotServedWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of Client.schedule (via its _submit)
     )

@@ -197,6 +197,7 @@ def test_a_start_in_the_past_warns_by_redis_time_and_runs_now(client: Client) ->
     with pytest.warns(PastStartWarning, match=r"is 1m30s ago by Redis time; runs now") as w:
         task = client.schedule("hello", at=past)
     assert len(w) == 1 and "\n" not in str(w[0].message)
+    assert w[0].filename == __file__  # pointed at the caller of schedule, not inside it
     assert client.redis.zscore(client.keys.due, task.id) < client.now_ms() - 80_000
     with pytest.warns(PastStartWarning, match="ago"):
         client.schedule("hello", every="1h", at=past)

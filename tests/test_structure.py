@@ -13,10 +13,6 @@ from .conftest import ROOT
 PACKAGE = ROOT / "perseid_jobs"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-# Being split on branches of their own (issue 15): the zygote, and Client.schedule, whose
-# script call becomes a typed method.
-LARGER_FOR_NOW = {"zygote.py"}
-LONGER_FOR_NOW = {"client.py:schedule"}
 
 
 def modules() -> list[Path]:
@@ -26,7 +22,7 @@ def modules() -> list[Path]:
 def test_every_module_is_at_most_400_lines() -> None:
     sizes = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in modules()}
     over = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
-    assert sorted(set(over) - LARGER_FOR_NOW) == [], over
+    assert over == {}
 
 
 def test_every_function_is_at_most_60_lines() -> None:
@@ -38,7 +34,7 @@ def test_every_function_is_at_most_60_lines() -> None:
                 lines = node.end_lineno - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
                     over[f"{path.relative_to(PACKAGE)}:{node.name}"] = lines
-    assert sorted(set(over) - LONGER_FOR_NOW) == [], over
+    assert over == {}
 
 
 def local_imports(path: Path) -> set[str]:
