@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from perseid_jobs import Client, DependencyEndedWarning, PastStartWarning, TaskStatus
-from perseid_jobs.errors import Code, InvalidTime, KeyConflict
-from perseid_jobs.models import JobDefinition, dt_to_ms
-from perseid_jobs.outcome import Outcome
-from perseid_jobs.script_io import Claimed
+from perseid_jobs.core.errors import Code, InvalidTime, KeyConflict
+from perseid_jobs.core.models import JobDefinition, dt_to_ms
+from perseid_jobs.store.script_io import Claimed
+from perseid_jobs.worker.outcome import Outcome
 
 from .conftest import JOBS
 
