@@ -23,8 +23,8 @@ from bench import ceilings, claims, profile, scenarios
 from bench.report import render
 from bench.results import Results, SystemRuns
 from bench.systems import BENCH, Stage, System, all_systems
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.settings import WorkerSettings
+from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.worker.settings import WorkerSettings
 
 T = TypeVar("T")
 

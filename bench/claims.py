@@ -19,9 +19,9 @@ import redis
 from bench.ceilings import ClaimRates, ServerTime
 from bench.systems import BENCH, JOB
 from perseid_jobs import __version__
-from perseid_jobs.jobfile import load_job_file
-from perseid_jobs.keys import Keys
-from perseid_jobs.scripts import Scripts
+from perseid_jobs.core.jobfile import load_job_file
+from perseid_jobs.store.keys import Keys
+from perseid_jobs.store.scripts import Scripts
 
 INSTANCE = "bench-claimer"
 CHUNK = 1000

@@ -9,7 +9,7 @@ would. It then forks N children one after the other, waiting for each:
 
 - ``fork``: the child exits at once (the floor);
 - ``connect``: the child connects, RPUSHes one item and exits;
-- ``connect, pre-warmed``: the same, after :func:`perseid_jobs.warmup.prewarm_connections`
+- ``connect, pre-warmed``: the same, after :func:`perseid_jobs.launch.warmup.prewarm_connections`
   in the parent, as the zygote now does before it forks.
 
 Variants alternate over R rounds (so drift on a shared machine hits each one
@@ -32,7 +32,7 @@ VARIANTS = ("fork", "connect", "connect, pre-warmed")
 
 def child_loop(variant: str, url: str, n: int) -> float:
     """In a fresh interpreter: fork ``n`` children of ``variant``; ms per child."""
-    from perseid_jobs import forking
+    from perseid_jobs.launch import forking
 
     forking.record()  # as the zygote does, before anything registers a fork handler
     import gc
@@ -40,8 +40,8 @@ def child_loop(variant: str, url: str, n: int) -> float:
 
     import redis
 
-    import perseid_jobs.zygote  # noqa: F401  (the zygote's address space)
-    from perseid_jobs.warmup import prewarm_connections
+    import perseid_jobs.launch.zygote  # noqa: F401  (the zygote's address space)
+    from perseid_jobs.launch.warmup import prewarm_connections
 
     if variant == "connect, pre-warmed":
         prewarm_connections()
@@ -115,7 +115,7 @@ def main() -> None:
     if args.url:
         print(render(measure(args.url, args.children, args.rounds), args.children, args.rounds))
         return
-    from perseid_jobs.redisproc import RedisServer
+    from perseid_jobs.store.redisproc import RedisServer
 
     server = RedisServer().start()
     try:

@@ -27,7 +27,7 @@ def main() -> None:
     """Parse argv, wait for the start time, fork, print when the loop began and ended."""
     n, start = int(sys.argv[1]), float(sys.argv[2])
     if "--warm" in sys.argv:
-        importlib.import_module("perseid_jobs.zygote")
+        importlib.import_module("perseid_jobs.launch.zygote")
     time.sleep(max(0.0, start - time.time()))
     begin = time.time()
     fork_loop(n)

@@ -21,7 +21,7 @@ import boto3
 import orjson
 from moto.server import ThreadedMotoServer
 
-from perseid_jobs.bucket import S3Bucket, object_key
+from perseid_jobs.logs.bucket import S3Bucket, object_key
 
 
 def free_port() -> int:

@@ -23,9 +23,9 @@ from typing import Any
 
 import redis
 
-from perseid_jobs.keys import Keys
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.scripts import Scripts
+from perseid_jobs.store.keys import Keys
+from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.store.scripts import Scripts
 
 INSTANCE = "timer"
 FAR_MS = 4_102_444_800_000  # 2100: scheduled tasks never come due, so claims find none

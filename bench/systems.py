@@ -21,11 +21,11 @@ import redis
 from bench.peers.bench_record import EnqueueSpec
 from bench.processes import Service
 from perseid_jobs import __version__
-from perseid_jobs.client import Client
-from perseid_jobs.errors import JobDefinitionError
-from perseid_jobs.jobfile import load_job_file
-from perseid_jobs.keys import Keys
-from perseid_jobs.scripts import SCRIPT_NAMES, script_source
+from perseid_jobs.api.client import Client
+from perseid_jobs.core.errors import JobDefinitionError
+from perseid_jobs.core.jobfile import load_job_file
+from perseid_jobs.store.keys import Keys
+from perseid_jobs.store.scripts import SCRIPT_NAMES, script_source
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"

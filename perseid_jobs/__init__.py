@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .jobfile import job
+from .core.jobfile import job
 
 __all__ = [
     "Client",
@@ -19,19 +19,19 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # The client pulls in redis; job scripts importing `job` should not pay for it.
     if name == "Client":
-        from .client import Client
+        from .api.client import Client
 
         return Client
     if name in ("Task", "TaskStatus"):
-        from . import models
+        from .core import models
 
         return getattr(models, name)
     if name == "WaitTimeout":
-        from .errors import WaitTimeout
+        from .core.errors import WaitTimeout
 
         return WaitTimeout
     if name in ("DependencyEndedWarning", "PastStartWarning"):
-        from . import scheduling
+        from .api import scheduling
 
         return getattr(scheduling, name)
     raise AttributeError(name)

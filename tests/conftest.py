@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from perseid_jobs import Client
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.settings import WorkerSettings, worker_argv
+from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.worker.settings import WorkerSettings, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_JOBS = ROOT / "jobs"  # what a user sees: the README and the demo use only these

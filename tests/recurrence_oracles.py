@@ -1,7 +1,7 @@
 """Independent oracles for the recurrence tests: croniter, brute-force scans, the DST calendar.
 
 croniter is a second cron library written without reference to cronsim; where it
-and perseid_jobs.recurrence disagree, the test must name the policy of
+and perseid_jobs.core.recurrence disagree, the test must name the policy of
 docs/recurrence.md that accounts for the difference (a :class:`Policy`), or fail.
 """
 

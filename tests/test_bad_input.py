@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.errors import (
+from perseid_jobs.core.errors import (
     InvalidArgs,
     InvalidJobName,
     InvalidTime,
@@ -31,8 +31,8 @@ from perseid_jobs.errors import (
     TaskNotFound,
     UnknownJob,
 )
-from perseid_jobs.keys import NamespaceError
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.store.keys import NamespaceError
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import JOBS, ROOT, wait_until, wait_workers
 

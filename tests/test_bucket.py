@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perseid_jobs.bucket import (
+from perseid_jobs.logs.bucket import (
     LOG_CONTENT_TYPE,
     BucketError,
     FileBucket,
@@ -162,7 +162,7 @@ def test_documented_lifecycle_rules_are_accepted_by_the_s3_api(s3: S3Server) -> 
 def test_file_bucket_batch_syncs_each_filesystem_once_and_fails_only_bad_items(
     tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import perseid_jobs.bucket as bucket_module
+    import perseid_jobs.logs.bucket as bucket_module
 
     real_syncfs = bucket_module._syncfs()
     if real_syncfs is None:
@@ -213,7 +213,7 @@ def test_file_bucket_across_filesystems_copies(tmp_path: Path) -> None:
 def test_file_bucket_without_syncfs_fsyncs_and_stores_the_same(
     tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import perseid_jobs.bucket as bucket_module
+    import perseid_jobs.logs.bucket as bucket_module
 
     monkeypatch.setattr(bucket_module, "_syncfs", lambda: None)
     bucket = FileBucket(tmp_path / "bucket")

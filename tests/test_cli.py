@@ -8,7 +8,7 @@ import sys
 import orjson
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import JOBS, wait_until, wait_workers
 

@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup, TyperOption
 from typer.testing import CliRunner
 
-from perseid_jobs.cli import app, register_commands
+from perseid_jobs.cli.cli import app, register_commands
 
 METAVAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from perseid_jobs import Client, TaskStatus, WaitTimeout
-from perseid_jobs.errors import PerseidError
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.core.errors import PerseidError
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import wait_until, wait_workers
 
@@ -181,7 +181,7 @@ def test_every_time_printed_is_iso8601_with_date_and_zone(
 def test_the_log_formatter_for_stderr_follows_the_same_convention() -> None:
     import logging
 
-    from perseid_jobs.timefmt import IsoFormatter
+    from perseid_jobs.core.timefmt import IsoFormatter
 
     record = logging.makeLogRecord({"msg": "hi", "created": 1_796_192_007.619})
     assert IsoFormatter("%(asctime)s %(message)s").format(record) == "2026-12-02T06:13:27.619Z hi"

@@ -17,8 +17,8 @@ import redis
 from rich.console import Console
 
 from perseid_jobs import Client
-from perseid_jobs.demo_view import DemoState, live_view
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.cli.demo_view import DemoState, live_view
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import EXAMPLE_JOBS, WorkerProc, wait_workers
 

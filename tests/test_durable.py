@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from perseid_jobs import Client
-from perseid_jobs.errors import NotDurable
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.core.errors import NotDurable
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import JOBS, wait_until
 from .test_cli import cli

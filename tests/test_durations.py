@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perseid_jobs.durations import DurationError, format_duration, parse_duration
+from perseid_jobs.core.durations import DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

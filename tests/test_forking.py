@@ -11,16 +11,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perseid_jobs.forking import PLAIN_FORK_ENV
-from perseid_jobs.procs import ZygoteClient
-from perseid_jobs.protocol import Exited
+from perseid_jobs.launch.forking import PLAIN_FORK_ENV
+from perseid_jobs.launch.protocol import Exited
+from perseid_jobs.worker.zygote_client import ZygoteClient
 
 from .test_zygote import events_until_exit, log_lines, request
 
-# Forks two children through perseid_jobs.forking; each prints what the handlers left.
+# Forks two children through perseid_jobs.launch.forking; each prints what the handlers left.
 _FORK_TWICE = """
 import os, sys
-from perseid_jobs import forking
+from perseid_jobs.launch import forking
 if "--late" not in sys.argv:
     forking.record()
 import random, threading

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.served import NotServedWarning
+from perseid_jobs.api.served import NotServedWarning
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import JOBS, wait_until, wait_workers
 from .test_zygote import alive, children

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from perseid_jobs import Client
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import wait_until, wait_workers
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from perseid_jobs import lua_source
-from perseid_jobs.errors import Code
-from perseid_jobs.lua_source import (
+from perseid_jobs.core.errors import Code
+from perseid_jobs.store import lua_source
+from perseid_jobs.store.lua_source import (
     INCLUDES_DIR,
     LUA_DIR,
     SCRIPT_NAMES,
@@ -23,7 +23,7 @@ from perseid_jobs.lua_source import (
     resolve,
     script_source,
 )
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.store.redisproc import RedisServer
 
 _DEFINED_RE = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 

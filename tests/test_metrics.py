@@ -10,8 +10,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.redisproc import RedisServer, free_port
-from perseid_jobs.settings import WorkerSettings, worker_argv
+from perseid_jobs.store.redisproc import RedisServer, free_port
+from perseid_jobs.worker.settings import WorkerSettings, worker_argv
 
 from .conftest import JOBS, wait_until, wait_workers
 

@@ -2,7 +2,7 @@
 
 Hypothesis drives schedule / claim / heartbeat / finish (with the current and with
 stale fencing tokens) / cancel / reap / deregister / lease expiry / hard-deadline
-expiry through :class:`perseid_jobs.scripts.Scripts` against the session's real
+expiry through :class:`perseid_jobs.store.scripts.Scripts` against the session's real
 ``redis-server``, one fresh namespace per example, and checks after every step:
 
 - each task is in exactly one state and in exactly the one index of that state
@@ -49,14 +49,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from perseid_jobs.errors import Code
-from perseid_jobs.keys import Keys
-from perseid_jobs.models import JobDefinition, TaskStatus
-from perseid_jobs.outcome import Outcome, given_next_starts, next_from_spec
-from perseid_jobs.recurrence import make_recurrence
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.scheduling import fingerprint
-from perseid_jobs.script_io import (
+from perseid_jobs.api.scheduling import fingerprint
+from perseid_jobs.core.errors import Code
+from perseid_jobs.core.models import JobDefinition, TaskStatus
+from perseid_jobs.core.recurrence import make_recurrence
+from perseid_jobs.store.keys import Keys
+from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.store.script_io import (
     AlreadyEnded,
     Cancelled,
     Claimed,
@@ -66,7 +65,8 @@ from perseid_jobs.script_io import (
     ScheduleArgs,
     Scheduled,
 )
-from perseid_jobs.scripts import Scripts
+from perseid_jobs.store.scripts import Scripts
+from perseid_jobs.worker.outcome import Outcome, given_next_starts, next_from_spec
 
 JOBS = {"a": 1, "b": 2}  # job name -> slots
 TTL_MS = 600_000

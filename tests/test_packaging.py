@@ -40,7 +40,7 @@ def test_build_prints_no_warning_and_ships_the_lua_scripts(tmp_path: Path) -> No
     assert warnings == [], "\n".join(warnings)
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "perseid_jobs/lua/claim.lua" in names and "perseid_jobs/py.typed" in names
+    assert "perseid_jobs/store/lua/claim.lua" in names and "perseid_jobs/py.typed" in names
 
 
 def _make_dry_run(target: str, tmp_path: Path) -> str:

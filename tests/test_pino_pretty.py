@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perseid_jobs.tasklog import TaskLog
+from perseid_jobs.logs.tasklog import TaskLog
 
 from .test_tasklog import run_in_child
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from perseid_jobs import cli
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.cli import cli
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import EXAMPLE_JOBS, ROOT, WorkerProc
 

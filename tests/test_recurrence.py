@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perseid_jobs.recurrence import (
+from perseid_jobs.core.recurrence import (
     CRON_COUNT_LIMIT,
     CatchUp,
     NextRun,

@@ -1,4 +1,4 @@
-"""perseid_jobs.recurrence against independent oracles: croniter, plain arithmetic, counting.
+"""perseid_jobs.core.recurrence against independent oracles: croniter, plain arithmetic, counting.
 
 Every difference from croniter must be accounted for by a documented policy
 (tests/recurrence_oracles.py quotes docs/recurrence.md for each), or the test fails and
@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from perseid_jobs.recurrence import CatchUp, Recurrence, first_start, make_recurrence, next_run
+from perseid_jobs.core.recurrence import CatchUp, Recurrence, first_start, make_recurrence, next_run
 
 from . import recurrence_oracles as oracles
 from .recurrence_oracles import Case

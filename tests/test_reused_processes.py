@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.bucket import object_key
-from perseid_jobs.models import dt_to_ms
+from perseid_jobs.core.models import dt_to_ms
+from perseid_jobs.logs.bucket import object_key
 
 from .conftest import WorkerProc, wait_until, wait_workers
 
@@ -165,8 +165,8 @@ def _task_processes(worker_pid: int) -> list[int]:
 
 def test_bad_reuse_options_are_refused_naming_the_fix() -> None:
     from perseid_jobs import job
-    from perseid_jobs.errors import JobDefinitionError
-    from perseid_jobs.jobfile import parse_memory
+    from perseid_jobs.core.errors import JobDefinitionError
+    from perseid_jobs.core.jobfile import parse_memory
 
     for bad in (0, -1, 2.5, True, "5"):
         with pytest.raises(JobDefinitionError, match=r"max_tasks_per_process=.*integer >= 1"):

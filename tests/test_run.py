@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from perseid_jobs import Client
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import JOBS, WorkerProc, wait_until, wait_workers
 

@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from perseid_jobs import Client, DependencyEndedWarning, PastStartWarning, TaskStatus
-from perseid_jobs.errors import Code, InvalidTime, KeyConflict
-from perseid_jobs.models import JobDefinition, dt_to_ms
-from perseid_jobs.outcome import Outcome
-from perseid_jobs.script_io import Claimed
+from perseid_jobs.core.errors import Code, InvalidTime, KeyConflict
+from perseid_jobs.core.models import JobDefinition, dt_to_ms
+from perseid_jobs.store.script_io import Claimed
+from perseid_jobs.worker.outcome import Outcome
 
 from .conftest import JOBS
 
@@ -197,6 +197,7 @@ def test_a_start_in_the_past_warns_by_redis_time_and_runs_now(client: Client) ->
     with pytest.warns(PastStartWarning, match=r"is 1m30s ago by Redis time; runs now") as w:
         task = client.schedule("hello", at=past)
     assert len(w) == 1 and "\n" not in str(w[0].message)
+    assert w[0].filename == __file__  # pointed at the caller of schedule, not inside it
     assert client.redis.zscore(client.keys.due, task.id) < client.now_ms() - 80_000
     with pytest.warns(PastStartWarning, match="ago"):
         client.schedule("hello", every="1h", at=past)

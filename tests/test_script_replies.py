@@ -1,4 +1,4 @@
-"""The reply Structs of perseid_jobs.script_io against what the scripts really return.
+"""The reply Structs of perseid_jobs.store.script_io against what the scripts really return.
 
 msgspec decodes an array-like Struct by position and ignores trailing extra
 elements, so a script that returns one more (or, with a default, one fewer)
@@ -18,12 +18,12 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs import script_io as io
-from perseid_jobs.errors import KeyConflict, ParentNotFound, TaskAlreadyEnded, TaskNotFound
-from perseid_jobs.models import JobDefinition
-from perseid_jobs.outcome import Outcome, given_next_starts
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.scripts import LUA_DIR, SCRIPT_NAMES, Scripts
+from perseid_jobs.core.errors import KeyConflict, ParentNotFound, TaskAlreadyEnded, TaskNotFound
+from perseid_jobs.core.models import JobDefinition
+from perseid_jobs.store import script_io as io
+from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.store.scripts import LUA_DIR, SCRIPT_NAMES, Scripts
+from perseid_jobs.worker.outcome import Outcome, given_next_starts
 
 from .conftest import JOBS
 

@@ -15,12 +15,11 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.errors import Code, TaskNotFound
-from perseid_jobs.models import JobDefinition
-from perseid_jobs.outcome import Outcome
-from perseid_jobs.recurrence import make_recurrence
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.script_io import (
+from perseid_jobs.core.errors import Code, TaskNotFound
+from perseid_jobs.core.models import JobDefinition
+from perseid_jobs.core.recurrence import make_recurrence
+from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.store.script_io import (
     Claimed,
     ClaimedTask,
     Deregistered,
@@ -28,6 +27,7 @@ from perseid_jobs.script_io import (
     NextStart,
     Renewed,
 )
+from perseid_jobs.worker.outcome import Outcome
 
 from .conftest import JOBS
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from perseid_jobs import Client, DependencyEndedWarning, PastStartWarning, TaskStatus
-from perseid_jobs.errors import InvalidTime, ParentNotFound
-from perseid_jobs.models import Series, dt_to_ms
+from perseid_jobs.core.errors import InvalidTime, ParentNotFound
+from perseid_jobs.core.models import Series, dt_to_ms
 
 from .conftest import wait_until, wait_workers
 

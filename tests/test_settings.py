@@ -1,6 +1,6 @@
 """The one table of worker settings: the Struct's checks, the early start's reading, the chart.
 
-``perseid_jobs.settings.SETTINGS`` is where every worker setting's option, variable,
+``perseid_jobs.worker.settings.SETTINGS`` is where every worker setting's option, variable,
 default and check are written; these tests hold the other places to it.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from perseid_jobs.errors import ConfigError
-from perseid_jobs.settings import BY_FIELD, SETTINGS, WorkerSettings, given, worker_argv
+from perseid_jobs.core.errors import ConfigError
+from perseid_jobs.worker.settings import BY_FIELD, SETTINGS, WorkerSettings, given, worker_argv
 
 from .conftest import JOBS, ROOT
 
@@ -59,7 +59,9 @@ def test_every_variable_the_chart_and_its_docs_name_is_one_of_the_table() -> Non
     }
     for name, text in texts.items():
         unknown = set(re.findall(r"\bPERSEID_[A-Z_]+\b", text)) - envs
-        assert not unknown, f"{name} names {sorted(unknown)}, not in perseid_jobs/settings.py"
+        assert not unknown, (
+            f"{name} names {sorted(unknown)}, not in perseid_jobs/worker/settings.py"
+        )
 
 
 @pytest.mark.parametrize(

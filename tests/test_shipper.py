@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perseid_jobs.bucket import BucketError, S3Bucket, object_key, open_bucket
-from perseid_jobs.shipper import LogShipper, Shipped
+from perseid_jobs.logs.bucket import BucketError, S3Bucket, object_key, open_bucket
+from perseid_jobs.logs.shipper import LogShipper, Shipped
 
 from .s3_fixtures import S3Server, use_dummy_credentials, wait_until
 

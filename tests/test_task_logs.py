@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.bucket import object_key
-from perseid_jobs.models import dt_to_ms
-from perseid_jobs.spool import find_log
+from perseid_jobs.core.models import dt_to_ms
+from perseid_jobs.logs.bucket import object_key
+from perseid_jobs.logs.spool import find_log
 
 from .conftest import wait_until, wait_workers
 from .s3_fixtures import S3Server

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from perseid_jobs.tasklog import DEFAULT_MAX_LOG_BYTES, MAX_LINE_BYTES, TaskLog, TaskOutput
+from perseid_jobs.logs.tasklog import DEFAULT_MAX_LOG_BYTES, MAX_LINE_BYTES, TaskLog, TaskOutput
 
 STARTED_AT_MS = 1_700_000_000_000
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.redisproc import RedisServer
-from perseid_jobs.warmup import load_warm
+from perseid_jobs.launch.warmup import load_warm
+from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import wait_until, wait_workers
 from .test_jobs_reload import offered

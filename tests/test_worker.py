@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.client import CapacityWarning
-from perseid_jobs.models import Task
-from perseid_jobs.scripts import script_source
+from perseid_jobs.api.client import CapacityWarning
+from perseid_jobs.core.models import Task
+from perseid_jobs.store.scripts import script_source
 
 from .conftest import wait_until, wait_workers
 

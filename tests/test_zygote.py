@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perseid_jobs import procs
-from perseid_jobs.procs import ZygoteClient
-from perseid_jobs.protocol import Event, Exited, Started, StartRequest
+from perseid_jobs.launch.protocol import Event, Exited, Started, StartRequest
+from perseid_jobs.worker import zygote_client as procs
+from perseid_jobs.worker.zygote_client import ZygoteClient
 
 from .conftest import JOBS, wait_until
 

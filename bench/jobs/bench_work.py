@@ -7,7 +7,7 @@ Redis over its own client (see bench_write): the connection scenarios.
 from bench.peers.bench_record import record
 from bench.peers.bench_write import record_write
 from perseid_jobs import job
-from perseid_jobs.runtime import TaskContext
+from perseid_jobs.launch.runtime import TaskContext
 
 
 @job(max_duration="60s", slots=1)

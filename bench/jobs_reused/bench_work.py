@@ -7,7 +7,7 @@ file fail to load, the benchmark reports the reused variant as not available, wi
 from bench.peers.bench_record import record
 from bench.peers.bench_write import record_write
 from perseid_jobs import job
-from perseid_jobs.runtime import TaskContext
+from perseid_jobs.launch.runtime import TaskContext
 
 TASKS_PER_PROCESS = 100
 

@@ -13,8 +13,8 @@ import msgspec
 import pytest
 
 from perseid_jobs import Client
-from perseid_jobs.connection import REDIS_ERRORS
-from perseid_jobs.errors import RedisUnavailable
+from perseid_jobs.core.errors import RedisUnavailable
+from perseid_jobs.store.connection import REDIS_ERRORS
 
 from ..conftest import WorkerProc
 
@@ -141,7 +141,7 @@ def report(capsys: pytest.CaptureFixture[str]) -> Any:
 @pytest.fixture
 def redis_servers(tmp_path: Path) -> Iterator[Any]:
     """Start private redis-servers: ``redis_servers(appendonly=False) -> RedisServer``."""
-    from perseid_jobs.redisproc import RedisServer
+    from perseid_jobs.store.redisproc import RedisServer
 
     started: list[RedisServer] = []
 

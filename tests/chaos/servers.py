@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from perseid_jobs.redisproc import RedisServer
+from perseid_jobs.store.redisproc import RedisServer
 
 
 def _port_free(port: int) -> bool:

@@ -11,7 +11,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.errors import ConfigError
+from perseid_jobs.core.errors import ConfigError
 
 from ..conftest import JOBS, wait_until, wait_workers
 from ..test_cli import cli

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.redisproc import free_port
+from perseid_jobs.store.redisproc import free_port
 
 from ..conftest import JOBS, ROOT
 from .conftest import Fleet

@@ -1,0 +1,222 @@
+"""The client's read side: tasks, series, instances, the catalog, and waiting for an end.
+
+:class:`Queries` is a mixin of :class:`perseid_jobs.api.client.Client`; it only
+reads (the write side, scheduling and cancelling, is in ``client.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+import orjson
+
+from ..core.errors import SeriesNotFound, TaskNotFound, UnknownId, WaitTimeout
+from ..core.models import (
+    Instance,
+    JobDefinition,
+    JobInfo,
+    Series,
+    Task,
+    TaskStatus,
+    ms_to_dt,
+    task_from_hash,
+)
+from ..store.keys import Keys
+
+definition_decoder = msgspec.json.Decoder(JobDefinition)
+
+_TERMINAL = {s.value for s in TaskStatus if s.terminal}
+
+SERIES_RUNS_SCAN = 2000
+"""How many of the newest ended tasks ``series_runs`` looks through (runs are not indexed
+by series; older runs than these are not listed)."""
+
+
+class Queries:
+    """Reads of one deployment; needs ``redis`` (decoded replies) and ``keys``."""
+
+    redis: Any
+    keys: Keys
+
+    def now_ms(self) -> int:
+        """Redis server time in epoch milliseconds: the one clock."""
+        sec, usec = self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    # -- tasks -----------------------------------------------------------------------------
+    def get(self, task_id: str) -> Task:
+        """The task with this id; raises TaskNotFound."""
+        h = self.redis.hgetall(self.keys.task(task_id))
+        if not h:
+            raise TaskNotFound(task_id)
+        return task_from_hash(task_id, h)
+
+    def kind_of(self, some_id: str) -> Literal["task", "series"]:
+        """Whether ``some_id`` names a task or a series (ids never name both); raises UnknownId."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.keys.task(some_id))
+        pipe.exists(self.keys.series(some_id))
+        is_task, is_series = pipe.execute()
+        if is_task:
+            return "task"
+        if is_series:
+            return "series"
+        raise UnknownId(some_id)
+
+    def _tasks_by_id(self, ids: list[str]) -> list[Task]:
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self.keys.task(task_id))
+        return [task_from_hash(i, h) for i, h in zip(ids, pipe.execute(), strict=True) if h]
+
+    def tasks(
+        self, status: TaskStatus | str | None = None, job: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Tasks by status (pending/running: oldest first; ended: newest first)."""
+        st = TaskStatus(status) if status is not None else None
+        scan = limit if job is None else max(limit * 20, 1000)
+        ids: list[str] = []
+        if st in (None, TaskStatus.RUNNING):
+            ids += self.redis.zrange(self.keys.running, 0, scan - 1)
+        if st in (None, TaskStatus.PENDING):
+            ids += self.redis.zrange(self.keys.due, 0, scan - 1)
+            ids += self.redis.zrange(self.keys.blocked, 0, scan - 1)
+        if st is None or st.terminal:
+            ids += self.redis.zrevrange(self.keys.finished, 0, scan - 1)
+        out = [
+            t
+            for t in self._tasks_by_id(ids)
+            if (st is None or t.status == st) and (job is None or t.job == job)
+        ]
+        return out[:limit]
+
+    def wait(self, task_id: str, timeout: float | None = 30.0) -> Task:
+        """Block until the task reaches a terminal state; return it.
+
+        Raises :class:`WaitTimeout` (a ``TimeoutError``) if it has not ended
+        within ``timeout`` seconds (None: no limit). Follows the events stream,
+        so it wakes on the state change itself.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Follow from the stream's end as it is before the first look at the task, so an
+        # ending between that look and the first read is not missed.
+        newest = self.redis.xrevrange(self.keys.events, count=1)
+        last = newest[0][0] if newest else "0-0"
+        while True:
+            task = self.get(task_id)
+            if task.status.terminal:
+                return task
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(task, timeout or 0.0)
+            block_ms = max(1, int(min(remaining, 1.0) * 1000))
+            for _, entries in self.redis.xread({self.keys.events: last}, block=block_ms) or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    if fields.get("id") == task_id and fields.get("event") in _TERMINAL:
+                        return self.get(task_id)
+
+    # -- series ----------------------------------------------------------------------------
+    def series(self, limit: int = 100) -> list[Series]:
+        """Recurring schedules, newest first."""
+        ids = self.redis.zrevrange(self.keys.series_index, 0, limit - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(self.keys.series(sid))
+        return [series_from_hash(h) for h in pipe.execute() if h]
+
+    def get_series(self, series_id: str) -> Series:
+        """The series with this id; raises SeriesNotFound."""
+        h = self.redis.hgetall(self.keys.series(series_id))
+        if not h:
+            raise SeriesNotFound(series_id)
+        return series_from_hash(h)
+
+    def series_runs(self, series_id: str, limit: int = 5) -> list[Task]:
+        """The series' last ended runs, newest first (among the newest ended tasks)."""
+        ids = self.redis.zrevrange(self.keys.finished, 0, SERIES_RUNS_SCAN - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self.keys.task(task_id), "series")
+        mine = [i for i, s in zip(ids, pipe.execute(), strict=True) if s == series_id]
+        return self._tasks_by_id(mine[:limit])
+
+    # -- instances and the catalog ---------------------------------------------------------
+    def workers(self) -> list[Instance]:
+        """Live instances (lease not lapsed), by id."""
+        now = self.now_ms()
+        entries = self.redis.zrangebyscore(self.keys.instances, now, "+inf", withscores=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for inst, _ in entries:
+            pipe.hgetall(self.keys.instance(inst))
+            pipe.scard(self.keys.instance_tasks(inst))
+        replies = pipe.execute()
+        out = []
+        for (inst, expiry), h, running in zip(entries, replies[0::2], replies[1::2], strict=True):
+            if not h:
+                continue
+            out.append(
+                Instance(
+                    id=inst,
+                    host=h.get("host", ""),
+                    pid=int(h.get("pid", 0)),
+                    slots_total=int(h.get("slots_total", 0)),
+                    slots_used=int(h.get("slots_used", 0)),
+                    running=int(running),
+                    lease_expires_at=ms_to_dt(int(expiry)),
+                    version=h.get("version", ""),
+                )
+            )
+        return sorted(out, key=lambda i: i.id)
+
+    def jobs(self) -> list[JobInfo]:
+        """The job catalog and the live instances that can run each job.
+
+        An instance counts only if it has the job and offers at least the job's
+        slots: a smaller one never claims it.
+        """
+        catalog = self.redis.hgetall(self.keys.jobs)
+        live = self.workers()
+        pipe = self.redis.pipeline(transaction=False)
+        for inst in live:
+            pipe.smembers(self.keys.instance_jobs(inst.id))
+        offered = dict(zip((i.id for i in live), pipe.execute(), strict=True))
+        out = []
+        for name in sorted(catalog):
+            d = definition_decoder.decode(catalog[name])
+            out.append(
+                JobInfo(
+                    name=name,
+                    slots=d.slots,
+                    max_duration=d.max_duration_ms / 1000,
+                    instances=[
+                        i.id for i in live if name in offered[i.id] and i.slots_total >= d.slots
+                    ],
+                )
+            )
+        return out
+
+
+def series_from_hash(h: dict[str, str]) -> Series:
+    """Build a :class:`Series` from its Redis hash."""
+    spec = orjson.loads(h.get("spec") or "{}")
+    every_ms = spec.get("every_ms")
+    return Series(
+        id=h["id"],
+        job=h["job"],
+        status=h.get("status", ""),
+        every=f"{every_ms / 1000:g}s" if every_ms else None,
+        cron=spec.get("cron"),
+        tz=spec.get("tz") if spec.get("cron") else None,
+        follows=h.get("follows") or None,
+        key=h.get("key") or None,
+        current=h.get("current") or None,
+        next_start=ms_to_dt(h.get("next_start")) if h.get("status") == "active" else None,
+        last_run=h.get("last_run") or None,
+        last_outcome=h.get("last_outcome") or None,
+        last_completed_at=ms_to_dt(h.get("last_completed_at")),
+        runs=int(h.get("runs", 0)),
+        skipped=int(h.get("skipped", 0)),
+    )

@@ -1,0 +1,177 @@
+"""A schedule request on either side of its one script call.
+
+Before the call: the checks that need no Redis (arguments, times, recurrence, the
+interval floor) and the request's fingerprint, which the script keeps with an
+idempotency key. After it: the reply's refusals, and the notices it calls for,
+as Python warnings (the command line prints each as one ``warning:`` line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from ..core.durations import format_duration
+from ..core.errors import InvalidArgs, InvalidTime, KeyConflict, ParentNotFound
+from ..core.recurrence import RecurrenceError, first_start, make_recurrence
+from ..core.when import When, parse_when
+from ..store.script_io import KeyHeld, ParentUnknown, Scheduled, ScheduleReply
+
+MAX_ARGS_BYTES = 1024 * 1024
+
+MIN_EVERY_MS = 1000
+"""The shortest ``every``: below it a typo (``1ms`` for ``1m``) floods the workers."""
+
+PAST_NOTICE_MS = 1000
+"""How far in the past ``at`` must be for a notice: less is the caller's own round trip."""
+
+# What each part of a fingerprint covers, in order, as named in a KeyConflict.
+FINGERPRINT_PARTS = ("job", "--args", "recurrence (--every/--cron/--tz/--catch-up)", "--at",
+                     "--after")  # fmt: skip
+
+
+class DependencyEndedWarning(UserWarning):
+    """``after`` named a task that had already failed or been cancelled: the new task was
+    created cancelled, as it would have been had that task ended a moment later."""
+
+
+class PastStartWarning(UserWarning):
+    """``at`` is in the past by Redis time: the task is due at once."""
+
+
+class Request(msgspec.Struct, frozen=True):
+    """A checked request: what the script is given, and its fingerprint."""
+
+    args: str  # JSON text, as stored
+    when: When  # the start the script is given (for a series: its first run)
+    at: When  # the start as the caller gave it
+    spec: str  # recurrence spec JSON, or ""
+    origin: str  # grid origin (ms) of a series, or ""
+    fingerprint: str
+
+
+def prepare(
+    job: str,
+    args: dict[str, Any] | None,
+    *,
+    at: datetime | str | None,
+    every: str | int | None,
+    cron: str | None,
+    tz: str | None,
+    after: str | None,
+    catch_up: str,
+    catch_up_window: str | int | None,
+    now_ms: Callable[[], int],
+) -> Request:
+    """Check a request; raises a ConfigError subclass with a one-line message."""
+    encoded = encode_args(args)
+    given = parse_when(at)
+    if after is not None and (at is not None or every is not None or cron is not None):
+        raise InvalidTime(
+            "--after cannot be combined with --at, --every or --cron: a task after another"
+            " starts when that one completes"
+        )
+    when, spec, origin = given, "", ""
+    if every is not None or cron is not None:
+        try:
+            rec = make_recurrence(
+                every=every, cron=cron, tz=tz, catch_up=catch_up, catch_up_window=catch_up_window
+            )
+        except (RecurrenceError, ValueError) as exc:
+            raise InvalidTime(str(exc)) from None
+        if rec.every_ms is not None and rec.every_ms < MIN_EVERY_MS:
+            raise InvalidTime(
+                f"--every {every!r} is under the 1s floor (a series runs at most once a"
+                " second): give 1s or more; a minute is 1m"
+            )
+        spec = msgspec.json.encode(rec).decode()
+        at_ms = given.absolute_ms(now_ms) if (cron or given.delay_ms) else given.at_ms
+        if at_ms is not None:
+            origin = str(at_ms)
+            when = When(at_ms=first_start(rec, at_ms))
+    elif tz is not None or catch_up != "skip" or catch_up_window is not None:
+        raise InvalidTime("--tz and --catch-up apply to --every/--cron series only")
+    parts = (job, orjson.dumps(args or {}, option=orjson.OPT_SORT_KEYS).decode(), spec,
+             _start_text(given), after or "")  # fmt: skip
+    return Request(encoded, when, given, spec, origin, fingerprint(parts))
+
+
+def fingerprint(parts: tuple[str, ...]) -> str:
+    """One short hash per part, so a mismatch can say which part differs."""
+    return ".".join(hashlib.sha256(p.encode()).hexdigest()[:12] for p in parts)
+
+
+def differences(held: str, asked: str) -> list[str]:
+    """The names of the parts in which two fingerprints differ."""
+    pairs = zip(held.split("."), asked.split("."), strict=False)
+    names = [n for n, (a, b) in zip(FINGERPRINT_PARTS, pairs, strict=False) if a != b]
+    return names or ["request"]
+
+
+def _start_text(when: When) -> str:
+    # The start as asked for, not as resolved: `--at +10m` repeated is the same request.
+    if when.at_ms is not None:
+        return f"@{when.at_ms}"
+    return f"+{when.delay_ms}" if when.delay_ms else ""
+
+
+def check_reply(reply: ScheduleReply, *, key: str, req: Request, after: str) -> Scheduled:
+    """Raise the error a refused schedule reply stands for; the reply when it succeeded."""
+    if isinstance(reply, KeyHeld):
+        differs = differences(reply.fingerprint, req.fingerprint)
+        raise KeyConflict(key, reply.holder, reply.series, differs)
+    if isinstance(reply, ParentUnknown):
+        raise ParentNotFound(after)
+    return reply
+
+
+def notify(reply: Scheduled, *, req: Request, after: str) -> None:
+    """Warn about what a request did that its caller may not expect."""
+    if reply.existed:
+        return  # an existing task: this request made nothing
+    task_id, now, start, parent = reply.task_id, reply.now, reply.start, reply.parent_status
+    if parent in ("failed", "cancelled"):
+        ended = "already failed" if parent == "failed" else "was already cancelled"
+        warnings.warn(
+            f"--after {after}: that task {ended}, so task {task_id} was created cancelled"
+            f" (dependency {after} {parent})",
+            DependencyEndedWarning,
+            stacklevel=4,  # the caller of Client.schedule (via its _submit)
+        )
+    at_ms = req.at.at_ms
+    # Judged by the script's clock (Redis's), like every start.
+    if at_ms is not None and start >= 0 and now - start >= PAST_NOTICE_MS:
+        ago = format_duration(max(1000, round((now - at_ms) / 1000) * 1000))
+        shown = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds")
+        warnings.warn(
+            f"--at {shown.replace('+00:00', 'Z')} is {ago} ago by Redis time; runs now",
+            PastStartWarning,
+            stacklevel=4,  # the caller of Client.schedule (via its _submit)
+        )
+
+
+def encode_args(args: Any) -> str:
+    """Task arguments as JSON text: a JSON object of at most 1 MiB."""
+    if args is None:
+        return "{}"
+    if not isinstance(args, dict):
+        raise InvalidArgs(
+            f"task arguments must be a JSON object, got {type(args).__name__};"
+            " e.g. --args '{\"n\": 1}'"
+        )
+    try:
+        data = orjson.dumps(args)
+    except TypeError as exc:
+        raise InvalidArgs(f"task arguments are not JSON-serialisable: {exc}") from None
+    if len(data) > MAX_ARGS_BYTES:
+        raise InvalidArgs(
+            f"task arguments are {len(data)} bytes; the limit is {MAX_ARGS_BYTES} (1 MiB):"
+            " pass a reference (a path or URL) instead of the data"
+        )
+    return data.decode()

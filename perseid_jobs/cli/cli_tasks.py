@@ -1,0 +1,177 @@
+"""The commands that read or end what is scheduled: show, tasks, cancel, workers, jobs, series."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated
+
+import typer
+
+from ..api.client import Client
+from ..core.errors import TaskNotFound
+from ..core.models import Series, TaskStatus
+from ..store.connection import DEFAULT_REDIS_URL
+from ..store.keys import DEFAULT_NAMESPACE
+from .cli_common import (
+    JsonOpt,
+    LocalOpt,
+    NamespaceOpt,
+    RedisOpt,
+    app,
+    emit_json,
+    errors_as_lines,
+    make_client,
+    print_rendered,
+)
+
+
+@app.command()
+@errors_as_lines
+def show(
+    some_id: Annotated[str, typer.Argument(metavar="ID", help="A task id, or a series id.")],
+    json: JsonOpt = False,
+    local_time: LocalOpt = False,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """Show one task, or one series with its current run and its last ended runs."""
+    client = make_client(redis_url, namespace)
+    if client.kind_of(some_id) == "task":
+        task = client.get(some_id)
+        emit_json(task) if json else print_rendered(lambda r: r.task_detail(task))
+        return
+    series = client.get_series(some_id)
+    current = None
+    if series.current:
+        with contextlib.suppress(TaskNotFound):  # ended and trimmed since: there is none
+            current = client.get(series.current)
+    recent = client.series_runs(some_id)
+    if json:
+        emit_json({"series": series, "current_run": current, "recent_runs": recent})
+    else:
+        print_rendered(lambda r: r.series_detail(series, current, recent))
+
+
+@app.command()
+@errors_as_lines
+def tasks(
+    status: Annotated[
+        TaskStatus | None,
+        typer.Option(
+            metavar="STATUS",
+            help="Only tasks in this state: pending, running, completed, failed, cancelled.",
+        ),
+    ] = None,
+    job: Annotated[str | None, typer.Option(metavar="JOB", help="Only tasks of this job.")] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10000, metavar="N", help="At most this many tasks.")
+    ] = 100,
+    json: JsonOpt = False,
+    local_time: LocalOpt = False,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """List tasks."""
+    found = make_client(redis_url, namespace).tasks(status=status, job=job, limit=limit)
+    emit_json(found) if json else print_rendered(lambda r: r.task_table(found))
+
+
+@app.command()
+@errors_as_lines
+def cancel(
+    some_id: Annotated[str, typer.Argument(metavar="ID", help="A task id, or a series id.")],
+    series: Annotated[bool, typer.Option("--series", help="End the task's whole series.")] = False,
+    json: JsonOpt = False,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """Cancel a task (pending at once, running by its instance), or end a series.
+
+    A series id ends the series and cancels its pending run; a running run finishes.
+    """
+    client = make_client(redis_url, namespace)
+    if client.kind_of(some_id) == "series":
+        ended = client.cancel_series(some_id)
+        emit_json(ended) if json else typer.echo(series_cancel_line(client, ended))
+        return
+    before = client.get(some_id)
+    was = client.get_series(before.series).status if before.series else None
+    task = client.cancel(some_id, series=series)
+    if json:
+        emit_json(task)
+        return
+    if before.status.terminal:
+        line = f"{task.id} had already ended ({before.status.value})"
+    elif task.status.terminal:
+        line = f"{task.id} cancelled"
+    else:
+        line = f"{task.id} cancel requested (running)"
+    if before.series:
+        now = client.get_series(before.series).status
+        if was == "active" and now != "active":
+            line += f"; series {before.series} cancelled: no further runs"
+        elif was != "active":
+            line += f"; series {before.series} had already ended ({was})"
+        else:
+            line += f"; series {before.series} continues (cancel --series ends it)"
+    typer.echo(line)
+
+
+def series_cancel_line(client: Client, ended: Series) -> str:
+    """What ``cancel SERIES`` did, in a line: the series, and its current run."""
+    line = f"series {ended.id} cancelled: no further runs"
+    if not ended.current:
+        return line
+    try:
+        run = client.get(ended.current)
+    except TaskNotFound:
+        return line
+    if run.status is TaskStatus.RUNNING:
+        return line + f"; its run {run.id} is still running (`cancel {run.id}` stops it)"
+    return line + f"; its pending run {run.id} {run.status.value}"
+
+
+@app.command()
+@errors_as_lines
+def workers(
+    json: JsonOpt = False,
+    local_time: LocalOpt = False,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """List live worker instances."""
+    found = make_client(redis_url, namespace).workers()
+    emit_json(found) if json else print_rendered(lambda r: r.worker_table(found))
+
+
+@app.command()
+@errors_as_lines
+def jobs(
+    json: JsonOpt = False,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """List the job catalog and the live instances that can run each job (enough slots)."""
+    client = make_client(redis_url, namespace)
+    found = client.jobs()
+    if json:
+        emit_json(found)
+    else:
+        live = client.workers()
+        print_rendered(lambda r: r.job_table(found, live))
+
+
+@app.command(name="series")
+@errors_as_lines
+def series_cmd(
+    json: JsonOpt = False,
+    local_time: LocalOpt = False,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10000, metavar="N", help="At most this many series.")
+    ] = 100,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """List recurring schedules: next run, last run and outcome, skipped runs."""
+    found = make_client(redis_url, namespace).series(limit=limit)
+    emit_json(found) if json else print_rendered(lambda r: r.series_table(found))

@@ -1,0 +1,163 @@
+"""Loading the Lua scripts and calling them: one typed method per script.
+
+Each script in ``lua/`` is sent as: the prelude generated from Python (keys and
+reply codes), the helpers of ``lua/includes/`` it names, then the script (see
+:mod:`perseid_jobs.store.lua_source`). redis-py's :class:`~redis.commands.core.Script`
+calls it by SHA (``EVALSHA``) and loads it again when the server answers
+``NOSCRIPT`` (after a restart or a failover). The methods below build each
+script's ARGV from named arguments and decode its reply into the Structs of
+:mod:`perseid_jobs.store.script_io`, so no caller reads a reply by position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+import redis
+
+from .keys import Keys
+from .lua_source import LUA_DIR as LUA_DIR
+from .lua_source import SCRIPT_NAMES as SCRIPT_NAMES
+from .lua_source import script_source as script_source
+from .script_io import (
+    CancelReply,
+    ClaimReply,
+    Deregistered,
+    Drained,
+    Finished,
+    LeaseLapsed,
+    LogUrlsSet,
+    NextStart,
+    Reaped,
+    Registered,
+    Renewed,
+    Republished,
+    ScheduleArgs,
+    ScheduleReply,
+    SeriesCancelReply,
+    Served,
+)
+
+if TYPE_CHECKING:
+    from ..worker.outcome import Outcome
+
+T = TypeVar("T")
+
+
+def decode(reply: Any, into: type[T]) -> T:
+    """A raw script reply as ``into`` (a reply Struct or a union of them)."""
+    return msgspec.convert(reply, into)
+
+
+def _jobs_argv(jobs: Mapping[str, str]) -> list[str | int]:
+    """n, then n pairs (name, definition JSON): register's and republish's job list."""
+    argv: list[str | int] = [len(jobs)]
+    for name, definition in jobs.items():
+        argv += [name, definition]
+    return argv
+
+
+def _given_argv(given: Sequence[NextStart]) -> list[str | int]:
+    """n, then n triples (task id, next start, skipped): reap's and deregister's."""
+    argv: list[str | int] = [len(given)]
+    for g in given:
+        argv += [g.task_id, g.start, g.skipped]
+    return argv
+
+
+class Scripts:
+    """The scripts bound to one Redis client and one namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.keys = keys
+        self.client = client
+        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    def call(self, name: str, *args: Any, client: Any = None) -> Any:
+        """Run script ``name`` with ARGV ``args`` (on ``client``, e.g. a pipeline, if given).
+
+        The raw call under the typed methods (and what fault-injecting tests wrap).
+        """
+        return self._scripts[name](keys=[self.keys.prefix], args=list(args), client=client)
+
+    def schedule(self, a: ScheduleArgs) -> ScheduleReply:
+        """Store a task (and its series), index it, wake workers."""
+        return decode(self.call("schedule", *a.argv()), ScheduleReply)  # type: ignore[arg-type]
+
+    def schedule_then_wait(self, a: ScheduleArgs, timeout_ms: int) -> tuple[ScheduleReply, int]:
+        """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas)."""
+        pipe = self.client.pipeline(transaction=False)
+        self.call("schedule", *a.argv(), client=pipe)
+        pipe.execute_command("WAIT", 1, timeout_ms)  # type: ignore[no-untyped-call]
+        reply, acked = pipe.execute()
+        return decode(reply, ScheduleReply), int(acked)  # type: ignore[arg-type]
+
+    def claim(self, instance: str, most: int) -> ClaimReply:
+        """Take up to ``most`` due tasks that fit the instance's free slots."""
+        return decode(self.call("claim", instance, most), ClaimReply)  # type: ignore[arg-type]
+
+    def finish(self, instance: str, outcomes: Sequence[Outcome], claim_most: int) -> Finished:
+        """Record how tasks ended, then claim up to ``claim_most`` (0: none)."""
+        argv: list[str | int] = [instance, claim_most, len(outcomes)]
+        for o in outcomes:
+            argv += [o.id, o.token, o.status.value, o.exit_code, o.reason, o.next_start, o.skipped]
+        return decode(self.call("finish", *argv), Finished)
+
+    def heartbeat(self, instance: str, ttl_ms: int) -> Renewed | LeaseLapsed:
+        """Renew the instance's lease."""
+        return decode(self.call("heartbeat", instance, ttl_ms), Renewed | LeaseLapsed)  # type: ignore[arg-type]
+
+    def register(
+        self,
+        instance: str,
+        *,
+        ttl_ms: int,
+        slots: int,
+        host: str,
+        pid: int,
+        version: str,
+        jobs: Mapping[str, str],
+    ) -> Registered:
+        """Announce an instance and publish its jobs (name -> definition JSON)."""
+        argv = [instance, ttl_ms, slots, host, pid, version, *_jobs_argv(jobs)]
+        return decode(self.call("register", *argv), Registered)
+
+    def republish(self, instance: str, jobs: Mapping[str, str]) -> Republished | LeaseLapsed:
+        """Replace the jobs a registered instance offers."""
+        reply = self.call("republish", instance, *_jobs_argv(jobs))
+        return decode(reply, Republished | LeaseLapsed)  # type: ignore[arg-type]
+
+    def deregister(
+        self, instance: str, reason: str, given: Sequence[NextStart] = ()
+    ) -> Deregistered:
+        """Remove an instance that shut down; fail what it still held (``reason``)."""
+        reply = self.call("deregister", instance, reason, *_given_argv(given))
+        return decode(reply, Deregistered)
+
+    def drain(self, instance: str) -> Drained:
+        """Stop an instance from claiming, keeping its lease."""
+        return decode(self.call("drain", instance), Drained)
+
+    def cancel(self, task_id: str, *, whole_series: bool, reason: str) -> CancelReply:
+        """Cancel a task (pending: at once; running: flagged for its instance)."""
+        reply = self.call("cancel", task_id, "1" if whole_series else "0", reason)
+        return decode(reply, CancelReply)  # type: ignore[arg-type]
+
+    def cancel_series(self, series_id: str, reason: str) -> SeriesCancelReply:
+        """End a series and cancel its pending run."""
+        return decode(self.call("cancel", series_id, "s", reason), SeriesCancelReply)  # type: ignore[arg-type]
+
+    def reap(self, given: Sequence[NextStart] = ()) -> Reaped:
+        """Fail the tasks of lapsed instances and those past their hard deadline."""
+        return decode(self.call("reap", *_given_argv(given)), Reaped)
+
+    def set_log_url(self, urls: Iterable[tuple[str, str]]) -> LogUrlsSet:
+        """Record (task id, log URL) pairs, for the tasks that still exist."""
+        argv = [field for pair in urls for field in pair]
+        return decode(self.call("set_log_url", *argv), LogUrlsSet)
+
+    def served(self, job: str) -> Served:
+        """Live instances, and how many of them take tasks of ``job``."""
+        return decode(self.call("served", job), Served)

@@ -1,0 +1,108 @@
+"""Starting and stopping the parts of a worker: its zygote, log shipper, heartbeat, metrics
+server and wake-up channel (the loop itself is :meth:`Worker.loop`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..logs.bucket import open_bucket
+from ..logs.shipper import LogShipper
+from ..logs.spool import DeadSpools
+from ..store.connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
+from ..store.scripts import Scripts
+from . import recovery
+from .heartbeat import Heartbeat
+from .jobscan import report_loaded
+from .wake import WakeChannel
+from .zygote_client import start_zygote
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("perseid_jobs.worker")
+
+
+def start_parts(w: Worker) -> None:
+    """Everything the loop needs, from the zygote to the wake-up channel; registers too."""
+    if w.zygote is None:
+        w.zygote = start_zygote(w.s.jobs_dir, w.s.logs_dir, wait=True)
+    assert w.zygote.spool is not None
+    w.spool = w.zygote.spool
+    report_loaded(w.zygote.ready, w.s.jobs_dir)
+    # Before registering: a bucket URL it cannot use ends the worker with nothing written.
+    bucket = open_bucket(w.s.bucket_url, s3_endpoint_url=w.s.s3_endpoint_url)
+    try:
+        w.register()
+    except TRANSIENT_ERRORS as exc:  # Redis went away since the ping: the loop retries
+        log.warning("could not register yet (%s); retrying with backoff", exc)
+        w.backoff.failed()
+    w.shipper = LogShipper(
+        w.spool.path,
+        bucket,
+        on_shipped=w.on_shipped,
+        dead=DeadSpools(w.s.logs_dir, own=w.spool.path),
+    )
+    w.shipper.start()
+    beat_timeout = max(0.5, min(w.s.heartbeat_s, w.s.lease_ttl_s / 3))
+    w.heart = Heartbeat(
+        Scripts(connect(w.s.redis_url, retries=0, socket_timeout=beat_timeout), w.keys),
+        w.lease,
+        interval=w.s.heartbeat_s,
+        on_renewed=w.on_renewed,
+        on_lost=w.on_lost,
+        on_cancels=w.on_cancels,
+    )
+    w.heart.start()
+    if w.s.metrics_port is not None:
+        from .metrics import WorkerMetrics  # prometheus_client: only when asked for
+        from .probe import WorkerProbe
+
+        w.metrics = WorkerMetrics(WorkerProbe(w))
+        port = w.metrics.serve(w.s.metrics_port)
+        log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", port)
+    w.wake = WakeChannel(connect(w.s.redis_url, retries=0, socket_timeout=None, check=False))
+    log.info(
+        "instance %s serving %d jobs with %d slots on %s (task processes: %s fork)",
+        w.instance_id,
+        len(w.zygote.ready.jobs),
+        w.s.slots,
+        redacted(w.s.redis_url),
+        w.zygote.ready.fork,
+    )
+
+
+def stop_parts(w: Worker) -> None:
+    """Stop everything :func:`start_parts` started; deregister; record the last log URLs."""
+    if w.metrics:
+        w.metrics.close()
+    if w.heart:
+        w.heart.stop()
+    if w.zygote:
+        w.zygote.close()
+    w.jobs.close()
+    if w.registered:
+        _try(lambda: recovery.deregister(w), "deregister")
+    if w.shipper:
+        w.shipper.stop(timeout=min(5.0 if w.cold else 30.0, w.s.drain_timeout_s))
+    while w.log_urls and _try(w.record_log_urls, "record log URLs"):
+        pass
+    if w.wake:
+        w.wake.close()
+    if w.spool:
+        w.spool.close()  # what was not uploaded stays for the next worker to adopt
+    log.info("instance %s stopped", w.instance_id)
+
+
+def _try(call: Any, what: str, attempts: int = 4) -> bool:
+    """A best-effort call at shutdown: a few tries with backoff."""
+    backoff = Backoff(cap=1.0)
+    for _ in range(attempts):
+        try:
+            call()
+            return True
+        except REDIS_ERRORS as exc:
+            log.warning("could not %s: %s", what, exc)
+            time.sleep(backoff.failed())
+    return False

@@ -1,0 +1,390 @@
+"""The worker instance: register, claim what fits, run each task in its own process.
+
+One thread runs the loop below; the heartbeat has its own thread and
+connection; the log shipper uploads in the background. The loop waits on
+three things at once: the zygote's event pipe (a task started or ended), the
+instance's wake-up list in Redis (a ``BLPOP`` left outstanding on its own
+connection), and a self-pipe (signals, heartbeat news). Its timeout is the
+nearest of: the next due task, a task's kill deadline, the next reap, the
+lease deadline, the next retry of Redis.
+
+Faults (see docs/faults.md):
+
+- Every Redis call of the loop is retried with backoff (:class:`Backoff`);
+  redis-py does not retry on its own here, so the loop knows when a script may
+  have run without its reply reaching us. Tasks keep running meanwhile, and
+  their outcomes wait in ``pending`` until Redis answers.
+- After such a doubt the loop *reconciles*: the instance's task set in Redis
+  is the truth. A task Redis gives us that we do not run was claimed by a call
+  whose reply was lost: we start it. One we already reported (a failover lost
+  the report) is reported again. One we run that Redis no longer gives us is a
+  ghost: killed, never reported.
+- The lease deadline is tracked locally and conservatively (:class:`Lease`). Once
+  it passes, the worker fences: kills its tasks, reports them under the old id
+  (where the fencing token makes late reports change nothing), and registers
+  again under a new id. The zygote enforces the same deadline on its own, so a
+  stopped or hung worker's tasks die too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import __version__
+from ..core.models import TaskStatus
+from ..launch.protocol import Exited, Started, drain_pipe
+from ..logs.shipper import LogShipper, Shipped
+from ..logs.spool import Spool
+from ..store.connection import REDIS_ERRORS, Backoff, connect
+from ..store.keys import Keys
+from ..store.scripts import Scripts
+from . import claiming, lifecycle, recovery
+from .heartbeat import Heartbeat, Lease
+from .jobscan import JobsWatch
+from .outcome import Outcome, Running
+from .settings import WorkerSettings
+from .wake import WakeChannel
+from .zygote_client import ZygoteClient
+
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
+
+log = logging.getLogger("perseid_jobs.worker")
+
+
+class Worker:
+    """One ``perseid-jobs worker`` process."""
+
+    def __init__(self, settings: WorkerSettings, zygote: ZygoteClient | None = None) -> None:
+        """``zygote``: one already started for these settings (else :meth:`run` starts it)."""
+        self.s = settings
+        self.keys = Keys(settings.namespace)
+        # No retries inside redis-py: the loop retries, knowing a reply may have been lost.
+        self.redis = connect(
+            settings.redis_url,
+            retries=0,
+            socket_timeout=max(1.0, min(10.0, settings.lease_ttl_s / 2)),
+        )
+        self.scripts = Scripts(self.redis, self.keys)
+        self.lease = Lease(settings.instance_id or recovery.new_instance_id(), settings.lease_ttl_s)
+        self.backoff = Backoff(cap=max(0.5, min(2.0, settings.heartbeat_s)))
+        self.running: dict[str, Running] = {}
+        self.pending: list[tuple[str, Outcome]] = []  # (instance id it ran under, outcome)
+        self.reported: OrderedDict[tuple[str, str, str], tuple[str, Outcome]] = OrderedDict()
+        self.ghosts: set[int] = set()  # pids of killed tasks Redis no longer gives us
+        self.log_urls: deque[Shipped] = deque()  # uploaded, URL not yet recorded
+        self.need_claim = True
+        self.reconcile_due = False
+        self.drain_marked = False
+        self.next_due_mono: float | None = None
+        self.next_due_ms = -1  # the same in Redis time, as the last claim said
+        self.warm_pending = False  # warm the start path up before that due time
+        self.next_reap = 0.0
+        self.redis_now = (0, time.monotonic())
+        self.stop_requested = False
+        self.cold = False  # a second SIGTERM/SIGINT: kill the tasks now (recovery.go_cold)
+        self.fenced = False
+        self.drain_deadline: float | None = None
+        self.cancels: set[str] = set()
+        self._poke_r, self._poke_w = os.pipe()
+        os.set_blocking(self._poke_r, False)
+        os.set_blocking(self._poke_w, False)
+        self.zygote: ZygoteClient | None = zygote
+        self.jobs = JobsWatch(settings.jobs_dir, settings.jobs_rescan_s)
+        self.shipper: LogShipper | None = None
+        self.spool: Spool | None = None
+        self.metrics: WorkerMetrics | None = None
+        self.last_loop = time.monotonic()
+        self.heart: Heartbeat | None = None
+        self.wake: WakeChannel | None = None
+        self.slots_used = 0
+
+    @property
+    def instance_id(self) -> str:
+        """The id this process serves under now (a new one after fencing)."""
+        return self.lease.instance_id
+
+    @property
+    def registered(self) -> bool:
+        """True while the current id is registered and its lease believed alive."""
+        return self.lease.deadline is not None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; return the process exit code."""
+        # First: a signal's default action is to exit, and a stop asked for while this
+        # starts (even before it registers) must still drain and deregister.
+        signal.signal(signal.SIGHUP, self._on_hup)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        lifecycle.start_parts(self)
+        try:
+            self.loop()
+        finally:
+            self.shutdown()
+        return 0
+
+    def register(self) -> None:
+        """Announce this instance and publish its jobs."""
+        assert self.zygote is not None
+        jobs = {n: msgspec.json.encode(d).decode() for n, d in self.zygote.ready.jobs.items()}
+        sent_at = time.monotonic()
+        reply = self.scripts.register(
+            self.instance_id,
+            ttl_ms=int(self.s.lease_ttl_s * 1000),
+            slots=self.s.slots,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            jobs=jobs,
+        )
+        self.saw_now(reply.now)
+        self.zygote.lease_until(self.lease.start(self.instance_id, sent_at))
+        self.need_claim = True
+
+    def loop(self) -> None:
+        """The main loop; returns once drained."""
+        while True:
+            self.last_loop = time.monotonic()
+            if self.registered and self.lease.lapsed():
+                log.error(
+                    "instance %s: no lease renewal for %gs", self.instance_id, self.s.lease_ttl_s
+                )
+                self.fenced = True
+            if self.fenced:
+                recovery.fence(self)
+            if self.stop_requested and self.drain_deadline is None:
+                recovery.begin_drain(self)
+            if self.cold:
+                recovery.go_cold(self)
+            if self.drain_deadline is not None and recovery.drain_step(self):
+                return
+            if self.backoff.ready():
+                self.talk_to_redis()
+                claiming.warm_up(self)
+            self.enforce_deadlines()
+            if self.drain_deadline is None:
+                self.jobs.step(self)
+            self.wait(self.next_timeout())
+
+    def talk_to_redis(self) -> None:
+        """Every Redis call of the loop: one failure backs them all off."""
+        try:
+            if not self.registered and self.drain_deadline is None:
+                self.register()
+                log.info("instance %s registered", self.instance_id)
+            if self.drain_deadline is not None and not self.drain_marked and self.registered:
+                self.scripts.drain(self.instance_id)
+                self.drain_marked = True
+            if self.reconcile_due and self.registered:
+                recovery.reconcile(self)
+            if self.jobs.publish_due and self.registered:
+                self.jobs.publish(self)
+            if self.pending or (self.need_claim and self.drain_deadline is None):
+                claiming.finish_and_claim(self)
+            while self.log_urls:
+                self.record_log_urls()
+            if time.monotonic() >= self.next_reap:
+                recovery.reap(self)
+        except REDIS_ERRORS as exc:
+            self.reconcile_due = True
+            delay = self.backoff.failed()
+            if self.backoff.failures == 1:
+                log.warning(
+                    "Redis call failed (%s); retrying with backoff, tasks keep running", exc
+                )
+            else:
+                log.debug("Redis still failing (%s); next try in %.2fs", exc, delay)
+            return
+        down = self.backoff.succeeded()
+        if down is not None:
+            log.warning("Redis answers again after %.1fs", down)
+
+    def shutdown(self) -> None:
+        """Stop everything this instance started."""
+        lifecycle.stop_parts(self)
+
+    def record_log_urls(self, most: int = 200) -> None:
+        """Record where uploaded logs went (up to ``most`` in one call), then delete them here.
+
+        Deleted only once recorded: a crash in between leaves the log in the
+        spool, and the next worker uploads it again and records its URL.
+        """
+        batch = [self.log_urls[i] for i in range(min(most, len(self.log_urls)))]
+        self.scripts.set_log_url((s.task_id, s.url) for s in batch)
+        for _ in batch:
+            self.log_urls.popleft()
+        if self.shipper:
+            self.shipper.remove(batch)
+
+    # -- where tasks' logs go -------------------------------------------------------------
+    def log_path(self, task_id: str) -> Path:
+        """Where a task's log file is written: this instance's spool."""
+        assert self.spool is not None
+        return self.spool.log_path(task_id)
+
+    # -- deadlines, cancels ----------------------------------------------------------------
+    def enforce_deadlines(self) -> None:
+        """Time out tasks past their max duration; SIGKILL those past their grace."""
+        now = time.monotonic()
+        if any(run.kill_due(now) for run in self.running.values()):
+            self.read_exits_first()
+        for run in list(self.running.values()):
+            run.enforce_deadline(now, self.s.kill_grace_s)
+
+    def read_exits_first(self) -> None:
+        """Before signalling tasks: read the exits the zygotes already reported.
+
+        A reused process (``max_tasks_per_process``) may have ended the task and
+        taken the next one: its pid must not be killed for the task that ended.
+        The zygote writes a task's exit before it hands that process another task.
+        """
+        zygotes = self.jobs.zygotes(self.zygote)
+        r, _, _ = select.select(list(zygotes), [], [], 0)
+        if self.zygote in r:
+            self.handle_zygote()
+        self.jobs.on_readable(self, r)
+
+    def apply_cancels(self) -> None:
+        """Stop the running tasks a user cancelled (once their pid is known)."""
+        if self.cancels and any(t in self.running for t in self.cancels):
+            self.read_exits_first()
+        for task_id in list(self.cancels):
+            run = self.running.get(task_id)
+            if run is not None and run.pid is not None:
+                run.stop(TaskStatus.CANCELLED, "cancelled by user", self.s.kill_grace_s)
+                self.cancels.discard(task_id)
+            elif run is None:
+                self.cancels.discard(task_id)
+
+    # -- waiting ---------------------------------------------------------------------------
+    def next_timeout(self) -> float:
+        """Seconds until the loop must act without an event."""
+        if self.fenced or (self.stop_requested and self.drain_deadline is None):
+            return 0.0
+        now = time.monotonic()
+        redis_ready = self.backoff.ready(now)
+        if redis_ready and self.redis_work_waiting():
+            return 0.0
+        # What needs Redis (a reap, a due claim) waits out a backoff: a time it passed
+        # must not turn the wait into a spin while Redis is away.
+        redis_from = now if redis_ready else self.backoff.retry_at
+        when = [max(self.next_reap, redis_from)]
+        if not redis_ready:
+            when.append(self.backoff.retry_at)  # the next try
+        if self.next_due_mono is not None:
+            when.append(max(self.next_due_mono, redis_from))
+            if self.warm_pending:
+                when.append(max(self.next_due_mono - claiming.WARM_AHEAD_S, redis_from))
+        for run in self.running.values():
+            if run.kill_at is not None:
+                when.append(run.kill_at)
+            elif run.forced is None:
+                when.append(run.deadline_mono)  # else: killed, its exit is awaited
+        if self.drain_deadline is not None:
+            when.append(self.drain_deadline)
+        if self.lease.deadline is not None:
+            when.append(self.lease.deadline)
+        if self.drain_deadline is None:
+            when += self.jobs.wake_times()  # the next rescan, a reload's deadline
+        return max(0.0, min(when) - now)
+
+    def redis_work_waiting(self) -> bool:
+        """True if the next :meth:`talk_to_redis` has something to do right away."""
+        claiming = self.need_claim and self.drain_deadline is None
+        return bool(
+            self.pending
+            or self.reconcile_due
+            or self.log_urls
+            or (self.jobs.publish_due and self.registered)
+            or claiming
+            or (not self.registered and self.drain_deadline is None)
+        )
+
+    def wait(self, timeout: float) -> None:
+        """Block until an event or ``timeout``."""
+        assert self.zygote is not None and self.wake is not None
+        fds: list[Any] = [self.zygote, self._poke_r, *self.jobs.fds()]
+        listening = self.drain_deadline is None and self.registered and self.backoff.ready()
+        if listening and self.wake.arm(self.keys.wake(self.instance_id), self.s.heartbeat_s):
+            fds.append(self.wake)
+        r, _, _ = select.select(fds, [], [], timeout)
+        if self.zygote in r:
+            self.handle_zygote()
+        if self._poke_r in r:
+            drain_pipe(self._poke_r)
+        self.jobs.on_readable(self, r)
+        if (self.wake in r and self.wake.consume()) or self.wake.overdue():
+            self.need_claim = True
+        if self.next_due_mono is not None and time.monotonic() >= self.next_due_mono:
+            self.next_due_mono = None
+            self.need_claim = True
+        self.apply_cancels()
+
+    def handle_zygote(self, zygote: ZygoteClient | None = None) -> None:
+        """Act on the events of the zygote (or of ``zygote``, one retired)."""
+        zygote = zygote or self.zygote
+        assert zygote is not None
+        for event in zygote.read_events():
+            if isinstance(event, Started):
+                run = self.running.get(event.id)
+                if run is not None and run.pid is None:
+                    run.pid = event.pid
+            elif isinstance(event, Exited):
+                claiming.on_exit(self, event)
+
+    # -- callbacks from other threads and signals ------------------------------------------
+    def _poke(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._poke_w, b"x")
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_requested:
+            self.cold = True  # a second one: do not wait for the tasks (as Celery does)
+        self.stop_requested = True
+        self._poke()
+
+    def _on_hup(self, signum: int, _frame: Any) -> None:
+        self.jobs.hup = True  # load the jobs again now (see jobscan)
+        self._poke()
+
+    def on_renewed(self, deadline: float) -> None:
+        """From the heartbeat's thread: every zygote whose tasks run enforces the lease."""
+        for zygote in self.jobs.zygotes(self.zygote):
+            zygote.lease_until(deadline)
+
+    def on_lost(self, instance_id: str) -> None:
+        if instance_id == self.instance_id:
+            log.error("instance %s: Redis says its lease lapsed", instance_id)
+            self.fenced = True
+            self._poke()
+
+    def on_cancels(self, ids: list[str]) -> None:
+        if ids:
+            self.cancels.update(ids)
+            self._poke()
+
+    def on_shipped(self, shipped: list[Shipped]) -> None:
+        """From the shipper's thread: the loop records them, in one call per batch."""
+        self.log_urls.extend(shipped)
+        self._poke()
+
+    # -- Redis time ------------------------------------------------------------------------
+    def saw_now(self, now_ms: Any) -> None:
+        self.redis_now = (int(now_ms), time.monotonic())
+
+    def estimated_redis_now(self) -> int:
+        """Redis time now: the last Redis time seen plus the monotonic time since."""
+        base, seen = self.redis_now
+        return base + int((time.monotonic() - seen) * 1000)
