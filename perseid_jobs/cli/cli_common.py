@@ -49,6 +49,7 @@ JobsOpt = Annotated[Path, setting_option(BY_FIELD["jobs_dir"])]
 LogsDirOpt = Annotated[Path, setting_option(BY_FIELD["logs_dir"])]
 EndpointOpt = Annotated[str | None, setting_option(BY_FIELD["s3_endpoint_url"])]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document.")]
+TaskArg = Annotated[str, typer.Argument(metavar="TASK", help="The task's id.")]
 JobArg = Annotated[
     str, typer.Argument(metavar="JOB", help="Job name (the file stem in the jobs directory).")
 ]

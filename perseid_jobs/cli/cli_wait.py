@@ -15,6 +15,7 @@ from .cli_common import (
     JsonOpt,
     NamespaceOpt,
     RedisOpt,
+    TaskArg,
     app,
     emit_json,
     errors_as_lines,
@@ -36,7 +37,7 @@ EXIT_CODES = {
 @app.command()
 @errors_as_lines
 def wait(
-    task_id: Annotated[str, typer.Argument(metavar="TASK", help="The task's id.")],
+    task_id: TaskArg,
     timeout: Annotated[
         str | None,
         typer.Option(

@@ -31,6 +31,7 @@ from .cli_common import (
     LogsDirOpt,
     NamespaceOpt,
     RedisOpt,
+    TaskArg,
     app,
     errors_as_lines,
     fail,
@@ -74,7 +75,7 @@ app.command("worker")(errors_as_lines(worker))
 @app.command()
 @errors_as_lines
 def logs(
-    task_id: Annotated[str, typer.Argument(metavar="TASK", help="The task's id.")],
+    task_id: TaskArg,
     raw: Annotated[bool, typer.Option("--raw", help="The NDJSON as stored.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow while it runs.")] = False,
     local_time: LocalOpt = False,
