@@ -63,10 +63,15 @@ def check_lengths(raw: Any, decoded: msgspec.Struct, seen: set[type]) -> None:
                     check_lengths(raw_item, item, seen)
 
 
+# Well formed (its partition is 0), so the client sends it to the script, which finds nothing.
+NO_SUCH_ID = "0" * 26
+
+
 @pytest.fixture
 def c(redis_server: RedisServer, namespace: str) -> Iterator[Client]:
     client = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS)
-    client.scripts = RecordingScripts(client.redis, client.keys)
+    # The recording scripts stand in for the (only) partition's, so every call is seen.
+    client._scripts_by_tag[client.keys.tag] = RecordingScripts(client.redis, client.keys)
     yield client
     client.close()
 
@@ -86,7 +91,7 @@ def every_reply_shape(c: Client) -> None:
     with pytest.raises(KeyConflict):
         c.schedule("hello", key="k", args={"n": 2})
     with pytest.raises(ParentNotFound):
-        c.schedule("hello", after="no-such-task")
+        c.schedule("hello", after=NO_SUCH_ID)
     series = c.schedule("hello", every="1h")
     claimed = s.claim("i1", 1)
     assert isinstance(claimed, io.Claimed) and [t.id for t in claimed.tasks] == [one.id]
@@ -97,7 +102,7 @@ def every_reply_shape(c: Client) -> None:
     with pytest.raises(TaskAlreadyEnded):
         c.cancel(one.id)
     with pytest.raises(TaskNotFound):
-        c.cancel("no-such-task")
+        c.cancel(NO_SUCH_ID)
     s.republish("i1", {})
     s.set_log_url([(one.id, "file:///log")])
     s.drain("i1")

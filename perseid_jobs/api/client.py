@@ -15,6 +15,7 @@ from ..core.errors import (
     InvalidTime,
     JobDefinitionError,
     NotDurable,
+    ParentNotFound,
     SeriesAlreadyEnded,
     SeriesNotFound,
     TaskAlreadyEnded,
@@ -29,7 +30,8 @@ from ..core.models import (
     task_from_hash,
 )
 from ..store.connection import DEFAULT_REDIS_URL, connect
-from ..store.keys import DEFAULT_NAMESPACE, Keys
+from ..store.keys import DEFAULT_NAMESPACE, Keys, validate_namespace
+from ..store.partitions import check_count
 from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, ScheduleReply
 from ..store.scripts import Scripts
 from . import scheduling
@@ -62,12 +64,16 @@ class Client(Queries):
         *,
         namespace: str = DEFAULT_NAMESPACE,
         jobs_dir: Path | str | None = None,
+        partitions: int | None = None,
     ) -> None:
         # redis-py types replies as unions of sync/async/bytes/str; with
         # decode_responses=True they are str, so reads go through an untyped alias.
         self.redis: Any = redis_client
-        self.keys = Keys(namespace)
-        self.scripts = Scripts(redis_client, self.keys)
+        self.namespace = validate_namespace(namespace)
+        # None: as recorded in Redis (or the default); a number that differs is refused.
+        self.requested_partitions = check_count(partitions)
+        self._parts = None
+        self._scripts_by_tag = {}
         self.jobs_dir = Path(jobs_dir) if jobs_dir is not None else None
 
     @classmethod
@@ -77,9 +83,10 @@ class Client(Queries):
         *,
         namespace: str = DEFAULT_NAMESPACE,
         jobs_dir: Path | str | None = None,
+        partitions: int | None = None,
     ) -> Client:
         """A client for the Redis at ``url``; raises RedisUnavailable if it does not answer."""
-        return cls(connect(url), namespace=namespace, jobs_dir=jobs_dir)
+        return cls(connect(url), namespace=namespace, jobs_dir=jobs_dir, partitions=partitions)
 
     def close(self) -> None:
         """Release the connections."""
@@ -177,6 +184,8 @@ class Client(Queries):
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
         warn_if_not_served(self, job)
+        request = request or uuid.uuid4().hex
+        scripts = self.scripts_in(self._route(key=key, after=after, request=request))
         call = ScheduleArgs(
             job=job,
             args=req.args,
@@ -190,14 +199,14 @@ class Client(Queries):
             origin=req.origin,
             retries=definition.retries,
             backoff_ms=definition.backoff_ms,
-            request_id=request or uuid.uuid4().hex,
+            request_id=request,
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
             fingerprint=req.fingerprint if key else "",  # kept with the key, to tell requests apart
         )
         if wait_s is not None:
-            reply, acked = self._schedule_durably(call, wait_s)
+            reply, acked = self._schedule_durably(scripts, call, wait_s)
         else:
-            reply, acked = self.scripts.schedule(call), None
+            reply, acked = scripts.schedule(call), None
         reply = scheduling.check_reply(reply, key=key, req=req, after=after)
         scheduling.notify(reply, req=req, after=after)
         if acked is not None and acked < 1:
@@ -209,14 +218,28 @@ class Client(Queries):
         task.existed = bool(reply.existed)
         return task
 
-    def _schedule_durably(self, call: ScheduleArgs, timeout: float) -> tuple[ScheduleReply, int]:
+    def _route(self, *, key: str, after: str, request: str) -> Keys:
+        """The partition a new task goes to (the rules are in store/partitions.py)."""
+        parts = self.partitions(record=True)
+        if after:
+            found = parts.of_id(after)
+            if found is None:
+                raise ParentNotFound(after)
+            return found
+        if key:
+            return parts.keys[parts.for_idempotency_key(key)]
+        return parts.keys[parts.spread(request)]
+
+    def _schedule_durably(
+        self, scripts: Scripts, call: ScheduleArgs, timeout: float
+    ) -> tuple[ScheduleReply, int]:
         """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas)."""
         if isinstance(self.redis, redis.RedisCluster):
             raise ConfigError(
                 "--durable is not available on Redis Cluster (WAIT must follow the write on"
                 " its connection); schedule without --durable"
             )
-        return self.scripts.schedule_then_wait(call, max(1, int(timeout * 1000)))
+        return scripts.schedule_then_wait(call, max(1, int(timeout * 1000)))
 
     def _warn_capacity(self, job: str, slots: int) -> None:
         if slots <= 1:
@@ -242,7 +265,12 @@ class Client(Queries):
         """
         if series and self.get(task_id).series is None:  # a task's series never changes
             raise ConfigError(f"task {task_id} belongs to no series: cancel it without --series")
-        reply = self.scripts.cancel(task_id, whole_series=series, reason="cancelled by user")
+        keys = self.keys_of(task_id)
+        if keys is None:
+            raise TaskNotFound(task_id)
+        reply = self.scripts_in(keys).cancel(
+            task_id, whole_series=series, reason="cancelled by user"
+        )
         if isinstance(reply, AlreadyEnded):
             raise TaskAlreadyEnded(task_id, reply.status)
         if isinstance(reply, NotFound):
@@ -252,7 +280,10 @@ class Client(Queries):
     def cancel_series(self, series_id: str) -> Series:
         """End an active series: no further runs; its pending run is cancelled, a running
         one finishes. Raises SeriesNotFound, or SeriesAlreadyEnded."""
-        reply = self.scripts.cancel_series(series_id, reason="cancelled by user")
+        keys = self.keys_of(series_id)
+        if keys is None:
+            raise SeriesNotFound(series_id)
+        reply = self.scripts_in(keys).cancel_series(series_id, reason="cancelled by user")
         if isinstance(reply, NotFound):
             raise SeriesNotFound(series_id)
         if isinstance(reply, AlreadyEnded):

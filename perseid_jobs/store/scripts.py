@@ -94,13 +94,17 @@ class Scripts:
         reply, acked = pipe.execute()
         return decode(reply, ScheduleReply), int(acked)  # type: ignore[arg-type]
 
-    def claim(self, instance: str, most: int) -> ClaimReply:
-        """Take up to ``most`` due tasks that fit the instance's free slots."""
-        return decode(self.call("claim", instance, most), ClaimReply)  # type: ignore[arg-type]
+    def claim(self, instance: str, most: int, free: int = -1) -> ClaimReply:
+        """Take up to ``most`` due tasks that fit the instance's free slots (at most ``free``,
+        if not negative: the worker's count over all partitions)."""
+        reply = self.call("claim", instance, most, free)
+        return decode(reply, ClaimReply)  # type: ignore[arg-type]
 
-    def finish(self, instance: str, outcomes: Sequence[Outcome], claim_most: int) -> Finished:
-        """Record how tasks ended, then claim up to ``claim_most`` (0: none)."""
-        argv: list[str | int] = [instance, claim_most, len(outcomes)]
+    def finish(
+        self, instance: str, outcomes: Sequence[Outcome], claim_most: int, free: int = -1
+    ) -> Finished:
+        """Record how tasks ended, then claim up to ``claim_most`` (0: none) within ``free``."""
+        argv: list[str | int] = [instance, claim_most, free, len(outcomes)]
         for o in outcomes:
             argv += [o.id, o.token, o.status.value, o.exit_code, o.reason, o.next_start, o.skipped]
         return decode(self.call("finish", *argv), Finished)
