@@ -191,6 +191,7 @@ def lua_prelude() -> str:
         "local PREFIX = KEYS[1]",
         # The partition index, from the tag {<ns>:<index>:<n>}; {<ns>} is partition 0.
         "local PART = tonumber(string.match(PREFIX, '^{[^:}]*:(%d+):')) or 0",
+        "local PARTITIONED = string.match(PREFIX, '^{[^:}]*:') ~= nil",
         "local K = {}",
     ]
     for name, (template, arg) in _LAYOUT.items():
