@@ -14,6 +14,7 @@ makes at every heartbeat interval is the safety net, as it is for a lost ``BLPOP
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -102,8 +103,6 @@ class WakeSubscription:
     def close(self) -> None:
         """Drop the subscription, if any."""
         if self._pubsub is not None:
-            try:
+            with contextlib.suppress(redis.RedisError, OSError):
                 self._pubsub.close()
-            except (redis.RedisError, OSError):
-                pass
             self._pubsub, self._channels, self._pong_by = None, (), None
