@@ -21,7 +21,8 @@ from bench.systems import BENCH, JOB
 from perseid_jobs import __version__
 from perseid_jobs.core.jobfile import load_job_file
 from perseid_jobs.store.keys import Keys
-from perseid_jobs.store.scripts import Scripts
+from perseid_jobs.store.script_io import ClaimedTask, ClaimReply, LeaseLapsed, ScheduleArgs
+from perseid_jobs.store.scripts import Scripts, decode
 
 INSTANCE = "bench-claimer"
 CHUNK = 1000
@@ -39,17 +40,14 @@ class Claimer:
         self.scripts = Scripts(self.client, self.keys)
         definition = load_job_file(BENCH / "jobs" / f"{JOB}.py").definition()
         self.definition = definition
-        self.scripts.call(
-            "register",
+        self.scripts.register(
             INSTANCE,
-            3_600_000,
-            10**9,
-            "bench",
-            os.getpid(),
-            __version__,
-            1,
-            JOB,
-            msgspec.json.encode(definition).decode(),
+            ttl_ms=3_600_000,
+            slots=10**9,
+            host="bench",
+            pid=os.getpid(),
+            version=__version__,
+            jobs={JOB: msgspec.json.encode(definition).decode()},
         )
 
     def schedule(self, n: int, start_ms: int | None) -> float:
@@ -66,27 +64,15 @@ class Claimer:
     def _schedule(self, n: int, start_ms: int | None) -> None:
         client = redis.Redis.from_url(self.url, decode_responses=True)
         scripts = Scripts(client, self.keys)
-        start = "" if start_ms is None else start_ms
         d = self.definition
+        argv = ScheduleArgs(
+            job=JOB, args="{}", slots=d.slots, max_ms=d.max_duration_ms, at_ms=start_ms,
+            retries=d.retries, backoff_ms=d.backoff_ms,
+        ).argv()  # fmt: skip
         for first in range(0, n, CHUNK):
             pipe = client.pipeline(transaction=False)
             for _ in range(min(CHUNK, n - first)):
-                scripts.call(
-                    "schedule",
-                    JOB,
-                    "{}",
-                    d.slots,
-                    d.max_duration_ms,
-                    start,
-                    0,
-                    "",
-                    "",
-                    "",
-                    "",
-                    d.retries,
-                    d.backoff_ms,
-                    client=pipe,
-                )
+                scripts.call("schedule", *argv, client=pipe)  # pipelined: see Scripts.schedule
             pipe.execute()
         client.close()
 
@@ -98,17 +84,24 @@ class Claimer:
         for first in range(0, calls, pipeline):
             batch = min(pipeline, calls - first)
             if pipeline == 1:
-                replies = [self.scripts.call("claim", INSTANCE, per_call)]
+                replies = [self.scripts.claim(INSTANCE, per_call)]
             else:
-                pipe = self.client.pipeline(transaction=False)
-                for _ in range(batch):
-                    self.scripts.call("claim", INSTANCE, per_call, client=pipe)
-                replies = pipe.execute()
-            claimed += sum(len(reply[4]) for reply in replies)
+                replies = self._claims_pipelined(per_call, batch)
+            claimed += sum(len(claimed_tasks(reply)) for reply in replies)
         rate = claimed / (time.perf_counter() - t0)
         if claimed != n:
             raise RuntimeError(f"claimed {claimed} of {n} due tasks")
         return rate
+
+    def _claims_pipelined(self, per_call: int, calls: int) -> list[ClaimReply]:
+        """``calls`` claims of up to ``per_call`` tasks in one round trip, as typed replies.
+
+        :meth:`Scripts.claim`'s call and decoding, queued on a pipeline (it calls at once).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for _ in range(calls):
+            self.scripts.call("claim", INSTANCE, per_call, client=pipe)
+        return [decode(reply, ClaimReply) for reply in pipe.execute()]  # type: ignore[arg-type]
 
     def used_memory(self) -> int:
         """Redis ``used_memory`` in bytes."""
@@ -117,6 +110,13 @@ class Claimer:
     def close(self) -> None:
         """Drop the connection."""
         self.client.close()
+
+
+def claimed_tasks(reply: ClaimReply) -> list[ClaimedTask]:
+    """The tasks a claim took (the benchmark's instance never loses its lease)."""
+    if isinstance(reply, LeaseLapsed):
+        raise RuntimeError(f"{INSTANCE}: the claim says its lease lapsed")
+    return reply.tasks
 
 
 @dataclass(frozen=True)

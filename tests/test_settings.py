@@ -64,6 +64,102 @@ def test_every_variable_the_chart_and_its_docs_name_is_one_of_the_table() -> Non
         )
 
 
+ENV_NAME = r"\b(?:PERSEID|AWS)_[A-Z_]+\b"
+
+
+def chart_env_sources() -> dict[str, set[str]]:
+    """Each variable the chart sets, and the values it is made from (dotted paths).
+
+    Read from the ``perseid-jobs.env`` template: ``$root.Values.a.b`` is ``a.b``; a
+    pool's ``$pool.x`` is ``pools[].x`` or ``poolDefaults.x``; ``.x`` inside
+    ``with $root.Values.a`` is ``a.x``.
+    """
+    tpl = (CHART / "templates" / "_helpers.tpl").read_text()
+    m = re.search(r'define "perseid-jobs\.env".*?\{\{- end \}\}\s*$', tpl, re.DOTALL)
+    assert m, "_helpers.tpl has no perseid-jobs.env template"
+    sources: dict[str, set[str]] = {}
+    within: list[str] = []  # the paths of the enclosing with/if blocks ("" for an if)
+    env = None
+    for line in m[0].splitlines():
+        if opened := re.search(r"\{\{-? (with|if) (.*?) -?\}\}", line):
+            found = re.search(r"\$root\.Values\.([\w.]+)", opened[2])
+            within.append(found[1] if opened[1] == "with" and found else "")
+            continue
+        if re.search(r"\{\{-? end -?\}\}", line):
+            if within:
+                within.pop()
+            continue
+        if named := re.match(r"^- name: (\w+)$", line):
+            env = named[1]
+            sources[env] = set()
+            continue
+        if env is None or not line.startswith(" "):
+            env = None
+            continue
+        paths = re.findall(r"\$root\.Values\.([\w.]+)", line)
+        paths += [p for x in re.findall(r"\$pool\.(\w+)", line)
+                  for p in (f"pools[].{x}", f"poolDefaults.{x}")]  # fmt: skip
+        context = next((w for w in reversed(within) if w), "")
+        for field in re.findall(r"\{\{ \.(\w*)", line):
+            paths.append(f"{context}.{field}" if field else context)
+        sources[env].update(paths)
+    return sources
+
+
+def values_comments() -> dict[str, str]:
+    """Each key of values.yaml (dotted path, ``[]`` for a list item) and the comment above it."""
+    comments: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    above: list[str] = []
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            above.append(line.strip().lstrip("#").strip())
+            continue
+        m = re.match(r"^(\s*)(- )?([A-Za-z_]\w*):", line)
+        if not m:
+            above = []
+            continue
+        indent = len(m[1])
+        if m[2]:  # "- key:" opens a list item of the key above
+            stack = [(i, k) for i, k in stack if i < indent]
+            stack.append((indent, "[]"))
+            indent += 2
+        stack = [(i, k) for i, k in stack if i < indent]
+        stack.append((indent, m[3]))
+        path = ".".join(k for _, k in stack).replace(".[]", "[]")
+        comments[path] = " ".join(above)
+        above = []
+    return comments
+
+
+def test_each_values_comment_names_the_variable_its_value_sets() -> None:
+    sources = chart_env_sources()
+    assert sources["PERSEID_REDIS_URL"] == {"redis.existingSecret", "redis.urlKey"}
+    assert "pools[].slots" in sources["PERSEID_SLOTS"]
+    assert sources["AWS_REGION"] == {"bucket.region"}
+    comments = values_comments()
+
+    def said(path: str) -> str:
+        """A key's comment, and those of the blocks it is in."""
+        parts = path.replace("[]", ".[]").split(".")
+        heads = [".".join(parts[:i]).replace(".[]", "[]") for i in range(1, len(parts) + 1)]
+        return " ".join(comments.get(h, "") for h in heads)
+
+    def names(env: str, path: str) -> bool:
+        return re.search(rf"\bsets\b.*\b{env}\b", said(path), re.IGNORECASE) is not None
+
+    unnamed = {env for env, paths in sources.items() if not any(names(env, p) for p in paths)}
+    assert unnamed == set(), "values.yaml: say which variable each value sets"
+    # And no comment names a variable its key (or a key under it) does not set.
+    wrong = {
+        (path, env)
+        for path, text in comments.items()
+        for env in re.findall(ENV_NAME, text)
+        if not any(p == path or p.startswith((f"{path}.", f"{path}[]")) for p in sources[env])
+    }
+    assert wrong == set()
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

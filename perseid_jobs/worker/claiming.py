@@ -3,17 +3,19 @@
 One script call reports the finished tasks and claims what now fits
 (``finish_and_claim``); each claimed task goes to the zygote
 (``start_task``); each ended process becomes an outcome queued for the next
-call (``on_exit``). Each takes the :class:`~perseid_jobs.worker.worker.Worker` whose
-state it reads and changes.
+call (``on_exit``). Each takes the parts it reads and changes, not the whole
+worker: the running tasks (:class:`~perseid_jobs.worker.running_set.RunningSet`),
+the outcomes to report (:class:`~perseid_jobs.worker.reports.Reports`) and the claim
+clock (:class:`~perseid_jobs.worker.claim_clock.ClaimClock`). The worker's loop
+(:meth:`~perseid_jobs.worker.worker.Worker.claim`) joins them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Code
 from ..core.models import TaskStatus
@@ -21,51 +23,58 @@ from ..launch.protocol import Exited, StartRequest
 from ..launch.runtime import MAX_REASON_CHARS
 from ..logs.pino import append_last, closing_line
 from ..store.connection import REDIS_ERRORS
-from ..store.script_io import ClaimReply, LeaseLapsed
+from ..store.script_io import Claimed, ClaimReply, LeaseLapsed
 from .outcome import ClaimedTask, Outcome, Running, run_key, series_next
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from ..store.scripts import Scripts
+    from .claim_clock import ClaimClock
+    from .reports import Reports
+    from .running_set import RunningSet
+    from .zygote_client import ZygoteClient
 
 log = logging.getLogger("perseid_jobs.worker")
 
-WARM_AHEAD_S = 0.002
-"""How long before a due time the start path is warmed up (see :func:`warm_up`)."""
-WARM_AFTER_IDLE_S = 0.01
-"""Only a due time at least this much later than the claim that told of it is warmed up for."""
 
-REPORTED_MEMORY = 4096  # outcomes remembered, to report again if a failover lost them
+def claim_size(free_slots: int, batch: int, may_claim: bool) -> int:
+    """How many tasks to ask for: a batch while a slot is free and claiming is allowed.
+
+    Redis decides what fits the free slots; ``may_claim`` is False while draining or
+    unregistered (outcomes are still reported then).
+    """
+    return batch if free_slots > 0 and may_claim else 0
 
 
-def finish_and_claim(w: Worker) -> None:
-    """Report finished tasks and claim what fits, in one script call per instance id."""
-    mine = w.instance_id
-    left = list(w.pending)
-    w.pending = []
+def finish_and_claim(
+    scripts: Scripts, reports: Reports, clock: ClaimClock, mine: str, want: int
+) -> ClaimReply | None:
+    """Report finished tasks and claim up to ``want``, in one script call per instance id.
+
+    ``mine``: the id this process serves under now. None if there was nothing to
+    report nor to claim. On a Redis error, what was not recorded waits to be sent again.
+    """
+    left = reports.take()
     try:
         for inst in dict.fromkeys(i for i, _ in left if i != mine):
             # Tasks of an id this process no longer serves under (it fenced): the
             # fencing token decides; whatever the claim part says is not for us.
-            _finish(w, inst, [o for i, o in left if i == inst], 0)
+            _finish(scripts, inst, [o for i, o in left if i == inst], 0)
             left = [(i, o) for i, o in left if i != inst]
         outcomes = [o for _, o in left]
-        free = w.s.slots - w.slots_used
-        claiming = free > 0 and w.drain_deadline is None and w.registered
-        want = w.s.claim_batch if claiming else 0
         if not outcomes and want == 0:
-            w.need_claim = False
-            return
-        sent = time.monotonic()
-        claim = _finish(w, mine, outcomes, want) if outcomes else w.scripts.claim(mine, want)
+            clock.settle()
+            return None
+        clock.sending()
+        claim = _finish(scripts, mine, outcomes, want) if outcomes else scripts.claim(mine, want)
         left = []
     finally:
-        w.pending = left + w.pending
-    w.need_claim = False
-    on_claim(w, claim, want, sent)
+        reports.put_back(left)
+    clock.settle()
+    return claim
 
 
-def _finish(w: Worker, inst: str, outcomes: list[Outcome], want: int) -> ClaimReply:
-    reply = w.scripts.finish(inst, outcomes, want)
+def _finish(scripts: Scripts, inst: str, outcomes: list[Outcome], want: int) -> ClaimReply:
+    reply = scripts.finish(inst, outcomes, want)
     for o, code in zip(outcomes, reply.codes, strict=True):
         if code == Code.STALE:
             log.warning(
@@ -77,43 +86,33 @@ def _finish(w: Worker, inst: str, outcomes: list[Outcome], want: int) -> ClaimRe
     return reply.claim
 
 
-def on_claim(w: Worker, claim: ClaimReply, wanted: int, sent: float) -> None:
-    """Act on a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks.
+def on_claim(claim: ClaimReply, wanted: int, clock: ClaimClock) -> Claimed | None:
+    """What a claim reply (see lua/claim.lua) that asked for ``wanted`` tasks tells the clock.
 
-    ``sent`` is when the call went out (``time.monotonic()``).
+    None if the lease lapsed: the worker fences. Else the claim, whose tasks to start.
     """
     if isinstance(claim, LeaseLapsed):
-        w.fenced = True
-        return
-    w.saw_now(claim.now)
-    next_due = claim.next_due
-    # To the microsecond: Redis's clock at the claim was `now` ms plus now_us_past_ms. Counted
-    # from when the call went out, so the next claim reaches Redis about when the task
-    # is due, not a reply's trip later; were it early, Redis would only say "not yet".
-    wait_us = (next_due - claim.now) * 1000 - claim.now_us_past_ms
-    w.next_due_mono = None if next_due < 0 else sent + max(0, wait_us) / 1e6
-    if next_due != w.next_due_ms:  # a new due time (idle claims repeat the same one)
-        w.next_due_ms = next_due
-        # Warmed up for only if nothing else is due before it for a while (see warm_up).
-        w.warm_pending = next_due >= 0 and wait_us >= (WARM_AFTER_IDLE_S + WARM_AHEAD_S) * 1e6
-    w.on_cancels(claim.cancels)
-    for task in claim.tasks:
-        if w.metrics:
-            w.metrics.claimed(task.job, (int(task.started_at) - int(task.start_at)) / 1000)
-        start_task(w, task)
+        return None
+    clock.on_reply(claim.now, claim.now_us_past_ms, claim.next_due)
     if wanted and len(claim.tasks) >= wanted:
         # It stopped at the count, not for want of due tasks or free slots: look again.
-        w.need_claim = True
-    w.apply_cancels()
+        clock.ask()
+    return claim
 
 
-def start_task(w: Worker, task: ClaimedTask, max_s: float | None = None) -> None:
-    """Hand a claimed task to the zygote."""
-    assert w.zygote is not None
-    run = w.running[task.id] = Running.begin(task, w.instance_id, max_s)
-    w.slots_used += int(task.slots)
-    request = start_request(task, w.log_path(task.id), w.s.max_log_bytes, run.deadline_mono)
-    w.zygote.start(request)
+def start_task(
+    running: RunningSet,
+    zygote: ZygoteClient,
+    task: ClaimedTask,
+    instance: str,
+    log_path: Path,
+    max_log_bytes: int,
+    max_s: float | None = None,
+) -> None:
+    """Hand a claimed task (run under ``instance``, for at most ``max_s``) to the zygote."""
+    run = Running.begin(task, instance, max_s)
+    running.add(run)
+    zygote.start(start_request(task, log_path, max_log_bytes, run.deadline_mono))
 
 
 def start_request(
@@ -134,22 +133,27 @@ def start_request(
     )
 
 
-def on_exit(w: Worker, event: Exited) -> None:
-    """A task's process ended: queue its outcome."""
-    if event.pid in w.ghosts:
-        w.ghosts.discard(event.pid)
-        return
-    run = w.running.get(event.id)
-    if run is None or (run.pid is not None and run.pid != event.pid):
-        return
-    del w.running[event.id]
-    w.slots_used -= int(run.task.slots)
+def on_exit(
+    running: RunningSet, reports: Reports, event: Exited, now_ms: int
+) -> tuple[Running, Outcome] | None:
+    """A task's process ended (``now_ms``, Redis time): queue its outcome.
+
+    Returns the run it ended and its outcome; None if the exit is none of ours (see
+    :meth:`~perseid_jobs.worker.running_set.RunningSet.ended`).
+    """
+    run = running.ended(event.id, event.pid)
+    if run is None:
+        return None
+    outcome = outcome_of(run, event, now_ms)
+    reports.queue(run.instance, outcome, run_key(run.task))
+    return run, outcome
+
+
+def outcome_of(run: Running, event: Exited, now_ms: int) -> Outcome:
+    """The outcome to report for ``run``, whose process ended as ``event`` says, at ``now_ms``."""
     status, code, reason = run.verdict(event.status, event.reason)
-    note_kill(run, event.pid, w.log_path(run.task.id))
-    next_start, skipped = series_next(run.task, w.estimated_redis_now())
-    if w.metrics:
-        w.metrics.finished(run.task.job, status.value, time.monotonic() - run.started_mono)
-    outcome = Outcome(
+    next_start, skipped = series_next(run.task, now_ms)
+    return Outcome(
         id=run.task.id,
         token=run.task.attempt,
         status=status,
@@ -158,12 +162,6 @@ def on_exit(w: Worker, event: Exited) -> None:
         next_start=next_start,
         skipped=skipped,
     )
-    w.pending.append((run.instance, outcome))
-    w.reported[run_key(run.task)] = (run.instance, outcome)
-    while len(w.reported) > REPORTED_MEMORY:
-        w.reported.popitem(last=False)
-    if w.shipper:
-        w.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
 
 
 def note_kill(run: Running, pid: int, log_path: Path) -> None:
@@ -179,20 +177,17 @@ def note_kill(run: Running, pid: int, log_path: Path) -> None:
     append_last(log_path, line)
 
 
-def warm_up(w: Worker) -> None:
+def warm_up(clock: ClaimClock, zygote: ZygoteClient, redis: Any) -> None:
     """Shortly before the next due time, with nothing else to do, go through the start path.
 
     A Redis round trip on the claim's connection (``TIME``) and a message through the
     zygote's loop, so the claim and the start at the due time run warm (see
     :class:`~perseid_jobs.launch.protocol.Warm`). Once per due time, and only if the
-    worker has nothing to do for a while before it: a busy path is warm.
+    worker has nothing to do for a while before it (the clock decides): a busy path is warm.
     """
-    due = w.next_due_mono
-    if not w.warm_pending or due is None or time.monotonic() < due - WARM_AHEAD_S:
+    if not clock.take_warm_up():
         return
-    w.warm_pending = False
-    assert w.zygote is not None
-    w.zygote.warm()
+    zygote.warm()
     with contextlib.suppress(*REDIS_ERRORS):
-        sec, usec = w.redis.time()  # any round trip warms; this one also sets the clock
-        w.saw_now(sec * 1000 + usec // 1000)
+        sec, usec = redis.time()  # any round trip warms; this one also sets the clock
+        clock.saw_now(sec * 1000 + usec // 1000)

@@ -201,12 +201,12 @@ class JobsWatch:
         self.publish_due = False
         if isinstance(reply, LeaseLapsed):
             return  # it registers again, with these jobs
-        w.saw_now(reply.now)
+        w.clock.saw_now(reply.now)
         if reply.dropped:
             log.info(
                 "no live instance offers %s any more: left the catalog", ", ".join(reply.dropped)
             )
-        w.need_claim = True  # tasks of an added job may be due already
+        w.clock.ask()  # tasks of an added job may be due already
 
     def close(self) -> None:
         """At shutdown: stop the loading zygote and the retired ones (they kill their tasks)."""

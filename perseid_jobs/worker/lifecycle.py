@@ -1,12 +1,17 @@
 """Starting and stopping the parts of a worker: its zygote, log shipper, heartbeat, metrics
-server and wake-up channel (the loop itself is :meth:`Worker.loop`)."""
+server and wake-up channel; registering it (the loop itself is :meth:`Worker.loop`)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from .. import __version__
 from ..logs.bucket import open_bucket
 from ..logs.shipper import LogShipper
 from ..logs.spool import DeadSpools
@@ -34,7 +39,7 @@ def start_parts(w: Worker) -> None:
     # Before registering: a bucket URL it cannot use ends the worker with nothing written.
     bucket = open_bucket(w.s.bucket_url, s3_endpoint_url=w.s.s3_endpoint_url)
     try:
-        w.register()
+        register(w)
     except TRANSIENT_ERRORS as exc:  # Redis went away since the ping: the loop retries
         log.warning("could not register yet (%s); retrying with backoff", exc)
         w.backoff.failed()
@@ -73,6 +78,25 @@ def start_parts(w: Worker) -> None:
     )
 
 
+def register(w: Worker) -> None:
+    """Announce the instance under its current id and publish its jobs."""
+    assert w.zygote is not None
+    jobs = {n: msgspec.json.encode(d).decode() for n, d in w.zygote.ready.jobs.items()}
+    sent_at = time.monotonic()
+    reply = w.scripts.register(
+        w.instance_id,
+        ttl_ms=int(w.s.lease_ttl_s * 1000),
+        slots=w.s.slots,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        version=__version__,
+        jobs=jobs,
+    )
+    w.clock.saw_now(reply.now)
+    w.zygote.lease_until(w.lease.start(w.instance_id, sent_at))
+    w.clock.ask()
+
+
 def stop_parts(w: Worker) -> None:
     """Stop everything :func:`start_parts` started; deregister; record the last log URLs."""
     if w.metrics:
@@ -83,10 +107,10 @@ def stop_parts(w: Worker) -> None:
         w.zygote.close()
     w.jobs.close()
     if w.registered:
-        _try(lambda: recovery.deregister(w), "deregister")
+        _try(lambda: recovery.deregister(w.scripts, w.instance_id, w.clock), "deregister")
     if w.shipper:
         w.shipper.stop(timeout=min(5.0 if w.cold else 30.0, w.s.drain_timeout_s))
-    while w.log_urls and _try(w.record_log_urls, "record log URLs"):
+    while w.log_urls and _try(lambda: w.log_urls.record(w.scripts, w.shipper), "record log URLs"):
         pass
     if w.wake:
         w.wake.close()

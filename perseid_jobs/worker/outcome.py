@@ -109,6 +109,11 @@ class Running(msgspec.Struct):
         limit = int(task.max_ms) / 1000 if max_s is None else max_s
         return cls(task=task, instance=instance, started_mono=now, deadline_mono=now + limit)
 
+    @property
+    def slots(self) -> int:
+        """The slots the task takes while it runs."""
+        return int(self.task.slots)
+
     def verdict(self, wait_status: int, reason: str) -> tuple[TaskStatus, str, str]:
         """(status, exit code text, reason) of its ended process, as the zygote reported it.
 

@@ -29,7 +29,7 @@ class WorkerProbe:
 
     def slots_in_use(self) -> int:
         """Slots of its running tasks."""
-        return self.w.slots_used
+        return self.w.running.slots
 
     def tasks_running(self) -> int:
         """Tasks it runs."""

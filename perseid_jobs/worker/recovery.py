@@ -1,27 +1,36 @@
 """How a worker recovers and leaves: reconcile with Redis, fence, drain, reap, deregister.
 
 These are the worker's paths for when something went wrong (a lost reply, a
-lapsed lease, a dead instance) or when it stops. Each takes the
-:class:`~perseid_jobs.worker.worker.Worker` whose state it reads and changes.
+lapsed lease, a dead instance) or when it stops. Reconcile, adopt, the drain's
+steps and deregister take the parts they read and change (the running tasks,
+the outcomes to report, the claim clock); fence and reap, which touch most of
+the worker's parts, take the :class:`~perseid_jobs.worker.worker.Worker`.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.models import TaskStatus
-from . import claiming
 from .outcome import TASK_FIELDS, ClaimedTask, Outcome, given_next_starts, run_key
 
 if TYPE_CHECKING:
+    from ..store.keys import Keys
+    from ..store.scripts import Scripts
+    from .claim_clock import ClaimClock
+    from .reports import Reports
+    from .running_set import RunningSet
     from .worker import Worker
 
 log = logging.getLogger("perseid_jobs.worker")
+
+ADOPT_MARGIN_S = 5.0
+"""An adopted task ends this long before the reaper's hard deadline for it."""
 
 
 def new_instance_id() -> str:
@@ -30,59 +39,74 @@ def new_instance_id() -> str:
     return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
-def deregister(w: Worker) -> None:
+def deregister(scripts: Scripts, instance: str, clock: ClaimClock) -> None:
     """Leave the instance set; series runs still held get their next run first."""
-    reply = w.scripts.deregister(w.instance_id, "worker shutdown")
+    reply = scripts.deregister(instance, "worker shutdown")
     if reply.needs:
-        given = given_next_starts(reply.needs, w.estimated_redis_now())
-        w.scripts.deregister(w.instance_id, "worker shutdown", given)
+        given = given_next_starts(reply.needs, clock.redis_now())
+        scripts.deregister(instance, "worker shutdown", given)
 
 
-def reconcile(w: Worker) -> None:
-    """Make local state agree with the instance's task set in Redis (the truth)."""
-    inst = w.instance_id
-    theirs: set[str] = set(w.redis.smembers(w.keys.instance_tasks(inst)))  # type: ignore[arg-type]
-    w.reconcile_due = False
-    for task_id, run in list(w.running.items()):
-        if task_id not in theirs and run.instance == inst and run.pid is not None:
-            log.warning("task %s is no longer this instance's in Redis: killing it", task_id)
-            run.kill(signal.SIGKILL)
-            w.ghosts.add(run.pid)
-            del w.running[task_id]
-            w.slots_used -= int(run.task.slots)
-    reporting = {o.id for i, o in w.pending if i == inst}
-    unknown = sorted(theirs - set(w.running) - reporting)
-    if unknown:
-        adopt(w, inst, unknown)
+def reconcile(
+    redis: Any, keys: Keys, inst: str, running: RunningSet, reports: Reports
+) -> list[str]:
+    """Make local state agree with the instance's task set in Redis (the truth).
+
+    Kills the ghosts (run here, no longer ``inst``'s in Redis); returns the tasks Redis
+    gives ``inst`` that it neither runs nor has to report: :func:`adopt` them.
+    """
+    held: set[str] = set(redis.smembers(keys.instance_tasks(inst)))
+    for task_id in running.not_held(held, inst):
+        log.warning("task %s is no longer this instance's in Redis: killing it", task_id)
+        running.drop_ghost(task_id)
+    return sorted(held - running.ids() - reports.ids_of(inst))
 
 
-def adopt(w: Worker, inst: str, ids: list[str]) -> None:
-    """Run (or report again) tasks Redis says this instance runs and it does not."""
-    pipe = w.redis.pipeline(transaction=False)
+def adopt(
+    redis: Any,
+    keys: Keys,
+    inst: str,
+    ids: list[str],
+    reports: Reports,
+    start: Callable[[ClaimedTask, float], None],
+    now_ms: int,
+) -> None:
+    """Run (or report again) tasks Redis says ``inst`` runs and it does not.
+
+    ``start(task, max_s)`` starts one; ``now_ms``: Redis time now.
+    """
+    pipe = redis.pipeline(transaction=False)
     for task_id in ids:
-        pipe.hmget(w.keys.task(task_id), TASK_FIELDS)
+        pipe.hmget(keys.task(task_id), TASK_FIELDS)
     rows = [dict(zip(TASK_FIELDS, row, strict=True)) for row in pipe.execute()]
-    now_ms = w.estimated_redis_now()
     for task_id, h in zip(ids, rows, strict=True):
-        if h["status"] != "running" or h["instance"] != inst:
+        if not runs_under(h, inst):
             continue
         spec: Any = ""
         origin: Any = ""
         if h["series"]:
-            spec, origin = w.redis.hmget(w.keys.series(h["series"]), ["spec", "origin"])
+            spec, origin = redis.hmget(keys.series(h["series"]), ["spec", "origin"])
         # The id is the key, not a field; then the record's fields, as claim returns them.
         record = {f: h[f] or "" for f in TASK_FIELDS[:10]}
         task = ClaimedTask(id=task_id, spec=spec or "", origin=origin or "", **record)
-        again = w.reported.get(run_key(task))
-        if again is not None:
+        if reports.again(run_key(task)):
             log.warning("reporting %s again: Redis lost the earlier report", task_id)
-            w.pending.append(again)
             continue
         # Claimed by a call whose reply never came back: nobody runs it, so we do,
         # within what is left before the reaper's hard deadline.
-        left_s = (int(h["deadline"] or 0) - now_ms) / 1000 - 5.0
         log.warning("task %s was claimed by a call whose reply was lost: starting it", task_id)
-        claiming.start_task(w, task, max_s=max(0.0, min(int(task.max_ms) / 1000, left_s)))
+        start(task, adopted_limit_s(int(task.max_ms), int(h["deadline"] or 0), now_ms))
+
+
+def runs_under(h: Mapping[str, Any], inst: str) -> bool:
+    """True if a task's hash (the TASK_FIELDS) says it is running under ``inst``."""
+    return bool(h["status"] == "running" and h["instance"] == inst)
+
+
+def adopted_limit_s(max_ms: int, deadline_ms: int, now_ms: int) -> float:
+    """How long an adopted task may run: its max duration, ended before the hard deadline."""
+    left_s = (deadline_ms - now_ms) / 1000 - ADOPT_MARGIN_S
+    return max(0.0, min(max_ms / 1000, left_s))
 
 
 def fence(w: Worker) -> None:
@@ -90,12 +114,10 @@ def fence(w: Worker) -> None:
     old = w.instance_id
     w.fenced = False
     w.lease.drop(new_instance_id())
-    for run in w.running.values():
-        run.forced = (TaskStatus.FAILED, f"instance {old} lost its lease")
-        run.kill(signal.SIGKILL)
-    collect_exits(w, timeout=5.0)
+    w.running.kill_all(f"instance {old} lost its lease")
+    w.jobs.collect(w, timeout=5.0)
     w.cancels.clear()
-    w.next_due_mono = None
+    w.clock.forget_due()
     if w.wake:
         w.wake.close()
     log.warning(
@@ -106,49 +128,55 @@ def fence(w: Worker) -> None:
     )
 
 
-def go_cold(w: Worker) -> None:
-    """A second SIGTERM/SIGINT: end the drain now (its timeout's path: kill, report failed)."""
-    if w.drain_deadline is not None and w.drain_deadline > time.monotonic():
-        log.warning("second signal: cold shutdown, killing %d running tasks now", len(w.running))
-        w.drain_deadline = time.monotonic()
+def go_cold(drain_deadline: float | None, running: int) -> float | None:
+    """A second SIGTERM/SIGINT: end the drain now (its timeout's path: kill, report failed).
+
+    ``running``: how many tasks run. Returns the drain deadline from here.
+    """
+    if drain_deadline is not None and drain_deadline > time.monotonic():
+        log.warning("second signal: cold shutdown, killing %d running tasks now", running)
+        return time.monotonic()
+    return drain_deadline
 
 
-def begin_drain(w: Worker) -> None:
-    """Stop claiming; running tasks get --drain-timeout to finish."""
-    log.info("draining: %d running, up to %gs", len(w.running), w.s.drain_timeout_s)
-    w.drain_deadline = time.monotonic() + w.s.drain_timeout_s
+def begin_drain(running: int, drain_timeout_s: float) -> float:
+    """Stop claiming; running tasks get --drain-timeout to finish. Returns the drain deadline."""
+    log.info("draining: %d running, up to %gs", running, drain_timeout_s)
+    return time.monotonic() + drain_timeout_s
 
 
-def drain_step(w: Worker) -> bool:
-    """True once nothing runs and everything is reported (or Redis stayed away too long)."""
-    assert w.drain_deadline is not None
-    if not w.running and not w.pending:
+def drain_step(
+    running: RunningSet,
+    reports: Reports,
+    deadline: float,
+    redis_down: bool,
+    collect: Callable[[float], None],
+) -> bool:
+    """True once nothing runs and everything is reported (or Redis stayed away too long).
+
+    Past ``deadline`` the tasks still running are killed; ``collect(timeout)`` waits
+    (bounded) for their exits; those whose exit never came are reported failed.
+    ``redis_down``: Redis calls are failing now.
+    """
+    if not running and not reports:
         return True
-    past = time.monotonic() >= w.drain_deadline
-    if w.running and past:
-        for run in w.running.values():
-            run.forced = (TaskStatus.FAILED, "worker shutdown")
-            run.kill(signal.SIGKILL)
-        collect_exits(w, timeout=10.0)
-        for task_id in list(w.running):  # never reported their exit: give up on them
-            run = w.running.pop(task_id)
+    past = time.monotonic() >= deadline
+    if running and past:
+        running.kill_all("worker shutdown")
+        collect(10.0)
+        for run in running.give_up():  # never reported their exit: give up on them
             outcome = Outcome(
                 run.task.id, run.task.attempt, TaskStatus.FAILED, "", "worker shutdown"
             )
-            w.pending.append((run.instance, outcome))
-    if not w.running and past and w.backoff.down_since is not None:
+            reports.queue(run.instance, outcome)
+    if not running and past and redis_down:
         log.error(
             "Redis unreachable at shutdown: %d outcomes unreported; the reaper fails"
             " those tasks once the lease lapses",
-            len(w.pending),
+            len(reports),
         )
         return True
     return False
-
-
-def collect_exits(w: Worker, timeout: float) -> None:
-    """Wait (bounded) until every running task reported its exit (from any zygote)."""
-    w.jobs.collect(w, timeout)
 
 
 def reap(w: Worker) -> None:

@@ -13,7 +13,7 @@ Faults (see docs/faults.md):
 - Every Redis call of the loop is retried with backoff (:class:`Backoff`);
   redis-py does not retry on its own here, so the loop knows when a script may
   have run without its reply reaching us. Tasks keep running meanwhile, and
-  their outcomes wait in ``pending`` until Redis answers.
+  their outcomes wait in ``reports`` until Redis answers.
 - After such a doubt the loop *reconciles*: the instance's task set in Redis
   is the truth. A task Redis gives us that we do not run was claimed by a call
   whose reply was lost: we start it. One we already reported (a failover lost
@@ -33,16 +33,10 @@ import logging
 import os
 import select
 import signal
-import socket
 import time
-from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from .. import __version__
-from ..core.models import TaskStatus
 from ..launch.protocol import Exited, Started, drain_pipe
 from ..logs.shipper import LogShipper, Shipped
 from ..logs.spool import Spool
@@ -50,9 +44,13 @@ from ..store.connection import REDIS_ERRORS, Backoff, connect
 from ..store.keys import Keys
 from ..store.scripts import Scripts
 from . import claiming, lifecycle, recovery
+from .claim_clock import ClaimClock
 from .heartbeat import Heartbeat, Lease
 from .jobscan import JobsWatch
-from .outcome import Outcome, Running
+from .log_urls import LogUrls
+from .outcome import ClaimedTask
+from .reports import Reports
+from .running_set import RunningSet
 from .settings import WorkerSettings
 from .wake import WakeChannel
 from .zygote_client import ZygoteClient
@@ -79,19 +77,15 @@ class Worker:
         self.scripts = Scripts(self.redis, self.keys)
         self.lease = Lease(settings.instance_id or recovery.new_instance_id(), settings.lease_ttl_s)
         self.backoff = Backoff(cap=max(0.5, min(2.0, settings.heartbeat_s)))
-        self.running: dict[str, Running] = {}
-        self.pending: list[tuple[str, Outcome]] = []  # (instance id it ran under, outcome)
-        self.reported: OrderedDict[tuple[str, str, str], tuple[str, Outcome]] = OrderedDict()
-        self.ghosts: set[int] = set()  # pids of killed tasks Redis no longer gives us
-        self.log_urls: deque[Shipped] = deque()  # uploaded, URL not yet recorded
-        self.need_claim = True
+        # The state's owners: what runs (and the slots it takes), what waits to be
+        # reported, and when to claim next (and Redis's time).
+        self.running = RunningSet()
+        self.reports = Reports()
+        self.clock = ClaimClock()
+        self.log_urls = LogUrls()
         self.reconcile_due = False
         self.drain_marked = False
-        self.next_due_mono: float | None = None
-        self.next_due_ms = -1  # the same in Redis time, as the last claim said
-        self.warm_pending = False  # warm the start path up before that due time
         self.next_reap = 0.0
-        self.redis_now = (0, time.monotonic())
         self.stop_requested = False
         self.cold = False  # a second SIGTERM/SIGINT: kill the tasks now (recovery.go_cold)
         self.fenced = False
@@ -108,12 +102,16 @@ class Worker:
         self.last_loop = time.monotonic()
         self.heart: Heartbeat | None = None
         self.wake: WakeChannel | None = None
-        self.slots_used = 0
 
     @property
     def instance_id(self) -> str:
         """The id this process serves under now (a new one after fencing)."""
         return self.lease.instance_id
+
+    @property
+    def redis_down(self) -> bool:
+        """True while the loop's Redis calls fail (and it backs off)."""
+        return self.backoff.down_since is not None
 
     @property
     def registered(self) -> bool:
@@ -135,24 +133,6 @@ class Worker:
             self.shutdown()
         return 0
 
-    def register(self) -> None:
-        """Announce this instance and publish its jobs."""
-        assert self.zygote is not None
-        jobs = {n: msgspec.json.encode(d).decode() for n, d in self.zygote.ready.jobs.items()}
-        sent_at = time.monotonic()
-        reply = self.scripts.register(
-            self.instance_id,
-            ttl_ms=int(self.s.lease_ttl_s * 1000),
-            slots=self.s.slots,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            version=__version__,
-            jobs=jobs,
-        )
-        self.saw_now(reply.now)
-        self.zygote.lease_until(self.lease.start(self.instance_id, sent_at))
-        self.need_claim = True
-
     def loop(self) -> None:
         """The main loop; returns once drained."""
         while True:
@@ -165,14 +145,19 @@ class Worker:
             if self.fenced:
                 recovery.fence(self)
             if self.stop_requested and self.drain_deadline is None:
-                recovery.begin_drain(self)
+                self.drain_deadline = recovery.begin_drain(
+                    len(self.running), self.s.drain_timeout_s
+                )
             if self.cold:
-                recovery.go_cold(self)
-            if self.drain_deadline is not None and recovery.drain_step(self):
+                self.drain_deadline = recovery.go_cold(self.drain_deadline, len(self.running))
+            if self.drain_deadline is not None and recovery.drain_step(
+                self.running, self.reports, self.drain_deadline, self.redis_down, self.collect
+            ):
                 return
             if self.backoff.ready():
                 self.talk_to_redis()
-                claiming.warm_up(self)
+                assert self.zygote is not None
+                claiming.warm_up(self.clock, self.zygote, self.redis)
             self.enforce_deadlines()
             if self.drain_deadline is None:
                 self.jobs.step(self)
@@ -182,19 +167,19 @@ class Worker:
         """Every Redis call of the loop: one failure backs them all off."""
         try:
             if not self.registered and self.drain_deadline is None:
-                self.register()
+                lifecycle.register(self)
                 log.info("instance %s registered", self.instance_id)
             if self.drain_deadline is not None and not self.drain_marked and self.registered:
                 self.scripts.drain(self.instance_id)
                 self.drain_marked = True
             if self.reconcile_due and self.registered:
-                recovery.reconcile(self)
+                self.reconcile()
             if self.jobs.publish_due and self.registered:
                 self.jobs.publish(self)
-            if self.pending or (self.need_claim and self.drain_deadline is None):
-                claiming.finish_and_claim(self)
+            if self.reports or (self.clock.asked and self.drain_deadline is None):
+                self.claim()
             while self.log_urls:
-                self.record_log_urls()
+                self.log_urls.record(self.scripts, self.shipper)
             if time.monotonic() >= self.next_reap:
                 recovery.reap(self)
         except REDIS_ERRORS as exc:
@@ -215,18 +200,61 @@ class Worker:
         """Stop everything this instance started."""
         lifecycle.stop_parts(self)
 
-    def record_log_urls(self, most: int = 200) -> None:
-        """Record where uploaded logs went (up to ``most`` in one call), then delete them here.
+    # -- the parts joined: claiming and recovery -------------------------------------------
+    def claim(self) -> None:
+        """Report what ended and claim what fits, in one call; start what it gave (or fence)."""
+        may_claim = self.drain_deadline is None and self.registered
+        want = claiming.claim_size(self.running.free(self.s.slots), self.s.claim_batch, may_claim)
+        reply = claiming.finish_and_claim(
+            self.scripts, self.reports, self.clock, self.instance_id, want
+        )
+        if reply is None:
+            return
+        claim = claiming.on_claim(reply, want, self.clock)
+        if claim is None:  # the lease lapsed
+            self.fenced = True
+            return
+        self.on_cancels(claim.cancels)
+        for task in claim.tasks:
+            if self.metrics:
+                lag_s = (int(task.started_at) - int(task.start_at)) / 1000
+                self.metrics.claimed(task.job, lag_s)
+            self.start(task)
+        self.apply_cancels()
 
-        Deleted only once recorded: a crash in between leaves the log in the
-        spool, and the next worker uploads it again and records its URL.
-        """
-        batch = [self.log_urls[i] for i in range(min(most, len(self.log_urls)))]
-        self.scripts.set_log_url((s.task_id, s.url) for s in batch)
-        for _ in batch:
-            self.log_urls.popleft()
+    def start(self, task: ClaimedTask, max_s: float | None = None) -> None:
+        """Start a task claimed for the current id (for at most ``max_s``)."""
+        assert self.zygote is not None
+        log_path, limit = self.log_path(task.id), self.s.max_log_bytes
+        claiming.start_task(
+            self.running, self.zygote, task, self.instance_id, log_path, limit, max_s
+        )
+
+    def on_exit(self, event: Exited) -> None:
+        """A task's process ended: its outcome waits to be reported, its log to be shipped."""
+        ended = claiming.on_exit(self.running, self.reports, event, self.clock.redis_now())
+        if ended is None:
+            return
+        run, outcome = ended
+        claiming.note_kill(run, event.pid, self.log_path(run.task.id))
+        if self.metrics:
+            took_s = time.monotonic() - run.started_mono
+            self.metrics.finished(run.task.job, outcome.status.value, took_s)
         if self.shipper:
-            self.shipper.remove(batch)
+            self.shipper.submit(run.task.id, run.task.job, int(run.task.started_at))
+
+    def reconcile(self) -> None:
+        """Agree with Redis on what this instance runs (after a doubt, and every reap)."""
+        inst = self.instance_id
+        unknown = recovery.reconcile(self.redis, self.keys, inst, self.running, self.reports)
+        self.reconcile_due = False
+        if unknown:
+            now_ms = self.clock.redis_now()
+            recovery.adopt(self.redis, self.keys, inst, unknown, self.reports, self.start, now_ms)
+
+    def collect(self, timeout: float) -> None:
+        """Wait (bounded) until every running task, on any zygote, reported its exit."""
+        self.jobs.collect(self, timeout)
 
     # -- where tasks' logs go -------------------------------------------------------------
     def log_path(self, task_id: str) -> Path:
@@ -238,10 +266,9 @@ class Worker:
     def enforce_deadlines(self) -> None:
         """Time out tasks past their max duration; SIGKILL those past their grace."""
         now = time.monotonic()
-        if any(run.kill_due(now) for run in self.running.values()):
+        if self.running.kill_due(now):
             self.read_exits_first()
-        for run in list(self.running.values()):
-            run.enforce_deadline(now, self.s.kill_grace_s)
+        self.running.enforce_deadlines(now, self.s.kill_grace_s)
 
     def read_exits_first(self) -> None:
         """Before signalling tasks: read the exits the zygotes already reported.
@@ -260,13 +287,7 @@ class Worker:
         """Stop the running tasks a user cancelled (once their pid is known)."""
         if self.cancels and any(t in self.running for t in self.cancels):
             self.read_exits_first()
-        for task_id in list(self.cancels):
-            run = self.running.get(task_id)
-            if run is not None and run.pid is not None:
-                run.stop(TaskStatus.CANCELLED, "cancelled by user", self.s.kill_grace_s)
-                self.cancels.discard(task_id)
-            elif run is None:
-                self.cancels.discard(task_id)
+        self.running.cancel(self.cancels, self.s.kill_grace_s)
 
     # -- waiting ---------------------------------------------------------------------------
     def next_timeout(self) -> float:
@@ -280,18 +301,10 @@ class Worker:
         # What needs Redis (a reap, a due claim) waits out a backoff: a time it passed
         # must not turn the wait into a spin while Redis is away.
         redis_from = now if redis_ready else self.backoff.retry_at
-        when = [max(self.next_reap, redis_from)]
+        when = [max(self.next_reap, redis_from), *self.clock.wake_times(redis_from)]
         if not redis_ready:
             when.append(self.backoff.retry_at)  # the next try
-        if self.next_due_mono is not None:
-            when.append(max(self.next_due_mono, redis_from))
-            if self.warm_pending:
-                when.append(max(self.next_due_mono - claiming.WARM_AHEAD_S, redis_from))
-        for run in self.running.values():
-            if run.kill_at is not None:
-                when.append(run.kill_at)
-            elif run.forced is None:
-                when.append(run.deadline_mono)  # else: killed, its exit is awaited
+        when += self.running.wake_times()
         if self.drain_deadline is not None:
             when.append(self.drain_deadline)
         if self.lease.deadline is not None:
@@ -302,9 +315,9 @@ class Worker:
 
     def redis_work_waiting(self) -> bool:
         """True if the next :meth:`talk_to_redis` has something to do right away."""
-        claiming = self.need_claim and self.drain_deadline is None
+        claiming = self.clock.asked and self.drain_deadline is None
         return bool(
-            self.pending
+            self.reports
             or self.reconcile_due
             or self.log_urls
             or (self.jobs.publish_due and self.registered)
@@ -326,10 +339,8 @@ class Worker:
             drain_pipe(self._poke_r)
         self.jobs.on_readable(self, r)
         if (self.wake in r and self.wake.consume()) or self.wake.overdue():
-            self.need_claim = True
-        if self.next_due_mono is not None and time.monotonic() >= self.next_due_mono:
-            self.next_due_mono = None
-            self.need_claim = True
+            self.clock.ask()
+        self.clock.tick()
         self.apply_cancels()
 
     def handle_zygote(self, zygote: ZygoteClient | None = None) -> None:
@@ -338,11 +349,9 @@ class Worker:
         assert zygote is not None
         for event in zygote.read_events():
             if isinstance(event, Started):
-                run = self.running.get(event.id)
-                if run is not None and run.pid is None:
-                    run.pid = event.pid
+                self.running.started(event.id, event.pid)
             elif isinstance(event, Exited):
-                claiming.on_exit(self, event)
+                self.on_exit(event)
 
     # -- callbacks from other threads and signals ------------------------------------------
     def _poke(self) -> None:
@@ -377,14 +386,5 @@ class Worker:
 
     def on_shipped(self, shipped: list[Shipped]) -> None:
         """From the shipper's thread: the loop records them, in one call per batch."""
-        self.log_urls.extend(shipped)
+        self.log_urls.add(shipped)
         self._poke()
-
-    # -- Redis time ------------------------------------------------------------------------
-    def saw_now(self, now_ms: Any) -> None:
-        self.redis_now = (int(now_ms), time.monotonic())
-
-    def estimated_redis_now(self) -> int:
-        """Redis time now: the last Redis time seen plus the monotonic time since."""
-        base, seen = self.redis_now
-        return base + int((time.monotonic() - seen) * 1000)

@@ -46,6 +46,30 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
     named.start(4)
     wait_workers(client, 3)
 
+    ids, throughput = each_task_runs_once(client, records)
+    dependents_and_series_run(client)
+    sleeper = client.schedule("sleep", {"seconds": 60})
+    wait_until(lambda: client.get(sleeper.id).status is TaskStatus.RUNNING, 10, "running")
+    client.cancel(sleeper.id)
+    assert client.wait(sleeper.id, 10).status is TaskStatus.CANCELLED
+    detection = a_killed_instances_tasks_fail(client, victim)
+
+    # Every key of the namespace lives on one node: one hash slot, one script target.
+    owners = [redis.Redis(port=s.port).dbsize() for s in cluster.servers]
+    assert sorted(owners)[:2] == [0, 0] and max(owners) > 0
+    report(
+        "3-primary cluster, core scenario",
+        tasks=len(ids),
+        once=True,
+        instances=3,
+        scheduled_and_done_per_s=f"{throughput:.0f}",
+        kill_detection_ms=f"{detection:.0f}",
+        keys_per_node=owners,
+    )
+
+
+def each_task_runs_once(client: Client, records: Path) -> tuple[list[str], float]:
+    """300 short tasks over the three instances: (their ids, scheduled and done per second)."""
     started = time.monotonic()
     ids = [
         client.schedule("chaos_record", {"dir": str(records), "seconds": 0.01}).id
@@ -53,14 +77,18 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
     ]
     done = [client.wait(i, 30) for i in ids]
     throughput = len(ids) / (time.monotonic() - started)
-    # Due in a second, so it cannot have ended before the child names it.
-    parent = client.schedule("hello", {"name": "parent"}, at="+1s")
-    child = client.schedule("hello", {"name": "child"}, after=parent.id)
-    series = client.schedule("hello", every="1s")
     assert all(t.status is TaskStatus.COMPLETED and t.attempt == 1 for t in done)
     attempts = read_attempts(records)
     assert all(len(attempts[i]) == 1 for i in ids)
     assert len({t.instance for t in done}) == 3
+    return ids, throughput
+
+
+def dependents_and_series_run(client: Client) -> None:
+    # Due in a second, so it cannot have ended before the child names it.
+    parent = client.schedule("hello", {"name": "parent"}, at="+1s")
+    child = client.schedule("hello", {"name": "child"}, after=parent.id)
+    series = client.schedule("hello", every="1s")
     assert client.wait(child.id, 15).status is TaskStatus.COMPLETED
     assert client.get(parent.id).ended_at <= client.get(child.id).started_at  # type: ignore[operator]
     wait_until(
@@ -68,11 +96,9 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
     )
     client.cancel(series.id, series=True)
 
-    sleeper = client.schedule("sleep", {"seconds": 60})
-    wait_until(lambda: client.get(sleeper.id).status is TaskStatus.RUNNING, 10, "running")
-    client.cancel(sleeper.id)
-    assert client.wait(sleeper.id, 10).status is TaskStatus.CANCELLED
 
+def a_killed_instances_tasks_fail(client: Client, victim: Any) -> float:
+    """SIGKILL one instance while every slot is held: how long (ms) until its tasks failed."""
     victim_id = next(w.id for w in client.workers() if w.pid == victim.proc.pid)
     # As many sleepers as slots: every instance, the victim too, holds four.
     held = [client.schedule("sleep", {"seconds": 60}).id for _ in range(12)]
@@ -97,19 +123,7 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
     for i in set(held) - set(victims):
         client.cancel(i)
     wait_until(lambda: slots_left(client) == (0, 0), 10, "every slot back")
-
-    # Every key of the namespace lives on one node: one hash slot, one script target.
-    owners = [redis.Redis(port=s.port).dbsize() for s in cluster.servers]
-    assert sorted(owners)[:2] == [0, 0] and max(owners) > 0
-    report(
-        "3-primary cluster, core scenario",
-        tasks=len(ids),
-        once=True,
-        instances=3,
-        scheduled_and_done_per_s=f"{throughput:.0f}",
-        kill_detection_ms=f"{detection:.0f}",
-        keys_per_node=owners,
-    )
+    return detection
 
 
 def test_a_durable_schedule_is_refused_on_a_cluster_and_writes_nothing(tmp_path: Path) -> None:

@@ -62,18 +62,35 @@ def test_stopped_worker_is_reaped_fenced_and_its_late_finish_changes_nothing(
     finally:
         os.kill(paused.proc.pid, signal.SIGCONT)
 
+    new_id = fenced_and_its_late_finish_changed_nothing(client, paused, reaped, old_instance)
+    client.cancel(series.current, series=True)
+    wait_until(lambda: slots_left(client) == (0, 0), 10, "every slot back")
+    report(
+        "SIGSTOP past the lease",
+        detection_ms=f"{detection:.0f}",
+        child_gone_while_stopped=child_gone_while_stopped,
+        late_finish="stale",
+        next_run=series.current,
+        reregistered_as=new_id,
+    )
+
+
+def fenced_and_its_late_finish_changed_nothing(
+    client: Client, paused: Any, reaped: Any, old_instance: str | None
+) -> str:
+    """After SIGCONT: the worker fences, its finish is stale, it serves under a new id."""
     wait_until(lambda: "fenced" in paused.output(), 10, "the worker to fence")
     stale = wait_until(
         lambda: [
             f
             for _, f in client.redis.xrange(client.keys.events, count=100000)
-            if f["event"] == "stale_finish" and f["id"] == first.id
+            if f["event"] == "stale_finish" and f["id"] == reaped.id
         ],
         10,
         "the late finish to be recorded as stale",
     )
     assert stale[0]["instance"] == old_instance  # type: ignore[index]
-    after = client.get(first.id)
+    after = client.get(reaped.id)
     assert (after.status, after.reason, after.ended_at) == (
         reaped.status,
         reaped.reason,
@@ -84,13 +101,4 @@ def test_stopped_worker_is_reaped_fenced_and_its_late_finish_changes_nothing(
     )
     assert back[0].id != old_instance  # type: ignore[index]
     assert paused.proc.poll() is None
-    client.cancel(series.current, series=True)
-    wait_until(lambda: slots_left(client) == (0, 0), 10, "every slot back")
-    report(
-        "SIGSTOP past the lease",
-        detection_ms=f"{detection:.0f}",
-        child_gone_while_stopped=child_gone_while_stopped,
-        late_finish="stale",
-        next_run=series.current,
-        reregistered_as=back[0].id,  # type: ignore[index]
-    )
+    return str(back[0].id)  # type: ignore[index]

@@ -70,28 +70,8 @@ def test_2000_tasks_survive_20_worker_kills_without_loss_or_overlap(
     events = LostEvents(client)
     events.start()
 
-    ids: list[str] = []
-    rng = random.Random(2000)
-
-    def schedule_all() -> None:
-        for _ in range(TASKS):
-            args = {"dir": str(records), "seconds": round(rng.uniform(0.02, 0.1), 3)}
-            ids.append(client.schedule("chaos_retry", args).id)
-
-    scheduler = threading.Thread(target=schedule_all)
     started = time.monotonic()
-    scheduler.start()
-    killed_at: dict[str, int] = {}  # instance id -> Redis time of its SIGKILL (ms)
-    for _ in range(KILLS):
-        time.sleep(0.5)
-        victim = rng.choice(live)
-        by_pid = {w.pid: w.id for w in client.workers()}
-        victim.kill9()
-        now = client.now_ms()
-        if victim.proc.pid in by_pid:
-            killed_at[by_pid[victim.proc.pid]] = now
-        live[live.index(victim)] = fleet.start(4)
-    scheduler.join()
+    ids, killed_at = schedule_while_killing(client, fleet, live, records)
     wait_until(lambda: all_settled(client), 120, "every task to end")
     took = time.monotonic() - started
     events.stop.set()
@@ -130,3 +110,34 @@ def test_2000_tasks_survive_20_worker_kills_without_loss_or_overlap(
     assert retried > 0 and detection
     assert len(twice) <= KILLS * 4  # at most the tasks in flight at each kill
     assert max(detection) <= 1000 + 300 + 1200  # lease + reap + a loaded 2-core box
+
+
+def schedule_while_killing(
+    client: Client, fleet: Fleet, live: list[Any], records: Path
+) -> tuple[list[str], dict[str, int]]:
+    """Schedule TASKS while SIGKILLing a random worker KILLS times (each replaced at once).
+
+    Returns the task ids and, per killed instance id, the Redis time of its SIGKILL (ms).
+    """
+    ids: list[str] = []
+    rng = random.Random(2000)
+
+    def schedule_all() -> None:
+        for _ in range(TASKS):
+            args = {"dir": str(records), "seconds": round(rng.uniform(0.02, 0.1), 3)}
+            ids.append(client.schedule("chaos_retry", args).id)
+
+    scheduler = threading.Thread(target=schedule_all)
+    scheduler.start()
+    killed_at: dict[str, int] = {}  # instance id -> Redis time of its SIGKILL (ms)
+    for _ in range(KILLS):
+        time.sleep(0.5)
+        victim = rng.choice(live)
+        by_pid = {w.pid: w.id for w in client.workers()}
+        victim.kill9()
+        now = client.now_ms()
+        if victim.proc.pid in by_pid:
+            killed_at[by_pid[victim.proc.pid]] = now
+        live[live.index(victim)] = fleet.start(4)
+    scheduler.join()
+    return ids, killed_at
