@@ -49,6 +49,8 @@ class PartitionedScripts:
     def __init__(self, client: redis.Redis, parts: Partitions, *, poll_every_s: float) -> None:
         self.parts = parts
         self.each = [Scripts(client, keys) for keys in parts]
+        # One partition: every method is its script's call, unchanged.
+        self.one: Scripts | None = self.each[0] if len(self.each) == 1 else None
         self.turns = ClaimTurns(len(self.each), poll_every_s)
 
     def index_of(self, task_id: str) -> int:
@@ -65,12 +67,16 @@ class PartitionedScripts:
     # -- an instance's life: every partition -----------------------------------------------
     def register(self, instance: str, **kw: object) -> Registered:
         """Register in every partition (the first partition's reply)."""
+        if self.one:
+            return self.one.register(instance, **kw)  # type: ignore[arg-type]
         replies = [s.register(instance, **kw) for s in self.each]  # type: ignore[arg-type]
         self.turns.reset()
         return replies[0]
 
     def republish(self, instance: str, jobs: Mapping[str, str]) -> Republished | LeaseLapsed:
         """Replace the offered jobs everywhere; lapsed if any partition says so."""
+        if self.one:
+            return self.one.republish(instance, jobs)
         replies = [s.republish(instance, jobs) for s in self.each]
         lapsed = [r for r in replies if isinstance(r, LeaseLapsed)]
         if lapsed:
@@ -81,6 +87,8 @@ class PartitionedScripts:
 
     def heartbeat(self, instance: str, ttl_ms: int) -> Renewed | LeaseLapsed:
         """Renew the lease in every partition; lapsed if any refuses (the worker fences)."""
+        if self.one:
+            return self.one.heartbeat(instance, ttl_ms)
         replies = [s.heartbeat(instance, ttl_ms) for s in self.each]
         for r in replies:
             if isinstance(r, LeaseLapsed):
@@ -99,6 +107,8 @@ class PartitionedScripts:
         self, instance: str, reason: str, given: Sequence[NextStart] = ()
     ) -> Deregistered:
         """Leave every partition; the needs of all of them, merged."""
+        if self.one:
+            return self.one.deregister(instance, reason, given)
         by_part = self._grouped(given, lambda g: g.task_id)
         replies = [
             s.deregister(instance, reason, by_part.get(i, [])) for i, s in enumerate(self.each)
@@ -107,6 +117,8 @@ class PartitionedScripts:
 
     def reap(self, given: Sequence[NextStart] = ()) -> Reaped:
         """Reap every partition (``given``: the next starts of the runs the first call named)."""
+        if self.one:
+            return self.one.reap(given)
         by_part = self._grouped(given, lambda g: g.task_id)
         replies = [s.reap(by_part.get(i, [])) for i, s in enumerate(self.each)]
         return Reaped(
@@ -117,6 +129,8 @@ class PartitionedScripts:
 
     def set_log_url(self, urls: Iterable[tuple[str, str]]) -> LogUrlsSet:
         """Record log URLs, each in its task's partition."""
+        if self.one:
+            return self.one.set_log_url(urls)
         groups = self._grouped(urls, lambda pair: pair[0])
         recorded = sum(self.each[i].set_log_url(pairs).recorded for i, pairs in groups.items())
         return LogUrlsSet(recorded)
@@ -124,6 +138,8 @@ class PartitionedScripts:
     # -- the hot path ----------------------------------------------------------------------
     def claim(self, instance: str, most: int, free: int = -1) -> ClaimReply:
         """Claim in the partitions where work may be due, in turn, within ``most`` and ``free``."""
+        if self.one:
+            return self.one.claim(instance, most, free)
         return self._claim_round(instance, most, free, [], skip=None)
 
     def finish(
@@ -134,6 +150,8 @@ class PartitionedScripts:
         A partition's finish claims in the same call only when it is that partition's
         turn; otherwise the claim goes to the partitions in turn, as :meth:`claim`.
         """
+        if self.one:
+            return self.one.finish(instance, outcomes, claim_most, free)
         groups = self._grouped(outcomes, lambda o: o.id)
         codes: dict[str, int] = {}
         first = self.turns.order()[:1]

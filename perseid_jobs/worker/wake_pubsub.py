@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -30,8 +30,10 @@ _PONG_WITHIN_S = 2.0
 class WakeSubscription:
     """One connection subscribed to the instance's wake channels."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, on_wake: Callable[[str], None]) -> None:
+        """``on_wake(channel)`` is told which channel each wake-up came on."""
         self._client: Any = client
+        self._on_wake = on_wake
         self._pubsub: Any = None
         self._channels: tuple[str, ...] = ()
         self._ping_at = 0.0
@@ -95,6 +97,7 @@ class WakeSubscription:
                     self._pong_by, self._ping_at = None, time.monotonic() + _PING_EVERY_S
                 else:
                     woken = True
+                    self._on_wake(str(msg.get("channel", "")))
         except (redis.RedisError, OSError):
             self.close()
             return True  # the next call finds out whether Redis is back
