@@ -150,7 +150,7 @@ class Client(Queries):
         ``durable``: return only once a replica has the task too (``WAIT 1`` on
         the same connection, up to ``durable_timeout`` seconds); raises
         :class:`NotDurable` if none confirmed it (the task is on the primary).
-        Not available on Redis Cluster.
+        On a Cluster the ``WAIT`` goes to the primary that owns the task's partition.
         """
         _check_durable_timeout(durable, durable_timeout)
         req = scheduling.prepare(
@@ -233,13 +233,16 @@ class Client(Queries):
     def _schedule_durably(
         self, scripts: Scripts, call: ScheduleArgs, timeout: float
     ) -> tuple[ScheduleReply, int]:
-        """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas)."""
-        if isinstance(self.redis, redis.RedisCluster):
-            raise ConfigError(
-                "--durable is not available on Redis Cluster (WAIT must follow the write on"
-                " its connection); schedule without --durable"
-            )
-        return scripts.schedule_then_wait(call, max(1, int(timeout * 1000)))
+        """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas).
+
+        On a Cluster both go to the primary that owns the task's partition, on one
+        connection of that node (``WAIT`` counts the replicas of the connection's writes).
+        """
+        timeout_ms = max(1, int(timeout * 1000))
+        if not isinstance(self.redis, redis.RedisCluster):
+            return scripts.schedule_then_wait(call, timeout_ms)
+        node = self.redis.get_node_from_key(scripts.keys.prefix)  # type: ignore[no-untyped-call]
+        return Scripts(node.redis_connection, scripts.keys).schedule_then_wait(call, timeout_ms)
 
     def _warn_capacity(self, job: str, slots: int) -> None:
         if slots <= 1:
