@@ -220,6 +220,8 @@ class Client(Queries):
 
     def _route(self, *, key: str, after: str, request: str) -> Keys:
         """The partition a new task goes to (the rules are in store/partitions.py)."""
+        if after and self.partitions().of_id(after) is None:
+            raise ParentNotFound(after)  # before anything is recorded: a refusal writes nothing
         parts = self.partitions(record=True)
         if after:
             found = parts.of_id(after)

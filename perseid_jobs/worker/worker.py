@@ -107,8 +107,8 @@ class Worker:
         self.last_loop = time.monotonic()
         self.heart: Heartbeat | None = None
         self.wake: WakeChannel | WakeSubscription | None = None
-        self.wake_client: Any = None  # the wake-up's own connection (lifecycle.start_parts)
-        self.heart_client: Any = None  # the heartbeat thread's own connection
+        self.wake_client: Any = None  # the wake-up and heartbeat have their own connections
+        self.heart_client: Any = None
 
     @property
     def instance_id(self) -> str:
@@ -212,8 +212,7 @@ class Worker:
         """Report what ended and claim what fits, in one call; start what it gave (or fence)."""
         may_claim = self.drain_deadline is None and self.registered
         want = claiming.claim_size(self.running.free(self.s.slots), self.s.claim_batch, may_claim)
-        # Over several partitions each one's instance hash counts only its own tasks:
-        # the free slots counted here bound every claim (with one, the hash decides).
+        # Each partition's instance hash counts its own tasks only: bound by the free slots.
         cap = self.running.free(self.s.slots) if len(self.parts) > 1 else -1
         reply = claiming.finish_and_claim(
             self.scripts, self.reports, self.clock, self.instance_id, want, cap
@@ -340,7 +339,8 @@ class Worker:
         assert self.zygote is not None and self.wake is not None
         fds: list[Any] = [self.zygote, self._poke_r, *self.jobs.fds()]
         listening = self.drain_deadline is None and self.registered and self.backoff.ready()
-        if listening and self.wake.arm(self.wake_keys(), self.s.heartbeat_s):
+        wake_keys = [keys.wake(self.instance_id) for keys in self.parts]  # list or channels
+        if listening and self.wake.arm(wake_keys, self.s.heartbeat_s):
             fds.append(self.wake)
         r, _, _ = select.select(fds, [], [], timeout)
         if self.zygote in r:
@@ -352,10 +352,6 @@ class Worker:
             self.clock.ask()
         self.clock.tick()
         self.apply_cancels()
-
-    def wake_keys(self) -> list[str]:
-        """The instance's wake list (one partition) or channels (several)."""
-        return [keys.wake(self.instance_id) for keys in self.parts]
 
     def handle_zygote(self, zygote: ZygoteClient | None = None) -> None:
         """Act on the events of the zygote (or of ``zygote``, one retired)."""
