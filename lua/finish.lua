@@ -8,11 +8,12 @@
 -- ARGV[4]  n, the number of outcomes that follow, 7 fields each:
 --          task id, fencing token (attempt), status (completed|failed|cancelled),
 --          exit code, reason, next start of its series (ms, or "" for none), skipped runs
--- Returns  {0, {per-outcome code: 0 recorded, -6 stale}, claim reply (see claim.lua) or {-1}}
+-- Returns  {0, {per-outcome code: 0 recorded, -6 stale}, claim reply (see claim.lua) or {-1},
+--          deliveries this call put in the outbox (dependents in other partitions)}
 -- Events   completed|failed|cancelled, retry (a failed attempt of a job with retries goes
 --          back to the due set after its backoff), stale_finish (a late report: no change)
 -- include: now, emit, retry_task, close_task, continue_series, settle_dependents,
--- include: trim_finished, lease_ok, claim_due
+-- include: trim_finished, lease_ok, claim_due, outbox_put
 
 local inst = ARGV[1]
 local claim_max = tonumber(ARGV[2])
@@ -45,4 +46,4 @@ local claimed = {E_LEASE_LOST}
 if lease_ok(inst, now) then
   claimed = claim_due(inst, claim_max, now, cap)
 end
-return {OK, codes, claimed}
+return {OK, codes, claimed, OUTBOX_MADE}

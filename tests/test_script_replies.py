@@ -123,6 +123,8 @@ def every_reply_shape(c: Client) -> None:
     s.cancel_series(series.series, reason="done")
     assert isinstance(s.cancel_series(series.series, reason="again"), io.AlreadyEnded)
     s.served("hello")
+    s.deliver([("settle", one.id, "no-parent", "completed")])  # no longer blocked: a no-op
+    s.outbox_ack(["no-such-delivery"])
 
 
 REPLIES: dict[str, type[Any]] = {
@@ -138,6 +140,8 @@ REPLIES: dict[str, type[Any]] = {
     "set_log_url": io.LogUrlsSet,
     "republish": io.Republished | io.LeaseLapsed,
     "served": io.Served,
+    "deliver": io.Delivered,
+    "outbox_ack": io.Acked,
 }
 
 
@@ -178,6 +182,8 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "set_log_url": ([io.LogUrlsSet], []),
     "republish": ([io.Republished], [io.LeaseLapsed]),
     "served": ([io.Served], []),
+    "deliver": ([io.Delivered], []),
+    "outbox_ack": ([io.Acked], []),
 }
 
 

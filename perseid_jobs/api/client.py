@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis
 
 from ..core.errors import (
@@ -15,7 +16,6 @@ from ..core.errors import (
     InvalidTime,
     JobDefinitionError,
     NotDurable,
-    ParentNotFound,
     SeriesAlreadyEnded,
     SeriesNotFound,
     TaskAlreadyEnded,
@@ -30,11 +30,11 @@ from ..core.models import (
     task_from_hash,
 )
 from ..store.connection import DEFAULT_REDIS_URL, connect
-from ..store.keys import DEFAULT_NAMESPACE, Keys, validate_namespace
+from ..store.keys import DEFAULT_NAMESPACE, validate_namespace
 from ..store.partitions import check_count
-from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, ScheduleReply
+from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, Scheduled, ScheduleReply
 from ..store.scripts import Scripts
-from . import scheduling
+from . import routing, scheduling
 from .queries import Queries, definition_decoder
 from .served import NotServedWarning as NotServedWarning
 from .served import warn_if_not_served
@@ -185,7 +185,8 @@ class Client(Queries):
         self._warn_capacity(job, definition.slots)
         warn_if_not_served(self, job)
         request = request or uuid.uuid4().hex
-        scripts = self.scripts_in(self._route(key=key, after=after, request=request))
+        where = routing.route(self, key=key, after=after, request=request)
+        scripts = self.scripts_in(where.keys)
         call = ScheduleArgs(
             job=job,
             args=req.args,
@@ -202,12 +203,15 @@ class Client(Queries):
             request_id=request,
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
             fingerprint=req.fingerprint if key else "",  # kept with the key, to tell requests apart
+            parent_partition=where.parent_partition,
         )
         if wait_s is not None:
             reply, acked = self._schedule_durably(scripts, call, wait_s)
         else:
             reply, acked = scripts.schedule(call), None
         reply = scheduling.check_reply(reply, key=key, req=req, after=after)
+        if where.parent_partition is not None and not reply.existed:
+            reply = self._settle_remote(reply, where)
         scheduling.notify(reply, req=req, after=after)
         if acked is not None and acked < 1:
             raise NotDurable(reply.task_id, wait_s or 0.0)
@@ -218,19 +222,13 @@ class Client(Queries):
         task.existed = bool(reply.existed)
         return task
 
-    def _route(self, *, key: str, after: str, request: str) -> Keys:
-        """The partition a new task goes to (the rules are in store/partitions.py)."""
-        if after and self.partitions().of_id(after) is None:
-            raise ParentNotFound(after)  # before anything is recorded: a refusal writes nothing
-        parts = self.partitions(record=True)
-        if after:
-            found = parts.of_id(after)
-            if found is None:
-                raise ParentNotFound(after)
-            return found
-        if key:
-            return parts.keys[parts.for_idempotency_key(key)]
-        return parts.keys[parts.spread(request)]
+    def _settle_remote(self, reply: Scheduled, where: routing.Route) -> Scheduled:
+        """A task waiting on a parent in another partition: deliver its follow (and the
+        settle it may bring back) now, then read the task as it is."""
+        self.drain_outboxes([self.partitions().keys.index(where.keys)])
+        raw = self.redis.hgetall(where.keys.task(reply.task_id))
+        fields = [x for pair in raw.items() for x in pair]
+        return msgspec.structs.replace(reply, task_hash=fields, parent_status=where.parent_status)
 
     def _schedule_durably(
         self, scripts: Scripts, call: ScheduleArgs, timeout: float
@@ -280,6 +278,7 @@ class Client(Queries):
             raise TaskAlreadyEnded(task_id, reply.status)
         if isinstance(reply, NotFound):
             raise TaskNotFound(task_id)
+        self.drain_outboxes([self.partitions().keys.index(keys)])  # dependents elsewhere
         return self.get(task_id)
 
     def cancel_series(self, series_id: str) -> Series:

@@ -11,6 +11,7 @@ import heapq
 from collections.abc import Iterable
 from typing import Any
 
+from ..store import outbox
 from ..store.keys import Keys
 from ..store.partitions import Partitions, default_count, record_key, resolve
 from ..store.scripts import Scripts
@@ -56,6 +57,12 @@ class Partitioned:
         if found is None:
             found = self._scripts_by_tag[keys.tag] = Scripts(self.redis, keys)
         return found
+
+    def drain_outboxes(self, sources: list[int]) -> None:
+        """Deliver what these partitions' outboxes hold (nothing to do with one partition)."""
+        parts = self.partitions()
+        if len(parts) > 1:
+            outbox.drain(self.redis, sources, lambda i: self.scripts_in(parts.keys[i]))
 
     def keys_of(self, some_id: str) -> Keys | None:
         """The partition a task or series id names (None: not an id of this namespace)."""

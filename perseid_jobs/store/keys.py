@@ -30,6 +30,9 @@ stays the only owner of the layout on both sides.
 | ``{ns}:series:<id>:followers``        | set    | series that run after each completed run        |
 | ``{ns}:events``                       | stream | one entry per state change, capped              |
 | ``{ns}:seq``                          | string | counter behind generated ids                    |
+| ``{ns}:outbox``                       | hash   | delivery id -> a change for another partition   |
+| ``{ns}:outbox_at``                    | zset   | delivery ids by creation time (ms)              |
+| ``{ns}:remote_waiting:<id>``          | set    | "<partition>\t<task>": waiting in another one  |
 
 Each partition has all of the above under its own tag. The namespace's own tag also
 holds ``{<namespace>}:partitions``, the partition count recorded at first use.
@@ -69,6 +72,9 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "followers": ("series:{}:followers", "id"),
     "events": ("events", None),
     "seq": ("seq", None),
+    "outbox": ("outbox", None),
+    "outbox_at": ("outbox_at", None),
+    "remote_waiting": ("remote_waiting:{}", "id"),
 }
 
 
@@ -176,6 +182,16 @@ class Keys:
     def series(self, series_id: str) -> str:
         """Hash of one series."""
         return self._k("series", series_id)
+
+    @property
+    def outbox(self) -> str:
+        """Hash: deliveries to other partitions, by id."""
+        return self._k("outbox")
+
+    @property
+    def outbox_at(self) -> str:
+        """Sorted set: delivery ids by creation time."""
+        return self._k("outbox_at")
 
     def request(self, request_id: str) -> str:
         """String: the task a schedule request made (kept a short while, for its retries)."""

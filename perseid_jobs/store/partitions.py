@@ -18,14 +18,17 @@ the counter, which are ``00`` for partition 0, so P = 1 ids are unchanged. ``sho
 
 Routing rules, in order (a later rule never overrides an earlier one):
 
-1. ``--after X``: X's partition, so a chain stays inside one atomic script.
-2. a series' runs: the series' partition (its first run's), decided as below.
-3. an idempotency key: a hash of the key, so the key check stays atomic.
+1. an idempotency key: a hash of the key, so the key check stays atomic. With ``--after
+   X`` in another partition the task waits there on X through the outbox
+   (:mod:`~perseid_jobs.store.outbox`); a follower series (``--after`` a run of an
+   active series) cannot, and is refused with a key in another partition.
+2. ``--after X``: X's partition, so a chain stays inside one atomic script.
+3. a series' runs: the series' partition (its first run's), decided as above or below.
 4. otherwise: spread, by a hash of the request id (a retried request lands where the
    first attempt did, where its lost-reply record is).
 
 A later rule for shared limits ("tasks that share a limit share a partition") goes
-before rule 3: a hash of the limit's name.
+before rule 1: a hash of the limit's name.
 """
 
 from __future__ import annotations

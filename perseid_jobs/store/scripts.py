@@ -22,8 +22,10 @@ from .lua_source import LUA_DIR as LUA_DIR
 from .lua_source import SCRIPT_NAMES as SCRIPT_NAMES
 from .lua_source import script_source as script_source
 from .script_io import (
+    Acked,
     CancelReply,
     ClaimReply,
+    Delivered,
     Deregistered,
     Drained,
     Finished,
@@ -161,6 +163,17 @@ class Scripts:
         """Record (task id, log URL) pairs, for the tasks that still exist."""
         argv = [field for pair in urls for field in pair]
         return decode(self.call("set_log_url", *argv), LogUrlsSet)
+
+    def deliver(self, items: Sequence[tuple[str, str, str, str]]) -> Delivered:
+        """Apply deliveries (kind, a, b, c) from other partitions' outboxes to this one."""
+        argv: list[str | int] = [len(items)]
+        for item in items:
+            argv += list(item)
+        return decode(self.call("deliver", *argv), Delivered)
+
+    def outbox_ack(self, ids: Sequence[str]) -> Acked:
+        """Remove applied deliveries from this partition's outbox."""
+        return decode(self.call("outbox_ack", *ids), Acked)
 
     def served(self, job: str) -> Served:
         """Live instances, and how many of them take tasks of ``job``."""

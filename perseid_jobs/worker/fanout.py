@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
+from ..store import outbox
 from ..store.partitions import Partitions, partition_of_id
 from ..store.script_io import (
     Claimed,
@@ -48,6 +49,7 @@ class PartitionedScripts:
 
     def __init__(self, client: redis.Redis, parts: Partitions, *, poll_every_s: float) -> None:
         self.parts = parts
+        self.client = client
         self.each = [Scripts(client, keys) for keys in parts]
         # One partition: every method is its script's call, unchanged.
         self.one: Scripts | None = self.each[0] if len(self.each) == 1 else None
@@ -121,6 +123,9 @@ class PartitionedScripts:
             return self.one.reap(given)
         by_part = self._grouped(given, lambda g: g.task_id)
         replies = [s.reap(by_part.get(i, [])) for i, s in enumerate(self.each)]
+        # Deliveries their makers did not apply (they died, or a cancel or reap made them).
+        stale_before = min(r.now for r in replies) - outbox.STALE_MS
+        outbox.drain(self.client, range(len(self.each)), self.each.__getitem__, stale_before)
         return Reaped(
             max(r.now for r in replies),
             [t for r in replies for t in r.reaped],
@@ -154,6 +159,7 @@ class PartitionedScripts:
             return self.one.finish(instance, outcomes, claim_most, free)
         groups = self._grouped(outcomes, lambda o: o.id)
         codes: dict[str, int] = {}
+        made: list[int] = []  # partitions whose finish put deliveries in their outbox
         first = self.turns.order()[:1]
         replies: list[Claimed] = []
         lapsed = False
@@ -163,6 +169,8 @@ class PartitionedScripts:
             sent = time.monotonic()
             reply = self.each[index].finish(instance, group, ask, free)
             codes.update(zip((o.id for o in group), reply.codes, strict=True))
+            if reply.outbox:
+                made.append(index)
             claim = reply.claim
             if isinstance(claim, LeaseLapsed):
                 lapsed = True
@@ -172,10 +180,12 @@ class PartitionedScripts:
             if ask:
                 taken, free = _took(claim, taken, free)
         ordered = [codes[o.id] for o in outcomes]
+        if made:  # dependents in other partitions: settle them now (the reaper would, later)
+            outbox.drain(self.client, made, self.each.__getitem__)
         if lapsed:
-            return Finished(ordered, LeaseLapsed())
+            return Finished(ordered, LeaseLapsed(), len(made))
         rest = self._claim_round(instance, claim_most - taken, free, replies, skip=first)
-        return Finished(ordered, rest)
+        return Finished(ordered, rest, len(made))
 
     def _claim_round(
         self, instance: str, most: int, free: int, replies: list[Claimed], *, skip: list[int] | None
