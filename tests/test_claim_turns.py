@@ -63,3 +63,12 @@ def test_the_merged_reply_names_the_earliest_look_in_the_last_replys_clock() -> 
     nothing = ClaimTurns(1, poll_every_s=5.0)
     nothing.saw(0, reply(1000, -1), asked=1, free=1, sent=100.0)
     assert nothing.merged([reply(1000, -1)]).next_due == 6000  # the poll, 5 s on
+
+
+def test_a_partition_left_unasked_by_a_full_round_does_not_hide_the_next_look() -> None:
+    turns = ClaimTurns(3, poll_every_s=5.0)
+    # The round stopped after partition 0 (its claim filled the slots): 1 and 2 unasked.
+    turns.saw(0, reply(1000, 2000, tasks=2), asked=64, free=2, sent=100.0)
+    assert turns.order(now=100.0) == [0, 1, 2]
+    merged = turns.merged([reply(1000, 2000, tasks=2)])
+    assert merged.next_due == 2000  # partition 0's next due, not "nothing due" (-1)

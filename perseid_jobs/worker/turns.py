@@ -76,7 +76,10 @@ class ClaimTurns:
     def next_look(self) -> float:
         """When a partition next needs a claim (monotonic): a due time, or a poll."""
         due = min(self._next_at, default=_INF)
-        poll = min(self._asked_at, default=-_INF) + self.poll_every_s
+        # A partition never asked yet is maybe due: the next claim round asks it (on a
+        # finish, or at once if the last round stopped at the count), not a timer.
+        asked = [t for t in self._asked_at if t > -_INF]
+        poll = min(asked, default=_INF) + self.poll_every_s
         return min(due, poll)
 
     def merged(self, replies: list[Claimed]) -> Claimed:
