@@ -32,10 +32,24 @@ BATCH = 100
 Entry = tuple[str, int, tuple[str, str, str, str]]
 
 
+def _until(before_ms: float) -> str:
+    return "+inf" if before_ms == float("inf") else f"({int(before_ms)}"
+
+
+def nonempty(
+    redis: Any, sources: list[int], keys_of: Callable[[int], Keys], before_ms: float
+) -> set[int]:
+    """Which of the ``sources`` partitions hold deliveries made before ``before_ms``: one
+    pipelined read (a reaper looks at every partition each reap interval)."""
+    pipe = redis.pipeline(transaction=False)
+    for source in sources:
+        pipe.zrangebyscore(keys_of(source).outbox_at, "-inf", _until(before_ms), start=0, num=1)
+    return {s for s, ids in zip(sources, pipe.execute(), strict=True) if ids}
+
+
 def pending(redis: Any, keys: Keys, before_ms: float = float("inf")) -> list[Entry]:
     """Up to :data:`BATCH` deliveries of one partition's outbox, made before ``before_ms``."""
-    until = "+inf" if before_ms == float("inf") else f"({int(before_ms)}"
-    ids = redis.zrangebyscore(keys.outbox_at, "-inf", until, start=0, num=BATCH)
+    ids = redis.zrangebyscore(keys.outbox_at, "-inf", _until(before_ms), start=0, num=BATCH)
     if not ids:
         return []
     out: list[Entry] = []
@@ -78,7 +92,7 @@ def drain(
 ) -> None:
     """Deliver what the ``sources`` partitions' outboxes hold, and what that delivery makes
     in turn (a follow answered by a settle), for at most ``rounds`` rounds."""
-    todo = set(sources)
+    todo = nonempty(redis, list(sources), lambda i: scripts_of(i).keys, before_ms)
     for _ in range(rounds):
         if not todo:
             return

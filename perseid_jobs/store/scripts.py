@@ -61,7 +61,7 @@ def _jobs_argv(jobs: Mapping[str, str]) -> list[str | int]:
     return argv
 
 
-def _given_argv(given: Sequence[NextStart]) -> list[str | int]:
+def given_argv(given: Sequence[NextStart]) -> list[str | int]:
     """n, then n triples (task id, next start, skipped): reap's and deregister's."""
     argv: list[str | int] = [len(given)]
     for g in given:
@@ -139,7 +139,7 @@ class Scripts:
         self, instance: str, reason: str, given: Sequence[NextStart] = ()
     ) -> Deregistered:
         """Remove an instance that shut down; fail what it still held (``reason``)."""
-        reply = self.call("deregister", instance, reason, *_given_argv(given))
+        reply = self.call("deregister", instance, reason, *given_argv(given))
         return decode(reply, Deregistered)
 
     def drain(self, instance: str) -> Drained:
@@ -157,7 +157,7 @@ class Scripts:
 
     def reap(self, given: Sequence[NextStart] = ()) -> Reaped:
         """Fail the tasks of lapsed instances and those past their hard deadline."""
-        return decode(self.call("reap", *_given_argv(given)), Reaped)
+        return decode(self.call("reap", *given_argv(given)), Reaped)
 
     def set_log_url(self, urls: Iterable[tuple[str, str]]) -> LogUrlsSet:
         """Record (task id, log URL) pairs, for the tasks that still exist."""

@@ -35,7 +35,8 @@ from ..store.script_io import (
     Renewed,
     Republished,
 )
-from ..store.scripts import Scripts
+from ..store.scripts import Scripts, decode, given_argv
+from . import pernode
 from .turns import ClaimTurns
 
 if TYPE_CHECKING:
@@ -91,7 +92,10 @@ class PartitionedScripts:
         """Renew the lease in every partition; lapsed if any refuses (the worker fences)."""
         if self.one:
             return self.one.heartbeat(instance, ttl_ms)
-        replies = [s.heartbeat(instance, ttl_ms) for s in self.each]
+        raw = pernode.call_each(
+            self.client, self.each, "heartbeat", [[instance, ttl_ms]] * len(self.each)
+        )
+        replies = [decode(r, Renewed | LeaseLapsed) for r in raw]  # type: ignore[arg-type]
         for r in replies:
             if isinstance(r, LeaseLapsed):
                 return r
@@ -122,7 +126,10 @@ class PartitionedScripts:
         if self.one:
             return self.one.reap(given)
         by_part = self._grouped(given, lambda g: g.task_id)
-        replies = [s.reap(by_part.get(i, [])) for i, s in enumerate(self.each)]
+        argvs = [given_argv(by_part.get(i, [])) for i in range(len(self.each))]
+        replies = [
+            decode(r, Reaped) for r in pernode.call_each(self.client, self.each, "reap", argvs)
+        ]
         # Deliveries their makers did not apply (they died, or a cancel or reap made them).
         stale_before = min(r.now for r in replies) - outbox.STALE_MS
         outbox.drain(self.client, range(len(self.each)), self.each.__getitem__, stale_before)
