@@ -45,7 +45,7 @@ def cases(s: Scripts) -> dict[str, Callable[[], Any]]:
     job_def = '{"name": "j", "slots": 1}'
     return {
         "claim": lambda: s.call("claim", INSTANCE, 10),
-        "finish": lambda: s.call("finish", INSTANCE, 10, 0),
+        "finish": lambda: s.call("finish", INSTANCE, 10, -1, 0),
         "heartbeat": lambda: s.call("heartbeat", INSTANCE, 3_600_000),
         "served": lambda: s.call("served", "j"),
         "reap": lambda: s.call("reap", 0),

@@ -8,6 +8,7 @@
 -- Errors   {-2} unknown task (or series), {-3, status} already ended (and no series to end)
 -- Events   cancelled, cancel_requested, series_cancelled
 -- include: now, is_terminal, emit, close_task, settle_dependents, end_followers
+-- include: signal_wake
 
 local id, whole, reason = ARGV[1], ARGV[2] == '1', ARGV[3]
 local now = now_ms()
@@ -74,6 +75,6 @@ end
 if whole and has_series then end_series() end
 redis.call('HSET', K.task(id), 'cancel_requested', now)
 redis.call('SADD', K.instance_cancel(inst), id)
-redis.call('LPUSH', K.wake(inst), '1')
+signal_wake(inst)
 emit('cancel_requested', id, {'instance', inst})
 return {OK, 'running', series_ended}

@@ -2,6 +2,8 @@
 -- KEYS[1]  tagged key prefix
 -- ARGV[1]  instance id
 -- ARGV[2]  most tasks to take
+-- ARGV[3]  free slots over all partitions, as the worker counts them (-1: the instance's
+--          hash in this partition decides; see claim_due)
 -- Returns  {0, now, next due (ms, -1 if none), {cancelled running ids}, {task records},
 --          microseconds past `now`'s millisecond (to time the next due one closely)}
 --          a task record: {id, job, args, attempt, started_at, start_at, max_ms, slots,
@@ -14,4 +16,4 @@
 local inst = ARGV[1]
 local now = now_ms()
 if not lease_ok(inst, now) then return {E_LEASE_LOST} end
-return claim_due(inst, tonumber(ARGV[2]), now)
+return claim_due(inst, tonumber(ARGV[2]), now, tonumber(ARGV[3]) or -1)

@@ -3,22 +3,26 @@
 -- KEYS[1]  tagged key prefix
 -- ARGV[1]  instance id
 -- ARGV[2]  most tasks to claim afterwards (0: claim nothing)
--- ARGV[3]  n, the number of outcomes that follow, 7 fields each:
+-- ARGV[3]  free slots over all partitions after these outcomes (-1: the hash decides; see
+--          claim_due)
+-- ARGV[4]  n, the number of outcomes that follow, 7 fields each:
 --          task id, fencing token (attempt), status (completed|failed|cancelled),
 --          exit code, reason, next start of its series (ms, or "" for none), skipped runs
--- Returns  {0, {per-outcome code: 0 recorded, -6 stale}, claim reply (see claim.lua) or {-1}}
+-- Returns  {0, {per-outcome code: 0 recorded, -6 stale}, claim reply (see claim.lua) or {-1},
+--          deliveries this call put in the outbox (dependents in other partitions)}
 -- Events   completed|failed|cancelled, retry (a failed attempt of a job with retries goes
 --          back to the due set after its backoff), stale_finish (a late report: no change)
 -- include: now, emit, retry_task, close_task, continue_series, settle_dependents,
--- include: trim_finished, lease_ok, claim_due
+-- include: trim_finished, lease_ok, claim_due, outbox_put
 
 local inst = ARGV[1]
 local claim_max = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local cap = tonumber(ARGV[3]) or -1
+local n = tonumber(ARGV[4])
 local now = now_ms()
 local codes = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 7
+  local b = 5 + i * 7
   local id, token, status = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local code, reason = ARGV[b + 3], ARGV[b + 4]
   local f = redis.call('HMGET', K.task(id), 'status', 'attempt', 'instance')
@@ -40,6 +44,6 @@ end
 trim_finished(now)
 local claimed = {E_LEASE_LOST}
 if lease_ok(inst, now) then
-  claimed = claim_due(inst, claim_max, now)
+  claimed = claim_due(inst, claim_max, now, cap)
 end
-return {OK, codes, claimed}
+return {OK, codes, claimed, OUTBOX_MADE}

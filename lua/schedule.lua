@@ -19,13 +19,16 @@
 --          the caller needs no second round trip to read it back
 -- ARGV[15] fingerprint of the request (opaque here), or "": kept with the idempotency key,
 --          so a later request under the key is answered only if it asks for the same thing
+-- ARGV[16] the partition index of the --after task when it lives in another partition, or
+--          "": the task waits blocked here and a follow delivery goes out through the
+--          outbox (the caller checked that the parent exists and runs no active series)
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
 --          already ended when this ran (else "")}
 -- Errors   {-4} parent unknown; {-5, task holding the key, its fingerprint, its series or ""}
 --          the key is held by a live task made by a different request (nothing written)
 -- Events   scheduled; cancelled, when the --after task had already failed or been cancelled
--- include: now, is_terminal, emit, new_id, create_task, index_task, close_task
+-- include: now, is_terminal, emit, new_id, create_task, index_task, close_task, outbox_put
 
 local job, args, slots, max_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
@@ -78,7 +81,8 @@ end
 -- completed -> due now; failed or cancelled -> created cancelled, naming it.
 -- A run of an active series: the new task starts a follower series (`follows`).
 local follows, pstatus = nil, ''
-if after ~= '' then
+local remote = ARGV[16] or ''
+if after ~= '' and remote == '' then
   local p = redis.call('HMGET', K.task(after), 'status', 'series')
   if not p[1] then return {E_PARENT_NOT_FOUND} end
   if is_terminal(p[1]) then pstatus = p[1] end
@@ -130,6 +134,10 @@ if closed then
 elseif pstatus == 'completed' then
   index_task(id, start, '', now)
   emit('released', id, {'after', after})
+elseif remote ~= '' then
+  -- Its parent's partition learns of it through the outbox (and settles it from there).
+  redis.call('ZADD', K.blocked(), now, id)
+  outbox_put('follow', remote, after, id, PART, now)
 else
   index_task(id, start, after, now)
 end

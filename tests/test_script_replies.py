@@ -63,10 +63,15 @@ def check_lengths(raw: Any, decoded: msgspec.Struct, seen: set[type]) -> None:
                     check_lengths(raw_item, item, seen)
 
 
+# Well formed (its partition is 0), so the client sends it to the script, which finds nothing.
+NO_SUCH_ID = "0" * 26
+
+
 @pytest.fixture
 def c(redis_server: RedisServer, namespace: str) -> Iterator[Client]:
     client = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS)
-    client.scripts = RecordingScripts(client.redis, client.keys)
+    # The recording scripts stand in for the (only) partition's, so every call is seen.
+    client._scripts_by_tag[client.keys.tag] = RecordingScripts(client.redis, client.keys)
     yield client
     client.close()
 
@@ -86,7 +91,7 @@ def every_reply_shape(c: Client) -> None:
     with pytest.raises(KeyConflict):
         c.schedule("hello", key="k", args={"n": 2})
     with pytest.raises(ParentNotFound):
-        c.schedule("hello", after="no-such-task")
+        c.schedule("hello", after=NO_SUCH_ID)
     series = c.schedule("hello", every="1h")
     claimed = s.claim("i1", 1)
     assert isinstance(claimed, io.Claimed) and [t.id for t in claimed.tasks] == [one.id]
@@ -97,7 +102,7 @@ def every_reply_shape(c: Client) -> None:
     with pytest.raises(TaskAlreadyEnded):
         c.cancel(one.id)
     with pytest.raises(TaskNotFound):
-        c.cancel("no-such-task")
+        c.cancel(NO_SUCH_ID)
     s.republish("i1", {})
     s.set_log_url([(one.id, "file:///log")])
     s.drain("i1")
@@ -118,6 +123,8 @@ def every_reply_shape(c: Client) -> None:
     s.cancel_series(series.series, reason="done")
     assert isinstance(s.cancel_series(series.series, reason="again"), io.AlreadyEnded)
     s.served("hello")
+    s.deliver([("settle", one.id, "no-parent", "completed")])  # no longer blocked: a no-op
+    s.outbox_ack(["no-such-delivery"])
 
 
 REPLIES: dict[str, type[Any]] = {
@@ -133,6 +140,8 @@ REPLIES: dict[str, type[Any]] = {
     "set_log_url": io.LogUrlsSet,
     "republish": io.Republished | io.LeaseLapsed,
     "served": io.Served,
+    "deliver": io.Delivered,
+    "outbox_ack": io.Acked,
 }
 
 
@@ -173,6 +182,8 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "set_log_url": ([io.LogUrlsSet], []),
     "republish": ([io.Republished], [io.LeaseLapsed]),
     "served": ([io.Served], []),
+    "deliver": ([io.Delivered], []),
+    "outbox_ack": ([io.Acked], []),
 }
 
 

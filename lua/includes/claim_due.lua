@@ -1,5 +1,8 @@
--- claim_due(inst, max_count, now): claim due tasks that fit the instance's free slots, in
--- due order, and say when the next is due (claim.lua's reply, see its header).
+-- claim_due(inst, max_count, now, cap): claim due tasks that fit the instance's free slots, in
+-- due order, and say when the next is due (claim.lua's reply, see its header). `cap` (a
+-- number, or negative for none) bounds the free slots: in a namespace of several
+-- partitions the instance's hash counts only this partition's tasks, and the worker, which
+-- knows all it runs, passes what it has free over all of them.
 -- include: now, wake_sleepers, emit
 
 local GRACE_MS = 60000          -- reaper backstop: deadline = start + max duration + this
@@ -20,11 +23,12 @@ local function claim_record(id, f, attempt, now)
 end
 
 -- Claim due tasks that fit the instance's free slots, in due order.
-local function claim_due(inst, max_count, now)
+local function claim_due(inst, max_count, now, cap)
   local ih = K.instance(inst)
   redis.call('DEL', K.wake(inst))
   local ifields = redis.call('HMGET', ih, 'slots_total', 'slots_used', 'draining')
   local free = tonumber(ifields[1]) - tonumber(ifields[2])
+  if cap >= 0 and cap < free then free = cap end
   local out = {}
   local took = 0
   local ids = {}

@@ -1,4 +1,5 @@
--- new_id(now): a ULID-shaped id, 10 chars of Redis time (ms), 16 of a namespace-wide counter.
+-- new_id(now): a ULID-shaped id, 10 chars of Redis time (ms), 2 of the partition index (PART,
+-- from the prelude), 14 of the partition's counter. Partition 0 gives today's ids.
 
 local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
 local function b32(n, width)
@@ -12,5 +13,5 @@ local function b32(n, width)
 end
 
 local function new_id(now)
-  return b32(now, 10) .. b32(redis.call('INCR', K.seq()), 16)
+  return b32(now, 10) .. b32(PART, 2) .. b32(redis.call('INCR', K.seq()), 14)
 end

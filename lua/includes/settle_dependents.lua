@@ -1,6 +1,6 @@
 -- settle_dependents(id, status, now): release or cancel the tasks waiting on `id`, all the
--- way down the chain.
--- include: index_task, close_task, emit
+-- way down the chain; those waiting in another partition get a settle through the outbox.
+-- include: index_task, close_task, emit, outbox_put
 
 local function settle_dependents(id, status, now)
   local stack = {{id, status}}
@@ -10,6 +10,13 @@ local function settle_dependents(id, status, now)
     local wk = K.waiting(parent)
     local deps = redis.call('SMEMBERS', wk)
     redis.call('DEL', wk)
+    local rk = K.remote_waiting(parent)
+    for _, member in ipairs(redis.call('SMEMBERS', rk)) do
+      local tab = string.find(member, '\t', 1, true)
+      outbox_put('settle', string.sub(member, 1, tab - 1), string.sub(member, tab + 1), parent,
+        pstatus, now)
+    end
+    redis.call('DEL', rk)
     for _, dep in ipairs(deps) do
       if redis.call('HGET', K.task(dep), 'status') == 'pending' then
         if pstatus == 'completed' then

@@ -1,12 +1,13 @@
 -- wake_sleepers(at, except): wake idle instances that planned to look later than `at`: all
 -- but `except`, if given (a claiming instance, which sets its own entry right after).
+-- include: signal_wake
 
 local function wake_sleepers(at, except)
   local ids = redis.call('ZRANGEBYSCORE', K.sleepers(), '(' .. at, '+inf')
   local woken = 0
   for _, inst in ipairs(ids) do
     if inst ~= except then
-      redis.call('LPUSH', K.wake(inst), '1')
+      signal_wake(inst)
       woken = woken + 1
     end
   end

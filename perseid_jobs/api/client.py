@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis
 
 from ..core.errors import (
@@ -29,10 +30,11 @@ from ..core.models import (
     task_from_hash,
 )
 from ..store.connection import DEFAULT_REDIS_URL, connect
-from ..store.keys import DEFAULT_NAMESPACE, Keys
-from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, ScheduleReply
+from ..store.keys import DEFAULT_NAMESPACE, validate_namespace
+from ..store.partitions import check_count
+from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, Scheduled, ScheduleReply
 from ..store.scripts import Scripts
-from . import scheduling
+from . import routing, scheduling
 from .queries import Queries, definition_decoder
 from .served import NotServedWarning as NotServedWarning
 from .served import warn_if_not_served
@@ -62,12 +64,16 @@ class Client(Queries):
         *,
         namespace: str = DEFAULT_NAMESPACE,
         jobs_dir: Path | str | None = None,
+        partitions: int | None = None,
     ) -> None:
         # redis-py types replies as unions of sync/async/bytes/str; with
         # decode_responses=True they are str, so reads go through an untyped alias.
         self.redis: Any = redis_client
-        self.keys = Keys(namespace)
-        self.scripts = Scripts(redis_client, self.keys)
+        self.namespace = validate_namespace(namespace)
+        # None: as recorded in Redis (or the default); a number that differs is refused.
+        self.requested_partitions = check_count(partitions)
+        self._parts = None
+        self._scripts_by_tag = {}
         self.jobs_dir = Path(jobs_dir) if jobs_dir is not None else None
 
     @classmethod
@@ -77,9 +83,10 @@ class Client(Queries):
         *,
         namespace: str = DEFAULT_NAMESPACE,
         jobs_dir: Path | str | None = None,
+        partitions: int | None = None,
     ) -> Client:
         """A client for the Redis at ``url``; raises RedisUnavailable if it does not answer."""
-        return cls(connect(url), namespace=namespace, jobs_dir=jobs_dir)
+        return cls(connect(url), namespace=namespace, jobs_dir=jobs_dir, partitions=partitions)
 
     def close(self) -> None:
         """Release the connections."""
@@ -143,7 +150,7 @@ class Client(Queries):
         ``durable``: return only once a replica has the task too (``WAIT 1`` on
         the same connection, up to ``durable_timeout`` seconds); raises
         :class:`NotDurable` if none confirmed it (the task is on the primary).
-        Not available on Redis Cluster.
+        On a Cluster the ``WAIT`` goes to the primary that owns the task's partition.
         """
         _check_durable_timeout(durable, durable_timeout)
         req = scheduling.prepare(
@@ -177,6 +184,9 @@ class Client(Queries):
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
         warn_if_not_served(self, job)
+        request = request or uuid.uuid4().hex
+        where = routing.route(self, key=key, after=after, request=request)
+        scripts = self.scripts_in(where.keys)
         call = ScheduleArgs(
             job=job,
             args=req.args,
@@ -190,15 +200,18 @@ class Client(Queries):
             origin=req.origin,
             retries=definition.retries,
             backoff_ms=definition.backoff_ms,
-            request_id=request or uuid.uuid4().hex,
+            request_id=request,
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
             fingerprint=req.fingerprint if key else "",  # kept with the key, to tell requests apart
+            parent_partition=where.parent_partition,
         )
         if wait_s is not None:
-            reply, acked = self._schedule_durably(call, wait_s)
+            reply, acked = self._schedule_durably(scripts, call, wait_s)
         else:
-            reply, acked = self.scripts.schedule(call), None
+            reply, acked = scripts.schedule(call), None
         reply = scheduling.check_reply(reply, key=key, req=req, after=after)
+        if where.parent_partition is not None and not reply.existed:
+            reply = self._settle_remote(reply, where)
         scheduling.notify(reply, req=req, after=after)
         if acked is not None and acked < 1:
             raise NotDurable(reply.task_id, wait_s or 0.0)
@@ -209,14 +222,27 @@ class Client(Queries):
         task.existed = bool(reply.existed)
         return task
 
-    def _schedule_durably(self, call: ScheduleArgs, timeout: float) -> tuple[ScheduleReply, int]:
-        """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas)."""
-        if isinstance(self.redis, redis.RedisCluster):
-            raise ConfigError(
-                "--durable is not available on Redis Cluster (WAIT must follow the write on"
-                " its connection); schedule without --durable"
-            )
-        return self.scripts.schedule_then_wait(call, max(1, int(timeout * 1000)))
+    def _settle_remote(self, reply: Scheduled, where: routing.Route) -> Scheduled:
+        """A task waiting on a parent in another partition: deliver its follow (and the
+        settle it may bring back) now, then read the task as it is."""
+        self.drain_outboxes([self.partitions().keys.index(where.keys)])
+        raw = self.redis.hgetall(where.keys.task(reply.task_id))
+        fields = [x for pair in raw.items() for x in pair]
+        return msgspec.structs.replace(reply, task_hash=fields, parent_status=where.parent_status)
+
+    def _schedule_durably(
+        self, scripts: Scripts, call: ScheduleArgs, timeout: float
+    ) -> tuple[ScheduleReply, int]:
+        """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas).
+
+        On a Cluster both go to the primary that owns the task's partition, on one
+        connection of that node (``WAIT`` counts the replicas of the connection's writes).
+        """
+        timeout_ms = max(1, int(timeout * 1000))
+        if not isinstance(self.redis, redis.RedisCluster):
+            return scripts.schedule_then_wait(call, timeout_ms)
+        node = self.redis.get_node_from_key(scripts.keys.prefix)  # type: ignore[no-untyped-call]
+        return Scripts(node.redis_connection, scripts.keys).schedule_then_wait(call, timeout_ms)
 
     def _warn_capacity(self, job: str, slots: int) -> None:
         if slots <= 1:
@@ -242,17 +268,26 @@ class Client(Queries):
         """
         if series and self.get(task_id).series is None:  # a task's series never changes
             raise ConfigError(f"task {task_id} belongs to no series: cancel it without --series")
-        reply = self.scripts.cancel(task_id, whole_series=series, reason="cancelled by user")
+        keys = self.keys_of(task_id)
+        if keys is None:
+            raise TaskNotFound(task_id)
+        reply = self.scripts_in(keys).cancel(
+            task_id, whole_series=series, reason="cancelled by user"
+        )
         if isinstance(reply, AlreadyEnded):
             raise TaskAlreadyEnded(task_id, reply.status)
         if isinstance(reply, NotFound):
             raise TaskNotFound(task_id)
+        self.drain_outboxes([self.partitions().keys.index(keys)])  # dependents elsewhere
         return self.get(task_id)
 
     def cancel_series(self, series_id: str) -> Series:
         """End an active series: no further runs; its pending run is cancelled, a running
         one finishes. Raises SeriesNotFound, or SeriesAlreadyEnded."""
-        reply = self.scripts.cancel_series(series_id, reason="cancelled by user")
+        keys = self.keys_of(series_id)
+        if keys is None:
+            raise SeriesNotFound(series_id)
+        reply = self.scripts_in(keys).cancel_series(series_id, reason="cancelled by user")
         if isinstance(reply, NotFound):
             raise SeriesNotFound(series_id)
         if isinstance(reply, AlreadyEnded):

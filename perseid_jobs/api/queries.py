@@ -23,7 +23,7 @@ from ..core.models import (
     ms_to_dt,
     task_from_hash,
 )
-from ..store.keys import Keys
+from .partitioned import Partitioned
 
 definition_decoder = msgspec.json.Decoder(JobDefinition)
 
@@ -34,11 +34,10 @@ SERIES_RUNS_SCAN = 2000
 by series; older runs than these are not listed)."""
 
 
-class Queries:
-    """Reads of one deployment; needs ``redis`` (decoded replies) and ``keys``."""
+class Queries(Partitioned):
+    """Reads of one deployment over all its partitions; needs ``redis`` (decoded replies)."""
 
     redis: Any
-    keys: Keys
 
     def now_ms(self) -> int:
         """Redis server time in epoch milliseconds: the one clock."""
@@ -48,16 +47,20 @@ class Queries:
     # -- tasks -----------------------------------------------------------------------------
     def get(self, task_id: str) -> Task:
         """The task with this id; raises TaskNotFound."""
-        h = self.redis.hgetall(self.keys.task(task_id))
+        keys = self.keys_of(task_id)
+        h = self.redis.hgetall(keys.task(task_id)) if keys is not None else None
         if not h:
             raise TaskNotFound(task_id)
         return task_from_hash(task_id, h)
 
     def kind_of(self, some_id: str) -> Literal["task", "series"]:
         """Whether ``some_id`` names a task or a series (ids never name both); raises UnknownId."""
+        keys = self.keys_of(some_id)
+        if keys is None:
+            raise UnknownId(some_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(self.keys.task(some_id))
-        pipe.exists(self.keys.series(some_id))
+        pipe.exists(keys.task(some_id))
+        pipe.exists(keys.series(some_id))
         is_task, is_series = pipe.execute()
         if is_task:
             return "task"
@@ -67,9 +70,11 @@ class Queries:
 
     def _tasks_by_id(self, ids: list[str]) -> list[Task]:
         pipe = self.redis.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hgetall(self.keys.task(task_id))
-        return [task_from_hash(i, h) for i, h in zip(ids, pipe.execute(), strict=True) if h]
+        found = [(i, k) for i in ids if (k := self.keys_of(i)) is not None]
+        for task_id, keys in found:
+            pipe.hgetall(keys.task(task_id))
+        replies = pipe.execute() if found else []
+        return [task_from_hash(i, h) for (i, _), h in zip(found, replies, strict=True) if h]
 
     def tasks(
         self, status: TaskStatus | str | None = None, job: str | None = None, limit: int = 100
@@ -79,12 +84,12 @@ class Queries:
         scan = limit if job is None else max(limit * 20, 1000)
         ids: list[str] = []
         if st in (None, TaskStatus.RUNNING):
-            ids += self.redis.zrange(self.keys.running, 0, scan - 1)
+            ids += self.merged_range("running", scan, newest_first=False)
         if st in (None, TaskStatus.PENDING):
-            ids += self.redis.zrange(self.keys.due, 0, scan - 1)
-            ids += self.redis.zrange(self.keys.blocked, 0, scan - 1)
+            ids += self.merged_range("due", scan, newest_first=False)
+            ids += self.merged_range("blocked", scan, newest_first=False)
         if st is None or st.terminal:
-            ids += self.redis.zrevrange(self.keys.finished, 0, scan - 1)
+            ids += self.merged_range("finished", scan, newest_first=True)
         out = [
             t
             for t in self._tasks_by_id(ids)
@@ -100,9 +105,12 @@ class Queries:
         so it wakes on the state change itself.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        keys = self.keys_of(task_id)
+        if keys is None:
+            raise TaskNotFound(task_id)
         # Follow from the stream's end as it is before the first look at the task, so an
         # ending between that look and the first read is not missed.
-        newest = self.redis.xrevrange(self.keys.events, count=1)
+        newest = self.redis.xrevrange(keys.events, count=1)
         last = newest[0][0] if newest else "0-0"
         while True:
             task = self.get(task_id)
@@ -112,7 +120,7 @@ class Queries:
             if remaining <= 0:
                 raise WaitTimeout(task, timeout or 0.0)
             block_ms = max(1, int(min(remaining, 1.0) * 1000))
-            for _, entries in self.redis.xread({self.keys.events: last}, block=block_ms) or []:
+            for _, entries in self.redis.xread({keys.events: last}, block=block_ms) or []:
                 for entry_id, fields in entries:
                     last = entry_id
                     if fields.get("id") == task_id and fields.get("event") in _TERMINAL:
@@ -121,54 +129,58 @@ class Queries:
     # -- series ----------------------------------------------------------------------------
     def series(self, limit: int = 100) -> list[Series]:
         """Recurring schedules, newest first."""
-        ids = self.redis.zrevrange(self.keys.series_index, 0, limit - 1)
+        ids = self.merged_range("series_index", limit, newest_first=True)
+        found = [(i, k) for i in ids if (k := self.keys_of(i)) is not None]
         pipe = self.redis.pipeline(transaction=False)
-        for sid in ids:
-            pipe.hgetall(self.keys.series(sid))
-        return [series_from_hash(h) for h in pipe.execute() if h]
+        for sid, keys in found:
+            pipe.hgetall(keys.series(sid))
+        return [series_from_hash(h) for h in (pipe.execute() if found else []) if h]
 
     def get_series(self, series_id: str) -> Series:
         """The series with this id; raises SeriesNotFound."""
-        h = self.redis.hgetall(self.keys.series(series_id))
+        keys = self.keys_of(series_id)
+        h = self.redis.hgetall(keys.series(series_id)) if keys is not None else None
         if not h:
             raise SeriesNotFound(series_id)
         return series_from_hash(h)
 
     def series_runs(self, series_id: str, limit: int = 5) -> list[Task]:
         """The series' last ended runs, newest first (among the newest ended tasks)."""
-        ids = self.redis.zrevrange(self.keys.finished, 0, SERIES_RUNS_SCAN - 1)
+        keys = self.keys_of(series_id)
+        if keys is None:
+            return []
+        # A series' runs all live in the series' partition.
+        ids = self.redis.zrevrange(keys.finished, 0, SERIES_RUNS_SCAN - 1)
         pipe = self.redis.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hget(self.keys.task(task_id), "series")
+            pipe.hget(keys.task(task_id), "series")
         mine = [i for i, s in zip(ids, pipe.execute(), strict=True) if s == series_id]
         return self._tasks_by_id(mine[:limit])
 
     # -- instances and the catalog ---------------------------------------------------------
     def workers(self) -> list[Instance]:
-        """Live instances (lease not lapsed), by id."""
+        """Live instances (lease not lapsed), by id.
+
+        An instance is registered in every partition; it is listed from the first, and
+        its slots in use and running tasks are summed over all of them.
+        """
         now = self.now_ms()
-        entries = self.redis.zrangebyscore(self.keys.instances, now, "+inf", withscores=True)
+        parts = self.partitions()
+        entries = self.redis.zrangebyscore(parts.keys[0].instances, now, "+inf", withscores=True)
         pipe = self.redis.pipeline(transaction=False)
         for inst, _ in entries:
-            pipe.hgetall(self.keys.instance(inst))
-            pipe.scard(self.keys.instance_tasks(inst))
-        replies = pipe.execute()
+            for keys in parts:
+                pipe.hgetall(keys.instance(inst))
+                pipe.scard(keys.instance_tasks(inst))
+        replies = pipe.execute() if entries else []
+        width = 2 * len(parts)
         out = []
-        for (inst, expiry), h, running in zip(entries, replies[0::2], replies[1::2], strict=True):
-            if not h:
+        for n, (inst, expiry) in enumerate(entries):
+            mine = replies[n * width : (n + 1) * width]
+            hashes, counts = mine[0::2], mine[1::2]
+            if not hashes[0]:
                 continue
-            out.append(
-                Instance(
-                    id=inst,
-                    host=h.get("host", ""),
-                    pid=int(h.get("pid", 0)),
-                    slots_total=int(h.get("slots_total", 0)),
-                    slots_used=int(h.get("slots_used", 0)),
-                    running=int(running),
-                    lease_expires_at=ms_to_dt(int(expiry)),
-                    version=h.get("version", ""),
-                )
-            )
+            out.append(_instance(inst, int(expiry), hashes, counts))
         return sorted(out, key=lambda i: i.id)
 
     def jobs(self) -> list[JobInfo]:
@@ -197,6 +209,20 @@ class Queries:
                 )
             )
         return out
+
+
+def _instance(inst: str, expiry: int, hashes: list[dict[str, str]], counts: list[int]) -> Instance:
+    h = hashes[0]
+    return Instance(
+        id=inst,
+        host=h.get("host", ""),
+        pid=int(h.get("pid", 0)),
+        slots_total=int(h.get("slots_total", 0)),
+        slots_used=sum(int(x.get("slots_used", 0)) for x in hashes if x),
+        running=sum(int(c) for c in counts),
+        lease_expires_at=ms_to_dt(expiry),
+        version=h.get("version", ""),
+    )
 
 
 def series_from_hash(h: dict[str, str]) -> Series:

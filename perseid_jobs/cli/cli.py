@@ -20,6 +20,7 @@ from .cli_common import (
     JobsOpt,
     JsonOpt,
     NamespaceOpt,
+    PartitionsOpt,
     RedisOpt,
     emit_json,
     errors_as_lines,
@@ -90,11 +91,12 @@ def schedule(
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
     jobs_dir: JobsOpt = Path("jobs"),
 ) -> None:
     """Schedule a task; prints its id."""
     payload = parse_args_json(args)
-    client = make_client(redis_url, namespace, jobs_dir)
+    client = make_client(redis_url, namespace, jobs_dir, partitions=partitions)
     task = client.schedule(
         job,
         payload,

@@ -23,6 +23,7 @@ from ..api.client import Client
 from ..core.errors import InvalidArgs, PerseidError
 from ..core.models import to_json
 from ..store.connection import redacted
+from ..store.partitions import check_count
 from ..worker.settings import BY_FIELD, Setting
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ def setting_option(s: Setting) -> Any:
 
 RedisOpt = Annotated[str, setting_option(BY_FIELD["redis_url"])]
 NamespaceOpt = Annotated[str, setting_option(BY_FIELD["namespace"])]
+PartitionsOpt = Annotated[str | None, setting_option(BY_FIELD["partitions"])]
 JobsOpt = Annotated[Path, setting_option(BY_FIELD["jobs_dir"])]
 LogsDirOpt = Annotated[Path, setting_option(BY_FIELD["logs_dir"])]
 EndpointOpt = Annotated[str | None, setting_option(BY_FIELD["s3_endpoint_url"])]
@@ -105,9 +107,13 @@ def errors_as_lines(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def make_client(redis_url: str, namespace: str, jobs_dir: Path | None = None) -> Client:
+def make_client(
+    redis_url: str, namespace: str, jobs_dir: Path | None = None, partitions: str | None = None
+) -> Client:
     """A client for the command's options."""
-    return Client.from_url(redis_url, namespace=namespace, jobs_dir=jobs_dir)
+    return Client.from_url(
+        redis_url, namespace=namespace, jobs_dir=jobs_dir, partitions=check_count(partitions)
+    )
 
 
 def parse_args_json(text: str) -> dict[str, Any]:

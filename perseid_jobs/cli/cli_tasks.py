@@ -16,6 +16,7 @@ from .cli_common import (
     JsonOpt,
     LocalOpt,
     NamespaceOpt,
+    PartitionsOpt,
     RedisOpt,
     app,
     emit_json,
@@ -33,9 +34,10 @@ def show(
     local_time: LocalOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Show one task, or one series with its current run and its last ended runs."""
-    client = make_client(redis_url, namespace)
+    client = make_client(redis_url, namespace, partitions=partitions)
     if client.kind_of(some_id) == "task":
         task = client.get(some_id)
         emit_json(task) if json else print_rendered(lambda r: r.task_detail(task))
@@ -70,9 +72,12 @@ def tasks(
     local_time: LocalOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """List tasks."""
-    found = make_client(redis_url, namespace).tasks(status=status, job=job, limit=limit)
+    found = make_client(redis_url, namespace, partitions=partitions).tasks(
+        status=status, job=job, limit=limit
+    )
     emit_json(found) if json else print_rendered(lambda r: r.task_table(found))
 
 
@@ -84,12 +89,13 @@ def cancel(
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Cancel a task (pending at once, running by its instance), or end a series.
 
     A series id ends the series and cancels its pending run; a running run finishes.
     """
-    client = make_client(redis_url, namespace)
+    client = make_client(redis_url, namespace, partitions=partitions)
     if client.kind_of(some_id) == "series":
         ended = client.cancel_series(some_id)
         emit_json(ended) if json else typer.echo(series_cancel_line(client, ended))
@@ -138,9 +144,10 @@ def workers(
     local_time: LocalOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """List live worker instances."""
-    found = make_client(redis_url, namespace).workers()
+    found = make_client(redis_url, namespace, partitions=partitions).workers()
     emit_json(found) if json else print_rendered(lambda r: r.worker_table(found))
 
 
@@ -150,9 +157,10 @@ def jobs(
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """List the job catalog and the live instances that can run each job (enough slots)."""
-    client = make_client(redis_url, namespace)
+    client = make_client(redis_url, namespace, partitions=partitions)
     found = client.jobs()
     if json:
         emit_json(found)
@@ -171,7 +179,8 @@ def series_cmd(
     ] = 100,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """List recurring schedules: next run, last run and outcome, skipped runs."""
-    found = make_client(redis_url, namespace).series(limit=limit)
+    found = make_client(redis_url, namespace, partitions=partitions).series(limit=limit)
     emit_json(found) if json else print_rendered(lambda r: r.series_table(found))

@@ -14,6 +14,7 @@ from ..store.keys import DEFAULT_NAMESPACE
 from .cli_common import (
     JsonOpt,
     NamespaceOpt,
+    PartitionsOpt,
     RedisOpt,
     TaskArg,
     app,
@@ -48,6 +49,7 @@ def wait(
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Wait until a task ends; print how it ended. The exit code tells it apart:
 
@@ -64,7 +66,7 @@ def wait(
             limit_s = parse_duration(timeout) / 1000
         except DurationError as exc:
             raise ConfigError(f"--timeout: {exc}") from None
-    task = make_client(redis_url, namespace).wait(task_id, timeout=limit_s)
+    task = make_client(redis_url, namespace, partitions=partitions).wait(task_id, timeout=limit_s)
     if json:
         emit_json(task)
     else:

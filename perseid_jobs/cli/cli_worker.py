@@ -30,6 +30,7 @@ from .cli_common import (
     LocalOpt,
     LogsDirOpt,
     NamespaceOpt,
+    PartitionsOpt,
     RedisOpt,
     TaskArg,
     app,
@@ -84,6 +85,7 @@ def logs(
     s3_endpoint_url: EndpointOpt = None,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Print a task's log: from the local spool while it runs, else from where it was stored.
 
@@ -91,7 +93,7 @@ def logs(
     any directory; ``--bucket`` is accepted for old scripts and not needed.
     """
     del bucket  # the recorded URL names the bucket
-    client = make_client(redis_url, namespace)
+    client = make_client(redis_url, namespace, partitions=partitions)
     task = client.get(task_id)
     if task.status is TaskStatus.PENDING and not task.log_url:  # (else: an earlier attempt's)
         fail(f"task {task_id} is pending: it has no log yet")

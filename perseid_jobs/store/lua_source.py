@@ -26,6 +26,8 @@ SCRIPT_NAMES = (
     "schedule",
     "claim",
     "finish",
+    "deliver",
+    "outbox_ack",
     "heartbeat",
     "register",
     "deregister",

@@ -103,10 +103,12 @@ class Claimed(msgspec.Struct, array_like=True, tag=int(Code.OK)):
 
 
 class Finished(msgspec.Struct, array_like=True, tag=int(Code.OK)):
-    """finish.lua's reply: a code per outcome (0 recorded, -6 stale), then the claim."""
+    """finish.lua's reply: a code per outcome (0 recorded, -6 stale), then the claim, then
+    how many deliveries it put in the outbox."""
 
     codes: list[int]
     claim: Claimed | LeaseLapsed
+    outbox: int
 
 
 class Renewed(msgspec.Struct, array_like=True, tag=int(Code.OK)):
@@ -166,6 +168,19 @@ class SeriesCancelled(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     current_status: str
 
 
+class Delivered(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """deliver.lua's reply."""
+
+    applied: int
+    outbox: int  # deliveries it put in the target partition's own outbox
+
+
+class Acked(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """outbox_ack.lua's reply."""
+
+    removed: int
+
+
 class LogUrlsSet(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     """set_log_url.lua's reply."""
 
@@ -208,13 +223,15 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
     request_id: str = ""
     with_hash: bool = False  # the reply carries the task's hash
     fingerprint: str = ""
+    parent_partition: int | None = None  # the --after task's, when in another partition
 
     def argv(self) -> list[str | int]:
         """In the order of schedule.lua's header."""
         start = "" if self.at_ms is None else self.at_ms
         return [self.job, self.args, self.slots, self.max_ms, start, self.delay_ms, self.key,
                 self.after, self.spec, self.origin, self.retries, self.backoff_ms,
-                self.request_id, "1" if self.with_hash else "0", self.fingerprint]  # fmt: skip
+                self.request_id, "1" if self.with_hash else "0", self.fingerprint,
+                "" if self.parent_partition is None else self.parent_partition]  # fmt: skip
 
 
 ScheduleReply = Scheduled | ParentUnknown | KeyHeld

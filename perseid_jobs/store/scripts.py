@@ -22,8 +22,10 @@ from .lua_source import LUA_DIR as LUA_DIR
 from .lua_source import SCRIPT_NAMES as SCRIPT_NAMES
 from .lua_source import script_source as script_source
 from .script_io import (
+    Acked,
     CancelReply,
     ClaimReply,
+    Delivered,
     Deregistered,
     Drained,
     Finished,
@@ -59,7 +61,7 @@ def _jobs_argv(jobs: Mapping[str, str]) -> list[str | int]:
     return argv
 
 
-def _given_argv(given: Sequence[NextStart]) -> list[str | int]:
+def given_argv(given: Sequence[NextStart]) -> list[str | int]:
     """n, then n triples (task id, next start, skipped): reap's and deregister's."""
     argv: list[str | int] = [len(given)]
     for g in given:
@@ -94,13 +96,17 @@ class Scripts:
         reply, acked = pipe.execute()
         return decode(reply, ScheduleReply), int(acked)  # type: ignore[arg-type]
 
-    def claim(self, instance: str, most: int) -> ClaimReply:
-        """Take up to ``most`` due tasks that fit the instance's free slots."""
-        return decode(self.call("claim", instance, most), ClaimReply)  # type: ignore[arg-type]
+    def claim(self, instance: str, most: int, free: int = -1) -> ClaimReply:
+        """Take up to ``most`` due tasks that fit the instance's free slots (at most ``free``,
+        if not negative: the worker's count over all partitions)."""
+        reply = self.call("claim", instance, most, free)
+        return decode(reply, ClaimReply)  # type: ignore[arg-type]
 
-    def finish(self, instance: str, outcomes: Sequence[Outcome], claim_most: int) -> Finished:
-        """Record how tasks ended, then claim up to ``claim_most`` (0: none)."""
-        argv: list[str | int] = [instance, claim_most, len(outcomes)]
+    def finish(
+        self, instance: str, outcomes: Sequence[Outcome], claim_most: int, free: int = -1
+    ) -> Finished:
+        """Record how tasks ended, then claim up to ``claim_most`` (0: none) within ``free``."""
+        argv: list[str | int] = [instance, claim_most, free, len(outcomes)]
         for o in outcomes:
             argv += [o.id, o.token, o.status.value, o.exit_code, o.reason, o.next_start, o.skipped]
         return decode(self.call("finish", *argv), Finished)
@@ -133,7 +139,7 @@ class Scripts:
         self, instance: str, reason: str, given: Sequence[NextStart] = ()
     ) -> Deregistered:
         """Remove an instance that shut down; fail what it still held (``reason``)."""
-        reply = self.call("deregister", instance, reason, *_given_argv(given))
+        reply = self.call("deregister", instance, reason, *given_argv(given))
         return decode(reply, Deregistered)
 
     def drain(self, instance: str) -> Drained:
@@ -151,12 +157,23 @@ class Scripts:
 
     def reap(self, given: Sequence[NextStart] = ()) -> Reaped:
         """Fail the tasks of lapsed instances and those past their hard deadline."""
-        return decode(self.call("reap", *_given_argv(given)), Reaped)
+        return decode(self.call("reap", *given_argv(given)), Reaped)
 
     def set_log_url(self, urls: Iterable[tuple[str, str]]) -> LogUrlsSet:
         """Record (task id, log URL) pairs, for the tasks that still exist."""
         argv = [field for pair in urls for field in pair]
         return decode(self.call("set_log_url", *argv), LogUrlsSet)
+
+    def deliver(self, items: Sequence[tuple[str, str, str, str]]) -> Delivered:
+        """Apply deliveries (kind, a, b, c) from other partitions' outboxes to this one."""
+        argv: list[str | int] = [len(items)]
+        for item in items:
+            argv += list(item)
+        return decode(self.call("deliver", *argv), Delivered)
+
+    def outbox_ack(self, ids: Sequence[str]) -> Acked:
+        """Remove applied deliveries from this partition's outbox."""
+        return decode(self.call("outbox_ack", *ids), Acked)
 
     def served(self, job: str) -> Served:
         """Live instances, and how many of them take tasks of ``job``."""

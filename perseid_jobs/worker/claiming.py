@@ -27,8 +27,8 @@ from ..store.script_io import Claimed, ClaimReply, LeaseLapsed
 from .outcome import ClaimedTask, Outcome, Running, run_key, series_next
 
 if TYPE_CHECKING:
-    from ..store.scripts import Scripts
     from .claim_clock import ClaimClock
+    from .fanout import PartitionedScripts as Scripts
     from .reports import Reports
     from .running_set import RunningSet
     from .zygote_client import ZygoteClient
@@ -46,11 +46,12 @@ def claim_size(free_slots: int, batch: int, may_claim: bool) -> int:
 
 
 def finish_and_claim(
-    scripts: Scripts, reports: Reports, clock: ClaimClock, mine: str, want: int
+    scripts: Scripts, reports: Reports, clock: ClaimClock, mine: str, want: int, free: int = -1
 ) -> ClaimReply | None:
     """Report finished tasks and claim up to ``want``, in one script call per instance id.
 
-    ``mine``: the id this process serves under now. None if there was nothing to
+    ``mine``: the id this process serves under now; ``free``: the free slots that bound
+    the claim (negative: the instance's hash decides). None if there was nothing to
     report nor to claim. On a Redis error, what was not recorded waits to be sent again.
     """
     left = reports.take()
@@ -65,7 +66,10 @@ def finish_and_claim(
             clock.settle()
             return None
         clock.sending()
-        claim = _finish(scripts, mine, outcomes, want) if outcomes else scripts.claim(mine, want)
+        if outcomes:
+            claim = _finish(scripts, mine, outcomes, want, free)
+        else:
+            claim = scripts.claim(mine, want, free)
         left = []
     finally:
         reports.put_back(left)
@@ -73,8 +77,10 @@ def finish_and_claim(
     return claim
 
 
-def _finish(scripts: Scripts, inst: str, outcomes: list[Outcome], want: int) -> ClaimReply:
-    reply = scripts.finish(inst, outcomes, want)
+def _finish(
+    scripts: Scripts, inst: str, outcomes: list[Outcome], want: int, free: int = -1
+) -> ClaimReply:
+    reply = scripts.finish(inst, outcomes, want, free)
     for o, code in zip(outcomes, reply.codes, strict=True):
         if code == Code.STALE:
             log.warning(

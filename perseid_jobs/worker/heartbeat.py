@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from ..store.connection import REDIS_ERRORS
 from ..store.script_io import LeaseLapsed
-from ..store.scripts import Scripts
+from .fanout import PartitionedScripts as Scripts
 
 log = logging.getLogger("perseid_jobs.worker")
 

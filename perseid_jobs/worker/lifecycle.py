@@ -16,11 +16,13 @@ from ..logs.bucket import open_bucket
 from ..logs.shipper import LogShipper
 from ..logs.spool import DeadSpools
 from ..store.connection import REDIS_ERRORS, TRANSIENT_ERRORS, Backoff, connect, redacted
-from ..store.scripts import Scripts
+from ..store.partitions import default_count, resolve
 from . import recovery
+from .fanout import PartitionedScripts
 from .heartbeat import Heartbeat
 from .jobscan import report_loaded
 from .wake import WakeChannel
+from .wake_pubsub import WakeSubscription
 from .zygote_client import start_zygote
 
 if TYPE_CHECKING:
@@ -51,8 +53,9 @@ def start_parts(w: Worker) -> None:
     )
     w.shipper.start()
     beat_timeout = max(0.5, min(w.s.heartbeat_s, w.s.lease_ttl_s / 3))
+    w.heart_client = connect(w.s.redis_url, retries=0, socket_timeout=beat_timeout)
     w.heart = Heartbeat(
-        Scripts(connect(w.s.redis_url, retries=0, socket_timeout=beat_timeout), w.keys),
+        PartitionedScripts(w.heart_client, w.parts, poll_every_s=w.s.heartbeat_s),
         w.lease,
         interval=w.s.heartbeat_s,
         on_renewed=w.on_renewed,
@@ -67,7 +70,8 @@ def start_parts(w: Worker) -> None:
         w.metrics = WorkerMetrics(WorkerProbe(w))
         port = w.metrics.serve(w.s.metrics_port)
         log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", port)
-    w.wake = WakeChannel(connect(w.s.redis_url, retries=0, socket_timeout=None, check=False))
+    w.wake_client = connect(w.s.redis_url, retries=0, socket_timeout=None, check=False)
+    w.wake = _wake_for(w)
     log.info(
         "instance %s serving %d jobs with %d slots on %s (task processes: %s fork)",
         w.instance_id,
@@ -78,9 +82,32 @@ def start_parts(w: Worker) -> None:
     )
 
 
+def _wake_for(w: Worker) -> WakeChannel | WakeSubscription:
+    if len(w.parts) > 1:
+        return WakeSubscription(w.wake_client, on_wake=w.scripts.woken)
+    return WakeChannel(w.wake_client)
+
+
+def bind_partitions(w: Worker) -> None:
+    """Read the namespace's partition count from Redis (recording it at first use), and
+    bind the worker's scripts, heartbeat and wake-up to its partitions."""
+    requested = w.s.partitions
+    parts = resolve(w.redis, w.s.namespace, requested, default_count(w.redis), record=True)
+    w.parts, w.keys = parts, parts.keys[0]
+    w.scripts = PartitionedScripts(w.redis, parts, poll_every_s=w.s.heartbeat_s)
+    if w.heart:
+        w.heart.scripts = PartitionedScripts(w.heart_client, parts, poll_every_s=w.s.heartbeat_s)
+    if w.wake:
+        w.wake.close()
+        w.wake = _wake_for(w)
+    w.partitions_bound = True
+
+
 def register(w: Worker) -> None:
     """Announce the instance under its current id and publish its jobs."""
     assert w.zygote is not None
+    if not w.partitions_bound:
+        bind_partitions(w)
     jobs = {n: msgspec.json.encode(d).decode() for n, d in w.zygote.ready.jobs.items()}
     sent_at = time.monotonic()
     reply = w.scripts.register(

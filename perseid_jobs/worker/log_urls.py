@@ -14,7 +14,7 @@ from ..logs.shipper import Shipped
 
 if TYPE_CHECKING:
     from ..logs.shipper import LogShipper
-    from ..store.scripts import Scripts
+    from .fanout import PartitionedScripts as Scripts
 
 
 class LogUrls:

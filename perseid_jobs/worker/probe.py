@@ -52,8 +52,13 @@ class WorkerProbe:
         try:
             sec, usec = self._redis.time()
             now = int(sec) * 1000 + int(usec) // 1000
-            due = int(self._redis.zcount(self.w.keys.due, "-inf", now))
-            head = self._redis.zrange(self.w.keys.due, 0, 0, withscores=True)
+            pipe = self._redis.pipeline(transaction=False)
+            for keys in self.w.parts:
+                pipe.zcount(keys.due, "-inf", now)
+                pipe.zrange(keys.due, 0, 0, withscores=True)
+            replies = pipe.execute()
+            due = sum(int(n) for n in replies[0::2])
+            head = sorted((h for r in replies[1::2] for h in r), key=lambda pair: pair[1])[:1]
         except redis.RedisError:
             return 0, 0.0
         oldest = (now - head[0][1]) / 1000 if head and head[0][1] <= now else 0.0

@@ -20,9 +20,9 @@ from ..core.models import TaskStatus
 from .outcome import TASK_FIELDS, ClaimedTask, Outcome, given_next_starts, run_key
 
 if TYPE_CHECKING:
-    from ..store.keys import Keys
-    from ..store.scripts import Scripts
+    from ..store.partitions import Partitions
     from .claim_clock import ClaimClock
+    from .fanout import PartitionedScripts as Scripts
     from .reports import Reports
     from .running_set import RunningSet
     from .worker import Worker
@@ -48,14 +48,17 @@ def deregister(scripts: Scripts, instance: str, clock: ClaimClock) -> None:
 
 
 def reconcile(
-    redis: Any, keys: Keys, inst: str, running: RunningSet, reports: Reports
+    redis: Any, parts: Partitions, inst: str, running: RunningSet, reports: Reports
 ) -> list[str]:
     """Make local state agree with the instance's task set in Redis (the truth).
 
     Kills the ghosts (run here, no longer ``inst``'s in Redis); returns the tasks Redis
     gives ``inst`` that it neither runs nor has to report: :func:`adopt` them.
     """
-    held: set[str] = set(redis.smembers(keys.instance_tasks(inst)))
+    pipe = redis.pipeline(transaction=False)
+    for keys in parts:
+        pipe.smembers(keys.instance_tasks(inst))
+    held: set[str] = set().union(*pipe.execute())
     for task_id in running.not_held(held, inst):
         log.warning("task %s is no longer this instance's in Redis: killing it", task_id)
         running.drop_ghost(task_id)
@@ -64,7 +67,7 @@ def reconcile(
 
 def adopt(
     redis: Any,
-    keys: Keys,
+    parts: Partitions,
     inst: str,
     ids: list[str],
     reports: Reports,
@@ -77,7 +80,7 @@ def adopt(
     """
     pipe = redis.pipeline(transaction=False)
     for task_id in ids:
-        pipe.hmget(keys.task(task_id), TASK_FIELDS)
+        pipe.hmget((parts.of_id(task_id) or parts.keys[0]).task(task_id), TASK_FIELDS)
     rows = [dict(zip(TASK_FIELDS, row, strict=True)) for row in pipe.execute()]
     for task_id, h in zip(ids, rows, strict=True):
         if not runs_under(h, inst):
@@ -85,6 +88,7 @@ def adopt(
         spec: Any = ""
         origin: Any = ""
         if h["series"]:
+            keys = parts.of_id(h["series"]) or parts.keys[0]
             spec, origin = redis.hmget(keys.series(h["series"]), ["spec", "origin"])
         # The id is the key, not a field; then the record's fields, as claim returns them.
         record = {f: h[f] or "" for f in TASK_FIELDS[:10]}
@@ -193,4 +197,5 @@ def reap(w: Worker) -> None:
     for task_id in reply.reaped:
         log.warning("reaped task %s", task_id)
     if w.metrics and reply.reaped:
-        w.metrics.reaped(str(w.redis.hget(w.keys.task(t), "job")) for t in reply.reaped)
+        jobs = (w.redis.hget((w.parts.of_id(t) or w.keys).task(t), "job") for t in reply.reaped)
+        w.metrics.reaped(str(job) for job in jobs)

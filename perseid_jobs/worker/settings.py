@@ -29,6 +29,7 @@ from ..core.durations import DurationError, parse_duration
 from ..core.errors import ConfigError
 from ..logs.taskoutput import DEFAULT_MAX_LOG_BYTES
 from ..store.keys import DEFAULT_NAMESPACE, validate_namespace
+from ..store.partitions import check_count
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_LOGS_DIR = "var/logs"
@@ -83,6 +84,14 @@ def _existing_dir(value: Path, name: str, shown: str) -> None:
 
 def _namespace(value: str, name: str, shown: str) -> None:
     validate_namespace(value)
+
+
+def _partition_count(value: Any, option: str) -> int | None:
+    return check_count(value)
+
+
+def _partitions(value: int, name: str, shown: str) -> None:
+    check_count(value)
 
 
 def _duration(value: float, name: str, shown: str) -> None:
@@ -145,6 +154,10 @@ SETTINGS: tuple[Setting, ...] = (
             DEFAULT_REDIS_URL),
     Setting("namespace", "--namespace", "PERSEID_NAMESPACE", "NAME", "Key namespace.",
             DEFAULT_NAMESPACE, check=_namespace),
+    Setting("partitions", "--partitions", "PERSEID_PARTITIONS", "N",
+            "Partitions of the namespace: recorded in Redis at its first use, read from there"
+            " afterwards (default: 1; on a Redis Cluster, 4 per primary).",
+            parse=_partition_count, check=_partitions),
     Setting("instance_id", "--instance-id", "PERSEID_INSTANCE_ID", "ID",
             "This instance's id (default: a new random one at each start)."),
     _duration_setting("heartbeat_s", "--heartbeat", "PERSEID_HEARTBEAT",
@@ -201,6 +214,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True):
     jobs_dir: Path
     redis_url: str = default("redis_url")
     namespace: str = default("namespace")
+    partitions: int | None = default("partitions")  # None: as recorded, else the default
     instance_id: str | None = default("instance_id")
     heartbeat_s: float = default("heartbeat_s")
     lease_ttl_s: float = default("lease_ttl_s")

@@ -40,8 +40,10 @@ class WakeChannel:
             return node.redis_connection.connection_pool
         return self._client.connection_pool
 
-    def arm(self, key: str, timeout_s: float) -> bool:
-        """Make sure a BLPOP on ``key`` is outstanding; False if Redis cannot be reached."""
+    def arm(self, keys: list[str], timeout_s: float) -> bool:
+        """Make sure a BLPOP on ``keys[0]`` (the only wake list of an instance of a namespace
+        of one partition) is outstanding; False if Redis cannot be reached."""
+        key = keys[0]
         if self._conn is not None and self._key == key:
             return True
         self.close()

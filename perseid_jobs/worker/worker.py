@@ -42,9 +42,10 @@ from ..logs.shipper import LogShipper, Shipped
 from ..logs.spool import Spool
 from ..store.connection import REDIS_ERRORS, Backoff, connect
 from ..store.keys import Keys
-from ..store.scripts import Scripts
+from ..store.partitions import Partitions
 from . import claiming, lifecycle, recovery
 from .claim_clock import ClaimClock
+from .fanout import PartitionedScripts
 from .heartbeat import Heartbeat, Lease
 from .jobscan import JobsWatch
 from .log_urls import LogUrls
@@ -53,6 +54,7 @@ from .reports import Reports
 from .running_set import RunningSet
 from .settings import WorkerSettings
 from .wake import WakeChannel
+from .wake_pubsub import WakeSubscription
 from .zygote_client import ZygoteClient
 
 if TYPE_CHECKING:
@@ -67,14 +69,17 @@ class Worker:
     def __init__(self, settings: WorkerSettings, zygote: ZygoteClient | None = None) -> None:
         """``zygote``: one already started for these settings (else :meth:`run` starts it)."""
         self.s = settings
-        self.keys = Keys(settings.namespace)
+        # One partition until the count is read from Redis (lifecycle.bind_partitions).
+        self.parts = Partitions(settings.namespace, 1)
+        self.keys: Keys = self.parts.keys[0]
         # No retries inside redis-py: the loop retries, knowing a reply may have been lost.
         self.redis = connect(
             settings.redis_url,
             retries=0,
             socket_timeout=max(1.0, min(10.0, settings.lease_ttl_s / 2)),
         )
-        self.scripts = Scripts(self.redis, self.keys)
+        self.scripts = PartitionedScripts(self.redis, self.parts, poll_every_s=settings.heartbeat_s)
+        self.partitions_bound = False
         self.lease = Lease(settings.instance_id or recovery.new_instance_id(), settings.lease_ttl_s)
         self.backoff = Backoff(cap=max(0.5, min(2.0, settings.heartbeat_s)))
         # The state's owners: what runs (and the slots it takes), what waits to be
@@ -101,7 +106,9 @@ class Worker:
         self.metrics: WorkerMetrics | None = None
         self.last_loop = time.monotonic()
         self.heart: Heartbeat | None = None
-        self.wake: WakeChannel | None = None
+        self.wake: WakeChannel | WakeSubscription | None = None
+        self.wake_client: Any = None  # the wake-up and heartbeat have their own connections
+        self.heart_client: Any = None
 
     @property
     def instance_id(self) -> str:
@@ -205,8 +212,10 @@ class Worker:
         """Report what ended and claim what fits, in one call; start what it gave (or fence)."""
         may_claim = self.drain_deadline is None and self.registered
         want = claiming.claim_size(self.running.free(self.s.slots), self.s.claim_batch, may_claim)
+        # Each partition's instance hash counts its own tasks only: bound by the free slots.
+        cap = self.running.free(self.s.slots) if len(self.parts) > 1 else -1
         reply = claiming.finish_and_claim(
-            self.scripts, self.reports, self.clock, self.instance_id, want
+            self.scripts, self.reports, self.clock, self.instance_id, want, cap
         )
         if reply is None:
             return
@@ -246,11 +255,11 @@ class Worker:
     def reconcile(self) -> None:
         """Agree with Redis on what this instance runs (after a doubt, and every reap)."""
         inst = self.instance_id
-        unknown = recovery.reconcile(self.redis, self.keys, inst, self.running, self.reports)
+        unknown = recovery.reconcile(self.redis, self.parts, inst, self.running, self.reports)
         self.reconcile_due = False
         if unknown:
             now_ms = self.clock.redis_now()
-            recovery.adopt(self.redis, self.keys, inst, unknown, self.reports, self.start, now_ms)
+            recovery.adopt(self.redis, self.parts, inst, unknown, self.reports, self.start, now_ms)
 
     def collect(self, timeout: float) -> None:
         """Wait (bounded) until every running task, on any zygote, reported its exit."""
@@ -330,7 +339,8 @@ class Worker:
         assert self.zygote is not None and self.wake is not None
         fds: list[Any] = [self.zygote, self._poke_r, *self.jobs.fds()]
         listening = self.drain_deadline is None and self.registered and self.backoff.ready()
-        if listening and self.wake.arm(self.keys.wake(self.instance_id), self.s.heartbeat_s):
+        wake_keys = [keys.wake(self.instance_id) for keys in self.parts]  # list or channels
+        if listening and self.wake.arm(wake_keys, self.s.heartbeat_s):
             fds.append(self.wake)
         r, _, _ = select.select(fds, [], [], timeout)
         if self.zygote in r:

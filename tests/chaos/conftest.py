@@ -111,11 +111,12 @@ def overlapping(attempts: dict[str, list[Attempt]], *, killed_end_unknown: bool 
 
 def slots_left(client: Client) -> tuple[int, int]:
     """(slots in use, tasks held) summed over every instance Redis still knows."""
-    r, k = client.redis, client.keys
+    r = client.redis
     used = held = 0
-    for inst in r.zrange(k.instances, 0, -1):
-        used += int(r.hget(k.instance(inst), "slots_used") or 0)
-        held += int(r.scard(k.instance_tasks(inst)))
+    for k in client.partitions():
+        for inst in r.zrange(k.instances, 0, -1):
+            used += int(r.hget(k.instance(inst), "slots_used") or 0)
+            held += int(r.scard(k.instance_tasks(inst)))
     return used, held
 
 
@@ -161,14 +162,17 @@ def task_rows(client: Client, ids: list[str], *fields: str) -> list[dict[str, st
     """The given hash fields of many tasks, in one round trip."""
     pipe = client.redis.pipeline(transaction=False)
     for task_id in ids:
-        pipe.hmget(client.keys.task(task_id), list(fields))
+        keys = client.keys_of(task_id) or client.keys
+        pipe.hmget(keys.task(task_id), list(fields))
     return [dict(zip(fields, row, strict=True)) for row in pipe.execute()]
 
 
 def all_settled(client: Client) -> bool:
     """Nothing pending, blocked or running in the namespace."""
-    r, k = client.redis, client.keys
-    return r.zcard(k.due) + r.zcard(k.blocked) + r.zcard(k.running) == 0
+    r = client.redis
+    return all(
+        r.zcard(k.due) + r.zcard(k.blocked) + r.zcard(k.running) == 0 for k in client.partitions()
+    )
 
 
 class AckedScheduler:

@@ -136,9 +136,10 @@ class SentinelSetup:
 
 
 class ClusterSetup:
-    """Three primaries, no replicas, made with ``redis-cli --cluster create``."""
+    """Three primaries (by default), made with ``redis-cli --cluster create``."""
 
-    def __init__(self, base: Path, nodes: int = 3) -> None:
+    def __init__(self, base: Path, nodes: int = 3, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.servers = []
         for i in range(nodes):
             d = base / f"node{i}"
@@ -181,7 +182,7 @@ class ClusterSetup:
                 "create",
                 *(f"127.0.0.1:{s.port}" for s in self.servers),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -192,12 +193,20 @@ class ClusterSetup:
         deadline = time.monotonic() + 20
         for s in self.servers:
             c = redis.Redis(port=s.port, decode_responses=True)
-            while c.cluster("info").get("cluster_state") != "ok":
+            while c.cluster("info").get("cluster_state") != "ok" or not self._synced(c):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the cluster did not reach state ok")
                 time.sleep(0.1)
             c.close()
         return self
+
+    def _synced(self, c: redis.Redis) -> bool:
+        # A primary with replicas counts once they are online (WAIT needs them).
+        info = c.info("replication")
+        if info.get("role") != "master" or not self.replicas:
+            return True
+        online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        return sum(1 for v in online if v.get("state") == "online") >= self.replicas
 
     def stop(self) -> None:
         """Stop every node."""

@@ -11,7 +11,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.core.errors import ConfigError
+from perseid_jobs.store.partitions import partition_of_id
 
 from ..conftest import JOBS, wait_until, wait_workers
 from ..test_cli import cli
@@ -54,9 +54,11 @@ def run_core(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report:
     assert client.wait(sleeper.id, 10).status is TaskStatus.CANCELLED
     detection = a_killed_instances_tasks_fail(client, victim)
 
-    # Every key of the namespace lives on one node: one hash slot, one script target.
+    # The namespace's 12 partitions (4 per primary, the default) spread its keys over
+    # every node; each script still runs on one node, its partition's.
+    assert len(client.partitions()) == 12
     owners = [redis.Redis(port=s.port).dbsize() for s in cluster.servers]
-    assert sorted(owners)[:2] == [0, 0] and max(owners) > 0
+    assert min(owners) > 0
     report(
         "3-primary cluster, core scenario",
         tasks=len(ids),
@@ -126,26 +128,27 @@ def a_killed_instances_tasks_fail(client: Client, victim: Any) -> float:
     return detection
 
 
-def test_a_durable_schedule_is_refused_on_a_cluster_and_writes_nothing(tmp_path: Path) -> None:
-    cluster = ClusterSetup(tmp_path / "cluster").start()
+def test_a_durable_schedule_on_a_cluster_waits_for_its_partitions_replica(
+    tmp_path: Path,
+) -> None:
+    bare = ClusterSetup(tmp_path / "bare").start()  # no replicas: nothing can confirm
+    try:
+        done = cli(
+            "schedule", "hello", "--at", "+1h", "--durable", "--jobs", str(JOBS),
+            "--redis", bare.url, "--namespace", "durable", check=False,
+        )  # fmt: skip
+        assert done.returncode == 4, done.stderr
+        assert "is stored on the primary, but no replica confirmed it" in done.stderr
+    finally:
+        bare.stop()
+    cluster = ClusterSetup(tmp_path / "cluster", nodes=6, replicas=1).start()
     client = Client.from_url(cluster.url, namespace="durable", jobs_dir=JOBS)
     try:
         assert isinstance(client.redis, RedisCluster)
-        with pytest.raises(ConfigError, match="--durable is not available on Redis Cluster"):
-            client.schedule("hello", at="+1h", durable=True)
-        done = cli(
-            "schedule", "hello", "--at", "+1h", "--durable", "--jobs", str(JOBS),
-            "--redis", cluster.url, "--namespace", "durable", check=False,
-        )  # fmt: skip
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.strip().splitlines() == [
-            "error: --durable is not available on Redis Cluster (WAIT must follow the"
-            " write on its connection); schedule without --durable"
-        ]
-        assert client.tasks() == []
-        assert sum(redis.Redis(port=s.port).dbsize() for s in cluster.servers) == 0
-        # Without --durable the same schedule is taken.
-        assert client.schedule("hello", at="+1h").status is TaskStatus.PENDING
+        # Keys route deterministically: these 40 reach every partition, so every primary.
+        tasks = [client.schedule("hello", at="+1h", key=f"k{n}", durable=True) for n in range(40)]
+        assert {partition_of_id(t.id) for t in tasks} == set(range(len(client.partitions())))
+        assert all(client.get(t.id).status is TaskStatus.PENDING for t in tasks)
     finally:
         client.close()
         cluster.stop()

@@ -126,6 +126,10 @@ The Secret-backed and plain environment of a worker container.
       key: {{ $root.Values.redis.urlKey }}
 - name: PERSEID_NAMESPACE
   value: {{ $root.Values.namespace | quote }}
+{{- with $root.Values.partitions }}
+- name: PERSEID_PARTITIONS
+  value: {{ . | quote }}
+{{- end }}
 - name: PERSEID_SLOTS
   value: {{ int $pool.slots | quote }}
 - name: PERSEID_JOBS_DIR

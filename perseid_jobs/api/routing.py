@@ -1,0 +1,64 @@
+"""Where a new task goes: the routing rules of :mod:`perseid_jobs.store.partitions`, applied.
+
+The one case that crosses partitions at schedule time: an idempotency key (whose
+partition is its hash's) with ``--after`` a task in another partition. The task is then
+made blocked in the key's partition and learns of its parent's end through the outbox
+(:mod:`perseid_jobs.store.outbox`); its parent is checked here first, since the script in
+the key's partition cannot read it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..core.errors import ConfigError, ParentNotFound
+from ..core.models import TaskStatus
+from ..store.keys import Keys
+from ..store.partitions import partition_of_id
+
+if TYPE_CHECKING:
+    from .client import Client
+
+_TERMINAL = {s.value for s in TaskStatus if s.terminal}
+
+
+class Route(NamedTuple):
+    """A new task's partition, and its parent's when that one lives in another."""
+
+    keys: Keys
+    parent_partition: int | None = None
+    parent_status: str = ""  # the remote parent's status if it had already ended
+
+
+def route(client: Client, *, key: str, after: str, request: str) -> Route:
+    """The partition for a schedule request; raises ParentNotFound or ConfigError first,
+    so a refused request records nothing."""
+    if after and client.partitions().of_id(after) is None:
+        raise ParentNotFound(after)
+    parts = client.partitions(record=True)
+    if key:
+        home = parts.for_idempotency_key(key)
+        parent = partition_of_id(after) if after else None
+        if parent is not None and parent != home:
+            status = _remote_parent(client, parts.keys[parent], after, key, len(parts))
+            return Route(parts.keys[home], parent, status)
+        return Route(parts.keys[home])
+    if after:
+        found = parts.of_id(after)
+        assert found is not None  # checked above
+        return Route(found)
+    return Route(parts.keys[parts.spread(request)])
+
+
+def _remote_parent(client: Client, keys: Keys, after: str, key: str, count: int) -> str:
+    """Check a parent in another partition; its status if it already ended, else ""."""
+    status, series = client.redis.hmget(keys.task(after), ["status", "series"])
+    if status is None:
+        raise ParentNotFound(after)
+    if series and client.redis.hget(keys.series(series), "status") == "active":
+        raise ConfigError(
+            f"--key {key!r} with --after {after}, a run of an active series: in a namespace"
+            f" of {count} partitions the follower series cannot live in its key's partition;"
+            " schedule it without --key (a retried request is still made once)"
+        )
+    return str(status) if status in _TERMINAL else ""

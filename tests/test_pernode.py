@@ -1,0 +1,29 @@
+"""One script in every partition, one pipeline per node: the replies of calls one by one."""
+
+from __future__ import annotations
+
+import msgspec
+import redis
+
+from perseid_jobs.core.models import JobDefinition
+from perseid_jobs.store.partitions import Partitions
+from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.store.script_io import LeaseLapsed, Renewed
+from perseid_jobs.store.scripts import Scripts, decode
+from perseid_jobs.worker.pernode import call_each
+
+
+def test_a_heartbeat_in_every_partition_in_one_pipeline(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    each = [Scripts(client, keys) for keys in Partitions(namespace, 3)]
+    jobs = {"hello": msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=1000)).decode()}
+    for s in each[:2]:  # not in the third: its reply is a lapsed lease, as alone
+        s.register("i1", ttl_ms=60_000, slots=2, host="h", pid=1, version="t", jobs=jobs)
+    client.script_flush()  # as after a restart: the pipeline loads what it sends
+    raw = call_each(client, each, "heartbeat", [["i1", 60_000]] * 3)
+    replies = [decode(r, Renewed | LeaseLapsed) for r in raw]  # type: ignore[arg-type]
+    assert [type(r) for r in replies] == [Renewed, Renewed, LeaseLapsed]
+    sequential = [s.heartbeat("i1", 60_000) for s in each]
+    assert [type(r) for r in sequential] == [type(r) for r in replies]
