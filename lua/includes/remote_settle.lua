@@ -2,7 +2,7 @@
 -- partition and ended with `pstatus` (delivered through the outbox); settle the child as
 -- settle_dependents would: completed -> due now; else cancelled, naming the parent.
 -- Idempotent: a child no longer blocked on that parent is left as it is.
--- include: index_task, close_task, emit, settle_dependents
+-- include: release_task, close_task, settle_dependents
 
 local function remote_settle(child, parent, pstatus, now)
   local f = redis.call('HMGET', K.task(child), 'status', 'start_after')
@@ -10,10 +10,7 @@ local function remote_settle(child, parent, pstatus, now)
     return
   end
   if pstatus == 'completed' then
-    redis.call('ZREM', K.blocked(), child)
-    redis.call('HSET', K.task(child), 'start_at', now)
-    index_task(child, now, '', now)
-    emit('released', child, {'after', parent})
+    release_task(child, parent, now)
   else
     close_task(child, 'cancelled', 'dependency ' .. parent .. ' ' .. pstatus, '', now)
     settle_dependents(child, 'cancelled', now)

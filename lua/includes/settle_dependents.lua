@@ -1,6 +1,6 @@
 -- settle_dependents(id, status, now): release or cancel the tasks waiting on `id`, all the
 -- way down the chain; those waiting in another partition get a settle through the outbox.
--- include: index_task, close_task, emit, outbox_put
+-- include: release_task, close_task, outbox_put
 
 local function settle_dependents(id, status, now)
   local stack = {{id, status}}
@@ -20,10 +20,7 @@ local function settle_dependents(id, status, now)
     for _, dep in ipairs(deps) do
       if redis.call('HGET', K.task(dep), 'status') == 'pending' then
         if pstatus == 'completed' then
-          redis.call('ZREM', K.blocked(), dep)
-          redis.call('HSET', K.task(dep), 'start_at', now)
-          index_task(dep, now, '', now)
-          emit('released', dep, {'after', parent})
+          release_task(dep, parent, now)
         else
           close_task(dep, 'cancelled', 'dependency ' .. parent .. ' ' .. pstatus, '', now)
           stack[#stack + 1] = {dep, 'cancelled'}
