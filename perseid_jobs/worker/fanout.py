@@ -245,9 +245,10 @@ class PartitionedScripts:
         return due
 
     def woken(self, channel: str) -> None:
-        """A wake-up arrived on ``channel`` (a partition's wake key): look there next."""
+        """A wake-up arrived on ``channel`` (a partition's wake key; "": every partition):
+        look there next."""
         for index, scripts in enumerate(self.each):
-            if channel.startswith(scripts.keys.prefix):
+            if not channel or channel.startswith(scripts.keys.prefix):
                 self.turns.wake(index)
 
 
