@@ -27,3 +27,25 @@ def test_a_heartbeat_in_every_partition_in_one_pipeline(
     assert [type(r) for r in replies] == [Renewed, Renewed, LeaseLapsed]
     sequential = [s.heartbeat("i1", 60_000) for s in each]
     assert [type(r) for r in sequential] == [type(r) for r in replies]
+
+
+def test_the_poll_looks_everywhere_in_one_pipeline_and_claims_only_where_work_is_due(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    from perseid_jobs.store.script_io import Claimed, ScheduleArgs
+    from perseid_jobs.worker.fanout import PartitionedScripts
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    fan = PartitionedScripts(client, Partitions(namespace, 4), poll_every_s=0.0)
+    jobs = {"hello": msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=1000)).decode()}
+    fan.register("i1", ttl_ms=60_000, slots=4, host="h", pid=1, version="t", jobs=jobs)
+    assert isinstance(fan.claim("i1", 8, 4), Claimed)  # the first round asks everyone
+    task = fan.each[2].schedule(ScheduleArgs(job="hello", args="{}", slots=1, max_ms=1000))
+    claims: list[int] = []
+    for i, s in enumerate(fan.each):  # a spy on the raw calls: which partitions got a claim
+        call = s.call
+        s.call = (lambda c, n: lambda name, *a, **kw: (claims.append(n) if name == "claim"
+                  else None) or c(name, *a, **kw))(call, i)  # type: ignore[method-assign]  # fmt: skip
+    reply = fan.claim("i1", 8, 4)
+    assert isinstance(reply, Claimed) and [t.id for t in reply.tasks] == [task.task_id]  # type: ignore[union-attr]
+    assert claims == [2]

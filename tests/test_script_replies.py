@@ -93,6 +93,7 @@ def every_reply_shape(c: Client) -> None:
     with pytest.raises(ParentNotFound):
         c.schedule("hello", after=NO_SUCH_ID)
     series = c.schedule("hello", every="1h")
+    assert isinstance(s.look("i1"), io.Looked)
     claimed = s.claim("i1", 1)
     assert isinstance(claimed, io.Claimed) and [t.id for t in claimed.tasks] == [one.id]
     c.cancel(one.id)  # running: flagged, so the heartbeat names it
@@ -108,6 +109,7 @@ def every_reply_shape(c: Client) -> None:
     s.drain("i1")
     c.redis.zadd(c.keys.instances, {"i1": 0})  # its lease lapses
     assert s.claim("i1", 1) == s.heartbeat("i1", 1) == s.republish("i1", {}) == io.LeaseLapsed()
+    assert s.look("i1") == io.LeaseLapsed()
     assert isinstance(s.finish("i1", [], claim_most=1).claim, io.LeaseLapsed)
     reaped = s.reap()
     assert [n.task_id for n in reaped.needs] == [series.id]
@@ -141,6 +143,7 @@ REPLIES: dict[str, type[Any]] = {
     "republish": io.Republished | io.LeaseLapsed,
     "served": io.Served,
     "deliver": io.Delivered,
+    "look": io.LookReply,
     "outbox_ack": io.Acked,
 }
 
@@ -183,6 +186,7 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "republish": ([io.Republished], [io.LeaseLapsed]),
     "served": ([io.Served], []),
     "deliver": ([io.Delivered], []),
+    "look": ([io.Looked], [io.LeaseLapsed]),
     "outbox_ack": ([io.Acked], []),
 }
 

@@ -70,15 +70,26 @@ class Partitioned:
 
     def merged_range(self, key_name: str, count: int, *, newest_first: bool) -> list[str]:
         """The first ``count`` members of one sorted set over every partition, by score."""
+        return self.merged_ranges([(key_name, newest_first)], count)[0]
+
+    def merged_ranges(self, sets: list[tuple[str, bool]], count: int) -> list[list[str]]:
+        """:meth:`merged_range` of several sorted sets ((name, newest first) each), read in
+        one pipeline: a task moving from one set to the next between two separate reads
+        would be in neither."""
         parts = self.partitions()
         pipe = self.redis.pipeline(transaction=False)
-        for keys in parts:
-            key = getattr(keys, key_name)
-            if newest_first:
-                pipe.zrevrange(key, 0, count - 1, withscores=True)
-            else:
-                pipe.zrange(key, 0, count - 1, withscores=True)
-        return _merge(pipe.execute(), count, newest_first=newest_first)
+        for key_name, newest_first in sets:
+            for keys in parts:
+                key = getattr(keys, key_name)
+                if newest_first:
+                    pipe.zrevrange(key, 0, count - 1, withscores=True)
+                else:
+                    pipe.zrange(key, 0, count - 1, withscores=True)
+        replies, n = pipe.execute(), len(parts)
+        return [
+            _merge(replies[i * n : (i + 1) * n], count, newest_first=newest_first)
+            for i, (_, newest_first) in enumerate(sets)
+        ]
 
 
 def _merge(

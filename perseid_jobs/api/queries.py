@@ -82,14 +82,18 @@ class Queries(Partitioned):
         """Tasks by status (pending/running: oldest first; ended: newest first)."""
         st = TaskStatus(status) if status is not None else None
         scan = limit if job is None else max(limit * 20, 1000)
-        ids: list[str] = []
-        if st in (None, TaskStatus.RUNNING):
-            ids += self.merged_range("running", scan, newest_first=False)
+        # Read in the order tasks move through the sets (blocked -> due -> running ->
+        # finished), so one that moves meanwhile is seen twice rather than not at all.
+        sets: list[tuple[str, bool]] = []
         if st in (None, TaskStatus.PENDING):
-            ids += self.merged_range("due", scan, newest_first=False)
-            ids += self.merged_range("blocked", scan, newest_first=False)
+            sets += [("blocked", False), ("due", False)]
+        if st in (None, TaskStatus.RUNNING):
+            sets.append(("running", False))
         if st is None or st.terminal:
-            ids += self.merged_range("finished", scan, newest_first=True)
+            sets.append(("finished", True))
+        found = dict(zip((name for name, _ in sets), self.merged_ranges(sets, scan), strict=True))
+        shown = ("running", "due", "blocked", "finished")  # running first, then pending, ended
+        ids = list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
         out = [
             t
             for t in self._tasks_by_id(ids)

@@ -63,6 +63,10 @@ def demo_redis(backend: str = "auto") -> Iterator[tuple[str, str]]:
         fake.server_close()
 
 
+# One partition, whatever the Redis: the view counts the namespace's sets directly.
+DEMO_PARTITIONS = 1
+
+
 def start_workers(url: str, namespace: str, jobs: Path) -> list[subprocess.Popen[bytes]]:
     """Two workers of different sizes, logging to var/demo/.
 
@@ -77,6 +81,7 @@ def start_workers(url: str, namespace: str, jobs: Path) -> list[subprocess.Popen
             jobs_dir=jobs,
             redis_url=url,
             namespace=namespace,
+            partitions=DEMO_PARTITIONS,
             instance_id=f"demo-{name}",
             logs_dir=Path(f"var/logs/demo-{name}"),
             bucket_url="file://var/bucket",
@@ -197,7 +202,9 @@ def run_demo(jobs: Path, duration: float | None, backend: str = "auto") -> int:
     try:
         with demo_redis(backend) as (url, which):
             render.console.print(f"Redis: {which}, namespace {namespace}", markup=False)
-            client = Client.from_url(url, namespace=namespace, jobs_dir=jobs)
+            client = Client.from_url(
+                url, namespace=namespace, jobs_dir=jobs, partitions=DEMO_PARTITIONS
+            )
             workers: list[subprocess.Popen[bytes]] = []
             try:
                 workers = start_workers(url, namespace, jobs)

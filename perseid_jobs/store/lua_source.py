@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "schedule",
     "claim",
     "finish",
+    "look",
     "deliver",
     "outbox_ack",
     "heartbeat",

@@ -102,6 +102,19 @@ class Claimed(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     now_us_past_ms: int  # microseconds past `now`'s millisecond
 
 
+class Looked(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """look.lua's reply: the next due time, and whether something is due now."""
+
+    now: int
+    next_due: int  # ms, -1 if nothing is pending; `now` when something is due now
+    due_now: int
+    cancels: list[str]
+    now_us_past_ms: int
+
+
+LookReply = Looked | LeaseLapsed
+
+
 class Finished(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     """finish.lua's reply: a code per outcome (0 recorded, -6 stale), then the claim, then
     how many deliveries it put in the outbox."""

@@ -31,6 +31,7 @@ from .script_io import (
     Finished,
     LeaseLapsed,
     LogUrlsSet,
+    LookReply,
     NextStart,
     Reaped,
     Registered,
@@ -101,6 +102,10 @@ class Scripts:
         if not negative: the worker's count over all partitions)."""
         reply = self.call("claim", instance, most, free)
         return decode(reply, ClaimReply)  # type: ignore[arg-type]
+
+    def look(self, instance: str) -> LookReply:
+        """Whether anything is due for the instance here, claiming nothing."""
+        return decode(self.call("look", instance), LookReply)  # type: ignore[arg-type]
 
     def finish(
         self, instance: str, outcomes: Sequence[Outcome], claim_most: int, free: int = -1

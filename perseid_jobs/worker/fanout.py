@@ -29,6 +29,8 @@ from ..store.script_io import (
     Finished,
     LeaseLapsed,
     LogUrlsSet,
+    Looked,
+    LookReply,
     NextStart,
     Reaped,
     Registered,
@@ -197,7 +199,16 @@ class PartitionedScripts:
     def _claim_round(
         self, instance: str, most: int, free: int, replies: list[Claimed], *, skip: list[int] | None
     ) -> ClaimReply:
-        for index in self.turns.order():
+        order = self.turns.order()
+        polled = [i for i in order if self.turns.only_polled(i)]
+        if len(polled) > 1 and most > 0 and free != 0:
+            # The periodic poll: one look per partition, pipelined per node; claim only
+            # where something is due (an idle worker: a round trip per node, not per partition).
+            found = self._look(instance, polled, replies)
+            if isinstance(found, LeaseLapsed):
+                return found
+            order = [i for i in order if i not in polled or i in found]
+        for index in order:
             if most <= 0 or free == 0:
                 break
             if skip and index in skip and replies:
@@ -213,10 +224,31 @@ class PartitionedScripts:
             most -= taken
         return self.turns.merged(replies)
 
+    def _look(
+        self, instance: str, polled: list[int], replies: list[Claimed]
+    ) -> set[int] | LeaseLapsed:
+        """Look in the ``polled`` partitions; those with something due now."""
+        sent = time.monotonic()
+        raw = pernode.call_each(
+            self.client, [self.each[i] for i in polled], "look", [[instance]] * len(polled)
+        )
+        due: set[int] = set()
+        for index, reply in zip(polled, raw, strict=True):
+            looked: Looked | LeaseLapsed = decode(reply, LookReply)  # type: ignore[arg-type]
+            if isinstance(looked, LeaseLapsed):
+                return looked
+            claim = Claimed(looked.now, looked.next_due, looked.cancels, [], looked.now_us_past_ms)
+            self.turns.looked(index, claim, bool(looked.due_now), sent)
+            replies.append(claim)
+            if looked.due_now:
+                due.add(index)
+        return due
+
     def woken(self, channel: str) -> None:
-        """A wake-up arrived on ``channel`` (a partition's wake key): look there next."""
+        """A wake-up arrived on ``channel`` (a partition's wake key; "": every partition):
+        look there next."""
         for index, scripts in enumerate(self.each):
-            if channel.startswith(scripts.keys.prefix):
+            if not channel or channel.startswith(scripts.keys.prefix):
                 self.turns.wake(index)
 
 

@@ -40,6 +40,9 @@ def start_parts(w: Worker) -> None:
     report_loaded(w.zygote.ready, w.s.jobs_dir)
     # Before registering: a bucket URL it cannot use ends the worker with nothing written.
     bucket = open_bucket(w.s.bucket_url, s3_endpoint_url=w.s.s3_endpoint_url)
+    # The wake-up's connection before registering: a subscription is made before the
+    # first claim, so no wake-up published after that claim is missed.
+    w.wake_client = connect(w.s.redis_url, retries=0, socket_timeout=None, check=False)
     try:
         register(w)
     except TRANSIENT_ERRORS as exc:  # Redis went away since the ping: the loop retries
@@ -70,8 +73,8 @@ def start_parts(w: Worker) -> None:
         w.metrics = WorkerMetrics(WorkerProbe(w))
         port = w.metrics.serve(w.s.metrics_port)
         log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", port)
-    w.wake_client = connect(w.s.redis_url, retries=0, socket_timeout=None, check=False)
-    w.wake = _wake_for(w)
+    if w.wake is None:  # not registered yet (Redis away): bind_partitions makes it later
+        w.wake = _wake_for(w)
     log.info(
         "instance %s serving %d jobs with %d slots on %s (task processes: %s fork)",
         w.instance_id,
@@ -99,7 +102,7 @@ def bind_partitions(w: Worker) -> None:
         w.heart.scripts = PartitionedScripts(w.heart_client, parts, poll_every_s=w.s.heartbeat_s)
     if w.wake:
         w.wake.close()
-        w.wake = _wake_for(w)
+    w.wake = _wake_for(w)
     w.partitions_bound = True
 
 
@@ -108,6 +111,8 @@ def register(w: Worker) -> None:
     assert w.zygote is not None
     if not w.partitions_bound:
         bind_partitions(w)
+    if isinstance(w.wake, WakeSubscription):  # subscribed before the claims that follow
+        w.wake.arm([keys.wake(w.instance_id) for keys in w.parts], w.s.heartbeat_s)
     jobs = {n: msgspec.json.encode(d).decode() for n, d in w.zygote.ready.jobs.items()}
     sent_at = time.monotonic()
     reply = w.scripts.register(

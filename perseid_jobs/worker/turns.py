@@ -65,6 +65,16 @@ class ClaimTurns:
         self._asked_at[index] = sent
         self._last, self._last_sent = claim, sent
 
+    def only_polled(self, index: int, now: float | None = None) -> bool:
+        """True if ``index`` is asked only because its poll interval passed."""
+        now = time.monotonic() if now is None else now
+        return not self._maybe_due[index] and self._next_at[index] > now
+
+    def looked(self, index: int, claim: Claimed, due_now: bool, sent: float) -> None:
+        """Partition ``index`` answered a look (nothing claimed): is anything due now?"""
+        self.saw(index, claim, asked=0, free=-1, sent=sent)
+        self._maybe_due[index] = due_now
+
     def served(self, index: int) -> None:
         """A claim went to ``index``: the next round starts after it."""
         self._turn = (index + 1) % self.count

@@ -34,6 +34,7 @@ class WakeSubscription:
         """``on_wake(channel)`` is told which channel each wake-up came on."""
         self._client: Any = client
         self._on_wake = on_wake
+        self._fresh = False
         self._pubsub: Any = None
         self._channels: tuple[str, ...] = ()
         self._ping_at = 0.0
@@ -55,6 +56,10 @@ class WakeSubscription:
             return False
         self._pubsub, self._channels = pubsub, wanted
         self._ping_at = time.monotonic() + _PING_EVERY_S
+        # What was published before this subscription is lost: a fresh one counts as a
+        # wake-up of every partition (see overdue).
+        self._fresh = True
+        self._on_wake("")
         return True
 
     def _maybe_ping(self) -> None:
@@ -78,7 +83,11 @@ class WakeSubscription:
         return int(conn._sock.fileno())
 
     def overdue(self) -> bool:
-        """True if a PING went unanswered (the subscription is then dropped)."""
+        """True if a PING went unanswered (the subscription is then dropped), or once after
+        a new subscription (what was published before it is lost: look everywhere)."""
+        if self._fresh:
+            self._fresh = False
+            return True
         if self._pubsub is None or self._pong_by is None:
             return False
         if time.monotonic() <= self._pong_by:

@@ -1,0 +1,27 @@
+-- look: whether anything is due for an idle instance in this partition, without claiming
+-- (a worker over several partitions sends its periodic look to all of them in one pipeline
+-- per node, then claims only where something is due).
+-- KEYS[1]  tagged key prefix
+-- ARGV[1]  instance id
+-- Returns  {0, now, next due (ms, -1 if none; `now` if something is due now), due now (0|1),
+--          {cancelled running ids}, microseconds past `now`'s millisecond}
+-- Errors   {-1} the instance's lease lapsed or it is unknown: it must fence
+-- include: now, lease_ok
+
+local inst = ARGV[1]
+local now = now_ms()
+if not lease_ok(inst, now) then return {E_LEASE_LOST} end
+local head = redis.call('ZRANGE', K.due(), 0, 0, 'WITHSCORES')
+local next_due, due_now = -1, 0
+if #head > 0 then
+  next_due = tonumber(head[2])
+  if next_due <= now then due_now, next_due = 1, now end
+end
+-- As a claim does: a schedule sooner than this wakes the instance.
+if next_due >= 0 then
+  redis.call('ZADD', K.sleepers(), next_due, inst)
+else
+  redis.call('ZADD', K.sleepers(), '+inf', inst)
+end
+return {OK, now, next_due, due_now, redis.call('SMEMBERS', K.instance_cancel(inst)),
+  NOW_US_PAST_MS}
