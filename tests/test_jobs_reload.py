@@ -154,7 +154,8 @@ def test_a_running_task_survives_the_zygote_replacement_and_completes(
     done = c.wait(task.id, 15)
     assert (done.status, done.exit_code) == (TaskStatus.COMPLETED, 0)
     wait_until(lambda: not alive(old), 10, "the retired zygote to exit")
-    assert children(w.proc.pid) == fresh
+    # Then reaped by the worker: until it is, it stays a child (a zombie).
+    wait_until(lambda: children(w.proc.pid) == fresh, 10, "the retired zygote reaped")
     logged = wait_until(lambda: list(w.bucket.rglob(f"{task.id}.log")), 10, "the log upload")
     text = logged[0].read_text()  # type: ignore[index]
     assert '"holding"' in text and '"released"' in text
