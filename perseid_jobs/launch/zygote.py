@@ -30,7 +30,7 @@ spare task process :mod:`perseid_jobs.launch.spare`.
 
 from __future__ import annotations
 
-from . import forking
+from . import forking, hugepages
 
 if __name__ == "__main__":
     forking.record()  # before anything that registers a fork handler is imported (see forking)
@@ -45,7 +45,7 @@ from typing import Any
 from ..logs.tasklog import route_process
 from .forkserver import WORKER_GONE, Zygote
 from .protocol import Ready
-from .taskproc import set_parent_death_signal
+from .taskproc import rehearse, set_parent_death_signal
 from .warmup import load_warm
 
 
@@ -79,11 +79,13 @@ def main() -> None:
     zygote = Zygote(req_fd, evt_fd, jobs, spare_dir)
     zygote.lock_fd = int(sys.argv[6]) if len(sys.argv) > 6 else -1
     route_process()
+    rehearse(jobs)  # warm what only task processes run, so that they do not (see rehearse)
     fork = forking.choose()
     # Everything loaded so far lives as long as the zygote: keep it out of the
     # collector, so a collection in a task does not write to (and so copy) the
     # pages of every object it inherited.
     gc.freeze()
+    hugepages.collapse()  # fewer page-table entries for every fork to copy (see hugepages)
     signal.signal(signal.SIGTERM, on_worker_death)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which drains
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the worker's "reload the jobs" (or a hangup)

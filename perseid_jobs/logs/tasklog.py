@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import sys
 import traceback
@@ -102,6 +103,18 @@ class TaskLog:
         _route_logging(handler)
         _write_stdio_by_line()
         return cls(sink, handler)
+
+    @classmethod
+    def rehearsal(cls, fd: int) -> TaskLog:
+        """In the zygote: a log on ``fd`` (``/dev/null``) that goes where a task's would.
+
+        Through the handler :func:`route_process` set up, whose sink stays the
+        zygote's (None); for :func:`perseid_jobs.launch.taskproc.rehearse`.
+        """
+        assert _ROUTED is not None, "route_process() first"
+        sink = Sink(fd, DEFAULT_MAX_LOG_BYTES, {"pid": 0, "hostname": hostname()}, mmap.mmap(-1, 1))
+        sink.fields |= {"task": "", "job": ""}
+        return cls(sink, _ROUTED)
 
     def begin(
         self,
