@@ -165,8 +165,9 @@ def rehearse(jobs: dict[str, JobSpec], times: int = REHEARSALS) -> None:
     rewrites a function's bytecode in place as it warms up (3.11 counts calls
     up to 8 before it specialises, then adapts each instruction), and in a forked
     process every page so written is copied. Code that only task processes ran
-    was cold in the zygote, so every task warmed it again: measured, 25 page
-    copies per task fewer with the rehearsal (docs/benchmark.md).
+    was cold in the zygote, so every task warmed it again. tests/test_zygote.py
+    checks that a rehearsed zygote's children copy fewer pages through a start;
+    what that gains per task in the benchmark is not measured yet.
     """
     spec = next(iter(jobs.values()), None)
     idle = None if spec is None else msgspec.structs.replace(spec, func=_nothing)
