@@ -165,7 +165,7 @@ def rehearse(jobs: dict[str, JobSpec], times: int = REHEARSALS) -> None:
     rewrites a function's bytecode in place as it warms up (3.11 counts calls
     up to 8 before it specialises, then adapts each instruction), and in a forked
     process every page so written is copied. Code that only task processes ran
-    was cold in the zygote, so every task warmed it again. tests/test_zygote.py
+    was cold in the zygote, so every task warmed it again. tests/test_rehearsal.py
     checks that a rehearsed zygote's children copy fewer pages through a start;
     what that gains per task in the benchmark is not measured yet.
     """
