@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from bench.__main__ import main
+from bench.zygote_alone import JOBS, drive
 
 
 def test_benchmark_smoke_run_measures_every_scenario_and_writes_the_report(
@@ -58,3 +59,10 @@ def test_benchmark_smoke_run_measures_every_scenario_and_writes_the_report(
         assert section in report
     assert "| perseid-jobs " in report
     assert "writing one record: fresh mode 50 ms job, share of the ideal rate" in report
+
+
+def test_the_zygote_alone_runs_its_starts_and_counts_their_cost() -> None:
+    costs = drive(JOBS, "bench_work", 20)
+    assert set(costs) == {"starts_per_s", "zygote_ms", "task_ms", "zygote_faults", "task_faults"}
+    assert costs["starts_per_s"] > 0
+    assert costs["task_faults"] > 0  # 20 forked task processes, each copying pages
