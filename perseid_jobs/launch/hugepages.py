@@ -16,9 +16,8 @@ ordinary pages as before. A write to a shared huge page splits its mapping
 and copies the one 4 KiB page written, as for any page, so a task's page
 copies do not grow; the ranges the zygote itself keeps writing end up split
 in the zygote, and a fork copies those entries in batches of the same huge
-page. What it gains in zygote + task CPU per no-op start is still to be
-measured in the same run as the peers (bench/profile.py), and put in
-docs/benchmark.md.
+page. Measured with a zygote driven alone (``python -m bench.zygote_alone``),
+in docs/benchmark.md's fifth session.
 
 Only the ranges that fit whole in one mapping collapse: the main heap, and
 runs of CPython's 1 MiB object arenas that happen to be adjacent (about half

@@ -167,7 +167,7 @@ def rehearse(jobs: dict[str, JobSpec], times: int = REHEARSALS) -> None:
     process every page so written is copied. Code that only task processes ran
     was cold in the zygote, so every task warmed it again. tests/test_rehearsal.py
     checks that a rehearsed zygote's children copy fewer pages through a start;
-    what that gains per task in the benchmark is not measured yet.
+    per task it is measured in docs/benchmark.md's fifth session.
     """
     spec = next(iter(jobs.values()), None)
     idle = None if spec is None else msgspec.structs.replace(spec, func=_nothing)
