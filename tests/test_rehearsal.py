@@ -66,8 +66,9 @@ def test_a_rehearsed_zygote_s_children_copy_fewer_pages_through_a_start(tmp_path
     )
     cold = copies_per_start(tmp_path)
     warm = copies_per_start(tmp_path, "--rehearse")
-    # Measured on CPython 3.11: 339 pages cold, 220 rehearsed; each copy costs microseconds.
-    assert warm < cold * 0.75, (cold, warm)
+    # Measured: CPython 3.11, 339 pages cold and 220 rehearsed; 3.13, 286 and 218 (its
+    # cold start copies fewer already). Without the rehearsal the two are equal.
+    assert warm < cold * 0.85, (cold, warm)
 
 
 def test_the_rehearsal_leaves_no_trace_in_the_first_task_s_log(tmp_path: Path) -> None:
