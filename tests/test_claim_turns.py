@@ -72,3 +72,14 @@ def test_a_partition_left_unasked_by_a_full_round_does_not_hide_the_next_look() 
     assert turns.order(now=100.0) == [0, 1, 2]
     merged = turns.merged([reply(1000, 2000, tasks=2)])
     assert merged.next_due == 2000  # partition 0's next due, not "nothing due" (-1)
+
+
+def test_a_finish_that_claimed_nothing_keeps_its_partition_in_the_round() -> None:
+    # A finish out of its partition's turn asks for no task: its reply's next due is the
+    # next *future* task, whatever is due now, so the partition must stay maybe due.
+    turns = ClaimTurns(2, poll_every_s=5.0)
+    turns.saw(0, reply(1000, 1000, tasks=2), asked=2, free=8, sent=100.0)  # a backlog
+    turns.saw(1, reply(1000, -1), asked=2, free=8, sent=100.0)
+    turns.saw(0, reply(1001, 9000), asked=0, free=8, sent=100.001)
+    assert turns.order(now=100.01) == [0]
+    assert turns.next_look() == 105.0  # the poll is still counted from the last real ask

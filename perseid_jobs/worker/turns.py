@@ -52,17 +52,23 @@ class ClaimTurns:
         )
 
     def saw(self, index: int, claim: Claimed, *, asked: int, free: int, sent: float) -> None:
-        """Partition ``index`` answered a claim sent at ``sent`` that asked for ``asked``."""
-        used = sum(int(t.slots) for t in claim.tasks)
-        stopped_at_count = asked > 0 and len(claim.tasks) >= asked
-        out_of_slots = free >= 0 and used >= free and asked > 0
-        self._maybe_due[index] = stopped_at_count or out_of_slots
+        """Partition ``index`` answered a claim sent at ``sent`` that asked for ``asked``.
+
+        A reply that asked for nothing (a finish out of its partition's turn) tells the
+        next future due time only: its next due skips what is due now, so it says nothing
+        of whether work waits there (taking it as "nothing due" left a backlog to the poll).
+        """
+        if asked > 0:
+            used = sum(int(t.slots) for t in claim.tasks)
+            stopped_at_count = len(claim.tasks) >= asked
+            out_of_slots = free >= 0 and used >= free
+            self._maybe_due[index] = stopped_at_count or out_of_slots
+            self._asked_at[index] = sent
         if claim.next_due < 0:
             self._next_at[index] = _INF
         else:
             wait_us = (claim.next_due - claim.now) * 1000 - claim.now_us_past_ms
             self._next_at[index] = sent + max(0, wait_us) / 1e6
-        self._asked_at[index] = sent
         self._last, self._last_sent = claim, sent
 
     def only_polled(self, index: int, now: float | None = None) -> bool:
@@ -74,6 +80,7 @@ class ClaimTurns:
         """Partition ``index`` answered a look (nothing claimed): is anything due now?"""
         self.saw(index, claim, asked=0, free=-1, sent=sent)
         self._maybe_due[index] = due_now
+        self._asked_at[index] = sent
 
     def served(self, index: int) -> None:
         """A claim went to ``index``: the next round starts after it."""
