@@ -36,6 +36,16 @@ stays the only owner of the layout on both sides.
 
 Each partition has all of the above under its own tag. The namespace's own tag also
 holds ``{<namespace>}:partitions``, the partition count recorded at first use.
+
+Every script call also declares ``{ns}:moving`` as ``KEYS[2]``, a key that never
+exists. It costs nothing, and it is what keeps a script whole while Redis Cluster
+moves the partition's slot to another node (``redis-cli --cluster reshard``): for a
+call that names two keys of which one is missing, the node giving the slot away
+answers ``ASK`` and the node taking it answers ``TRYAGAIN``, so no script runs until
+the move is over. With ``KEYS[1]`` alone the taking node would run it on the keys
+moved so far, and the giving node would fail it part-way at the first key already
+moved ("Script attempted to access a non local key"). The caller retries (see
+``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -100,6 +110,8 @@ class Keys:
         # One partition's hash tag (see partitions.py); the namespace itself when P = 1.
         self.tag = tag if tag is not None else namespace
         self.prefix = "{" + self.tag + "}:"
+        # Never written: declared beside the prefix so no script runs mid-migration.
+        self.moving = self.prefix + "moving"
 
     def _k(self, name: str, arg: str | None = None) -> str:
         template, _ = _LAYOUT[name]

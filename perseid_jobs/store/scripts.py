@@ -81,9 +81,11 @@ class Scripts:
     def call(self, name: str, *args: Any, client: Any = None) -> Any:
         """Run script ``name`` with ARGV ``args`` (on ``client``, e.g. a pipeline, if given).
 
-        The raw call under the typed methods (and what fault-injecting tests wrap).
+        The raw call under the typed methods (and what fault-injecting tests wrap). The
+        second key, never written, holds scripts off a slot being moved (see keys.py).
         """
-        return self._scripts[name](keys=[self.keys.prefix], args=list(args), client=client)
+        keys = [self.keys.prefix, self.keys.moving]
+        return self._scripts[name](keys=keys, args=list(args), client=client)
 
     def schedule(self, a: ScheduleArgs) -> ScheduleReply:
         """Store a task (and its series), index it, wake workers."""
