@@ -59,7 +59,12 @@ def test_two_workers_share_a_logs_dir_and_one_is_killed_and_restarted(
     first.kill9()  # mid-run: its tasks die with it, their logs stay in its spool
     restarted = start_worker(6, *args)
     wait_until(lambda: ended() == TASKS, 90, "every task ended")
-    wait_until(lambda: all(client.get(i).log_url for i in ids), 30, "every log_url recorded")
+    try:
+        wait_until(lambda: all(client.get(i).log_url for i in ids), 30, "every log_url recorded")
+    except AssertionError as exc:  # which ones, and where their logs are, if anywhere
+        missing = [(t.id, t.status, t.reason) for t in map(client.get, ids) if not t.log_url]
+        left = [str(p) for m in missing for p in logs.rglob(f"{m[0]}*")]
+        raise AssertionError(f"{exc}: {missing}; their logs: {left}") from None
 
     stored = sorted(p for p in bucket_dir.rglob("*") if p.is_file())
     assert len(stored) == TASKS, "exactly one object per task, no temporaries"

@@ -262,3 +262,21 @@ def test_nothing_is_started_early_for_help_or_a_command_without_slots(tmp_path: 
         procs.start_zygote_early([*args, "--logs-dir", str(tmp_path / "logs")])
         assert procs._early is None
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_start_left_unread_when_the_worker_dies_gets_a_log_saying_so(
+    zygote: ZygoteClient, logs: Path
+) -> None:
+    # The worker claimed the task and sent its start, then died before the zygote read
+    # it: the zygote's SIGTERM (its parent-death signal) comes first.
+    pid = zygote.proc.pid
+    spare_of(zygote)  # settled: serving requests
+    os.kill(pid, signal.SIGSTOP)
+    zygote.start(request("01UNREAD", logs))
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGCONT)
+    assert zygote.proc.wait(10) == 0
+    lines = log_lines(logs / "01UNREAD.log")
+    assert [(x["task"], x["job"], x["level"], x["msg"]) for x in lines] == [
+        ("01UNREAD", "hello", 50, "killed: the worker process exited before the task started")
+    ]

@@ -340,6 +340,31 @@ class Zygote:
             if output is not None:
                 # A handler that interrupted a write of this log must not wait for it.
                 output.finish(self.ending, drain=not (in_handler and output.writing))
+        self.end_unread()
+
+    def end_unread(self) -> None:
+        """Starts the worker sent that were never read: each task's log says it never ran.
+
+        Their runs are claimed in Redis, and the reaper fails them; without this they
+        would be the only ended tasks without a log.
+        """
+        with contextlib.suppress(OSError):  # nothing more to read (the worker's end open)
+            os.set_blocking(self.req_fd, False)
+            while chunk := os.read(self.req_fd, 1 << 16):
+                self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            req = request_decoder.decode(line)
+            if not isinstance(req, StartRequest):
+                continue
+            try:
+                output = TaskOutput(
+                    Path(req.log_path), task_id=req.id, job=req.job, max_bytes=req.max_log_bytes
+                )
+            except OSError:
+                continue  # as for a start: a log that cannot be made is not made
+            output.attach(self.pid)
+            output.finish(f"{self.ending or WORKER_GONE} before the task started")
 
 
 WORKER_GONE = "killed: the worker process exited"
