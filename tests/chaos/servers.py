@@ -30,9 +30,15 @@ def _port_free(port: int) -> bool:
 
 
 def cluster_port() -> int:
-    """A free port p <= 55535 whose cluster bus port p + 10000 is free too."""
+    """A free port p whose cluster bus port p + 10000 is free too.
+
+    Both below Linux's ephemeral range (32768 and up), where ``free_port`` and every
+    outgoing connection take theirs: one of those could take the port between this
+    look and the server's bind, and a node's client would then talk to another
+    cluster's bus.
+    """
     for _ in range(200):
-        port = random.randint(20000, 55535)
+        port = random.randint(20000, 22767)
         if _port_free(port) and _port_free(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
@@ -171,6 +177,13 @@ class ClusterSetup:
 
     def start(self) -> ClusterSetup:
         """Start the nodes, join them, wait until every slot is served."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no node outlives a setup that failed half way
+            raise
+
+    def _start(self) -> ClusterSetup:
         for s in self.servers:
             s.start()
         cli = shutil.which("redis-cli")
