@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from perseid_jobs.store.script_io import Claimed, ClaimedTask
-from perseid_jobs.worker.turns import ClaimTurns
+from perseid_jobs.worker.turns import ROTATE_EVERY, ClaimTurns
 
 
 def task(n: int, slots: int = 1) -> ClaimedTask:
@@ -83,3 +83,14 @@ def test_a_finish_that_claimed_nothing_keeps_its_partition_in_the_round() -> Non
     turns.saw(0, reply(1001, 9000), asked=0, free=8, sent=100.001)
     assert turns.order(now=100.01) == [0]
     assert turns.next_look() == 105.0  # the poll is still counted from the last real ask
+
+
+def test_one_finish_in_rotate_every_claims_in_turn_the_others_refill_in_place() -> None:
+    turns = ClaimTurns(3, poll_every_s=5.0)
+    choices = [turns.refills() for _ in range(3 * ROTATE_EVERY)]
+    assert choices.count(False) == 3 and not choices[ROTATE_EVERY - 1]
+    turns.saw(0, reply(1000, 1000, tasks=1), asked=1, free=4, sent=100.0)  # more due there
+    turns.saw(1, reply(1000, 1400), asked=1, free=4, sent=100.0)  # next due in 0.4 s
+    assert turns.due_now(0, now=100.1) and not turns.due_now(1, now=100.1)
+    assert turns.due_now(1, now=100.4)
+    assert not turns.due_now(1, now=100.3) and 1 not in turns.order(now=100.3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 import redis
 
@@ -49,3 +51,47 @@ def test_the_poll_looks_everywhere_in_one_pipeline_and_claims_only_where_work_is
     reply = fan.claim("i1", 8, 4)
     assert isinstance(reply, Claimed) and [t.id for t in reply.tasks] == [task.task_id]  # type: ignore[union-attr]
     assert claims == [2]
+
+
+def test_finishes_refill_in_place_and_every_partition_is_served(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    from perseid_jobs.core.models import TaskStatus
+    from perseid_jobs.store.partitions import partition_of_id
+    from perseid_jobs.store.script_io import Claimed, ScheduleArgs
+    from perseid_jobs.worker.fanout import PartitionedScripts
+    from perseid_jobs.worker.outcome import Outcome
+    from perseid_jobs.worker.turns import ROTATE_EVERY
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    fan = PartitionedScripts(client, Partitions(namespace, 3), poll_every_s=60.0)
+    jobs = {"hello": msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=1000)).decode()}
+    fan.register("i1", ttl_ms=60_000, slots=2, host="h", pid=1, version="t", jobs=jobs)
+    backlog = {i: 12 if i == 0 else 4 for i in range(3)}  # partition 0: the big backlog
+    for i, count in backlog.items():
+        for _ in range(count):
+            fan.each[i].schedule(ScheduleArgs(job="hello", args="{}", slots=1, max_ms=1000))
+    claims: list[int] = []
+    for i, s in enumerate(fan.each):  # a spy on the raw calls: claims outside a finish
+        call = s.call
+        s.call = (lambda c, n: lambda name, *a, **kw: (claims.append(n) if name == "claim"
+                  else None) or c(name, *a, **kw))(call, i)  # type: ignore[method-assign]  # fmt: skip
+    first = fan.claim("i1", 2, 2)
+    assert isinstance(first, Claimed)
+    running, order, finishes = list(first.tasks), [], 0
+    claims.clear()
+    while running:
+        task = running.pop(0)
+        order.append(int(partition_of_id(task.id) or 0))
+        done = Outcome(task.id, task.attempt, TaskStatus.COMPLETED, "0", "")
+        reply = fan.finish("i1", [done], claim_most=1, free=1)
+        finishes += 1
+        assert isinstance(reply.claim, Claimed)
+        running += reply.claim.tasks
+    assert sorted(order) == sorted(i for i, n in backlog.items() for _ in range(n))
+    # Refilled in place but one finish in ROTATE_EVERY: so few claims of their own.
+    assert len(claims) <= finishes // ROTATE_EVERY + 3, claims
+    # ... and no partition waits: each with work left is served within ROTATE_EVERY x P.
+    for p in backlog:
+        at = [-1] + [k for k, q in enumerate(order) if q == p]
+        assert max(b - a for a, b in itertools.pairwise(at)) <= ROTATE_EVERY * 3, order

@@ -12,15 +12,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from perseid_jobs.core.models import TaskStatus
 from perseid_jobs.launch.protocol import Exited
 from perseid_jobs.launch.runtime import MAX_REASON_CHARS
+from perseid_jobs.logs.shipper import Shipped
 from perseid_jobs.store.script_io import Claimed, LeaseLapsed
 from perseid_jobs.worker import claiming, recovery
 from perseid_jobs.worker.claim_clock import WARM_AHEAD_S, ClaimClock
+from perseid_jobs.worker.log_urls import BATCH, LINGER_S, LogUrls
 from perseid_jobs.worker.outcome import ClaimedTask, Outcome, Running, run_key
 from perseid_jobs.worker.reports import Reports
 from perseid_jobs.worker.running_set import RunningSet
@@ -300,3 +303,14 @@ def test_a_drain_out_of_time_kills_collects_and_reports_the_rest_failed() -> Non
     assert (inst, failed.status, failed.reason) == ("i0", TaskStatus.FAILED, "worker shutdown")
     r.queue(inst, failed)
     assert recovery.drain_step(s, r, 0.0, redis_down=True, collect=waited.append)  # gives up
+
+
+def test_log_urls_wait_for_company_unless_a_batch_is_full() -> None:
+    urls = LogUrls()
+    assert not urls.due() and urls.due_at() == float("inf")
+    urls.add([Shipped("t1", "file:///t1", Path("/spool/t1.log"))])
+    came = urls.due_at() - LINGER_S
+    assert not urls.due(came + LINGER_S / 2)
+    assert urls.due(came + LINGER_S)
+    urls.add(Shipped(f"t{i}", f"file:///t{i}", Path(f"/spool/t{i}.log")) for i in range(BATCH))
+    assert urls.due(came)  # a full batch goes at once

@@ -159,10 +159,12 @@ class PartitionedScripts:
     def finish(
         self, instance: str, outcomes: Sequence[Outcome], claim_most: int, free: int = -1
     ) -> Finished:
-        """Report outcomes, each in its task's partition, then claim in turn.
+        """Report outcomes, each in its task's partition, then claim.
 
-        A partition's finish claims in the same call only when it is that partition's
-        turn; otherwise the claim goes to the partitions in turn, as :meth:`claim`.
+        A partition's finish refills in place, claiming there as many tasks as ended
+        there if work is due there; one finish in ``ROTATE_EVERY`` claims only where
+        it is that partition's turn (see :mod:`.turns`). What is left to claim goes to
+        the partitions in turn, as :meth:`claim`.
         """
         if self.one:
             return self.one.finish(instance, outcomes, claim_most, free)
@@ -170,11 +172,17 @@ class PartitionedScripts:
         codes: dict[str, int] = {}
         made: list[int] = []  # partitions whose finish put deliveries in their outbox
         first = self.turns.order()[:1]
+        refill = self.turns.refills()
         replies: list[Claimed] = []
+        asked: list[int] = []
         lapsed = False
         taken = 0
         for index, group in groups.items():
-            ask = claim_most if [index] == first and claim_most > 0 else 0
+            ask = _finish_ask(
+                claim_most - taken,
+                len(group) if refill and self.turns.due_now(index) else 0,
+                [index] == first and not refill,
+            )
             sent = time.monotonic()
             reply = self.each[index].finish(instance, group, ask, free)
             codes.update(zip((o.id for o in group), reply.codes, strict=True))
@@ -187,13 +195,14 @@ class PartitionedScripts:
             self.turns.saw(index, claim, asked=ask, free=free, sent=sent)
             replies.append(claim)
             if ask:
+                asked.append(index)
                 taken, free = _took(claim, taken, free)
         ordered = [codes[o.id] for o in outcomes]
         if made:  # dependents in other partitions: settle them now (the reaper would, later)
             outbox.drain(self.client, made, self.each.__getitem__)
         if lapsed:
             return Finished(ordered, LeaseLapsed(), len(made))
-        rest = self._claim_round(instance, claim_most - taken, free, replies, skip=first)
+        rest = self._claim_round(instance, claim_most - taken, free, replies, skip=asked)
         return Finished(ordered, rest, len(made))
 
     def _claim_round(
@@ -250,6 +259,14 @@ class PartitionedScripts:
         for index, scripts in enumerate(self.each):
             if not channel or channel.startswith(scripts.keys.prefix):
                 self.turns.wake(index)
+
+
+def _finish_ask(left: int, refill: int, its_turn: bool) -> int:
+    """How many tasks a partition's finish claims: what ended there (a refill), or all
+    that is left on its turn; never more than is left to claim."""
+    if left <= 0:
+        return 0
+    return left if its_turn else min(left, refill)
 
 
 def _took(claim: Claimed, taken: int, free: int) -> tuple[int, int]:

@@ -7,6 +7,13 @@ for a poll interval (the safety net that the heartbeat-interval claim is with on
 partition). Those that may have work are asked in a rotating order that starts after the
 last one served, so a partition with an endless backlog cannot starve the others.
 
+A finish refills in place: the tasks that ended in a partition with work due there are
+replaced from that partition, in the finish's own call (a claim elsewhere would be a
+second script call for each task). So that the partitions holding this worker's slots
+cannot keep them, every ``ROTATE_EVERY``-th finish claims in turn instead: a partition
+with work due, and none of this worker's slots, gets one within ``ROTATE_EVERY`` x P
+finishes.
+
 Pure logic on the monotonic clock: the times are passed in, so it is unit-tested alone.
 """
 
@@ -18,6 +25,9 @@ import time
 from ..store.script_io import Claimed
 
 _INF = math.inf
+
+ROTATE_EVERY = 4
+"""One finish in this many claims in turn rather than in place (see the module's doc)."""
 
 
 class ClaimTurns:
@@ -32,6 +42,7 @@ class ClaimTurns:
         self._asked_at = [-_INF] * count
         self._last: Claimed | None = None
         self._last_sent = 0.0
+        self._finishes = 0
 
     def reset(self) -> None:
         """Every partition may have work (a new registration)."""
@@ -70,6 +81,16 @@ class ClaimTurns:
             wait_us = (claim.next_due - claim.now) * 1000 - claim.now_us_past_ms
             self._next_at[index] = sent + max(0, wait_us) / 1e6
         self._last, self._last_sent = claim, sent
+
+    def refills(self) -> bool:
+        """For the next finish: True to refill in place, False to claim in turn."""
+        self._finishes += 1
+        return self._finishes % ROTATE_EVERY != 0
+
+    def due_now(self, index: int, now: float | None = None) -> bool:
+        """True if partition ``index`` may have work due now (not only a poll's look)."""
+        now = time.monotonic() if now is None else now
+        return self._maybe_due[index] or self._next_at[index] <= now
 
     def only_polled(self, index: int, now: float | None = None) -> bool:
         """True if ``index`` is asked only because its poll interval passed."""

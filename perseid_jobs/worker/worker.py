@@ -185,7 +185,7 @@ class Worker:
                 self.jobs.publish(self)
             if self.reports or (self.clock.asked and self.drain_deadline is None):
                 self.claim()
-            while self.log_urls:
+            while self.log_urls.due():
                 self.log_urls.record(self.scripts, self.shipper)
             if time.monotonic() >= self.next_reap:
                 recovery.reap(self)
@@ -311,6 +311,7 @@ class Worker:
         # must not turn the wait into a spin while Redis is away.
         redis_from = now if redis_ready else self.backoff.retry_at
         when = [max(self.next_reap, redis_from), *self.clock.wake_times(redis_from)]
+        when.append(max(self.log_urls.due_at(), redis_from))
         if not redis_ready:
             when.append(self.backoff.retry_at)  # the next try
         when += self.running.wake_times()
@@ -328,7 +329,7 @@ class Worker:
         return bool(
             self.reports
             or self.reconcile_due
-            or self.log_urls
+            or self.log_urls.due()
             or (self.jobs.publish_due and self.registered)
             or claiming
             or (not self.registered and self.drain_deadline is None)
