@@ -4,9 +4,9 @@ One thread runs the loop below; the heartbeat has its own thread and
 connection; the log shipper uploads in the background. The loop waits on
 three things at once: the zygote's event pipe (a task started or ended), the
 instance's wake-up list in Redis (a ``BLPOP`` left outstanding on its own
-connection), and a self-pipe (signals, heartbeat news). Its timeout is the
-nearest of: the next due task, a task's kill deadline, the next reap, the
-lease deadline, the next retry of Redis.
+connection), and a self-pipe (signals, heartbeat news). Its timeout is the nearest
+of: the next due task, a task's kill deadline, the next reap, log URLs to record,
+the lease deadline, the next retry of Redis.
 
 Faults (see docs/faults.md):
 
@@ -193,9 +193,7 @@ class Worker:
             self.reconcile_due = True
             delay = self.backoff.failed()
             if self.backoff.failures == 1:
-                log.warning(
-                    "Redis call failed (%s); retrying with backoff, tasks keep running", exc
-                )
+                log.warning("Redis call failed (%s); retrying with backoff, tasks run on", exc)
             else:
                 log.debug("Redis still failing (%s); next try in %.2fs", exc, delay)
             return
