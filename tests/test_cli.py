@@ -64,8 +64,17 @@ def test_workers_jobs_and_series_list_what_the_workers_published(
         "slots": 512,
         "max_duration": 60.0,
         "instances": [],
+        "max_tasks_per_process": 1,
+        "max_memory_per_process": None,
     }  # fmt: skip (64 slots never run a 512-slot job)
     assert jobs["hello"]["instances"] == [w["id"]]
+    leak = jobs["reuse_leak"]  # @job(max_tasks_per_process=50, max_memory_per_process="150MB")
+    assert (leak["max_tasks_per_process"], leak["max_memory_per_process"]) == (50, 150_000_000)
+    table = cli("jobs", *common).stdout
+    (row,) = [line for line in table.splitlines() if " reuse_leak " in line]
+    assert "reused, 50 tasks, retired past 150 MB" in row
+    (row,) = [line for line in table.splitlines() if " heavy " in line]
+    assert " fresh " in row
     client.schedule("hello", every="1h", at="+1h", key="hourly")
     (s,) = orjson.loads(cli("series", "--json", *common).stdout)
     assert (s["every"], s["key"], s["status"]) == ("3600s", "hourly", "active")

@@ -210,6 +210,8 @@ class Queries(Partitioned):
                     instances=[
                         i.id for i in live if name in offered[i.id] and i.slots_total >= d.slots
                     ],
+                    max_tasks_per_process=d.max_tasks_per_process,
+                    max_memory_per_process=d.max_memory_bytes or None,
                 )
             )
         return out

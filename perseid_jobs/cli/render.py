@@ -90,7 +90,7 @@ def worker_table(instances: Iterable[Instance]) -> Table:
 def job_table(jobs: Iterable[JobInfo], live: Iterable[Instance]) -> Table:
     """The catalog as a table; a job no live instance can run says why."""
     biggest = max((i.slots_total for i in live), default=0)
-    table = Table("job", "slots", "max duration", "instances")
+    table = Table("job", "slots", "max duration", "process", "instances")
     for j in jobs:
         if j.instances:
             where = ", ".join(j.instances)
@@ -100,8 +100,17 @@ def job_table(jobs: Iterable[JobInfo], live: Iterable[Instance]) -> Table:
             where = f"none: needs {j.slots} slots, the largest live instance offers {biggest}"
         else:
             where = "none: no live worker with this job and enough slots"
-        table.add_row(j.name, str(j.slots), f"{j.max_duration:g}s", where)
+        table.add_row(j.name, str(j.slots), f"{j.max_duration:g}s", _process(j), where)
     return table
+
+
+def _process(j: JobInfo) -> str:
+    """How each task of the job gets its process: fresh, or reused up to N tasks."""
+    if j.max_tasks_per_process <= 1:
+        return "fresh"
+    cap = j.max_memory_per_process
+    memory = f", retired past {cap / 1e6:g} MB" if cap else ""
+    return f"reused, {j.max_tasks_per_process} tasks{memory}"
 
 
 def series_table(series: Iterable[Series]) -> Table:

@@ -41,7 +41,11 @@ class JobSpec(msgspec.Struct, frozen=True):
 
     def definition(self) -> JobDefinition:
         """The catalog entry a worker publishes for this job."""
-        return self.options
+        return msgspec.structs.replace(
+            self.options,
+            max_tasks_per_process=self.max_tasks_per_process,
+            max_memory_bytes=self.max_memory_bytes,
+        )
 
 
 def job(

@@ -72,6 +72,9 @@ class JobDefinition(msgspec.Struct, kw_only=True):
     max_duration_ms: int
     retries: int = 0
     backoff_ms: int = 1000
+    # How the zygote runs it (see jobfile.job); published so `jobs` can show it.
+    max_tasks_per_process: int = 1
+    max_memory_bytes: int = 0  # 0: no limit
 
 
 class JobInfo(msgspec.Struct, kw_only=True):
@@ -81,6 +84,8 @@ class JobInfo(msgspec.Struct, kw_only=True):
     slots: int
     max_duration: float
     instances: list[str]
+    max_tasks_per_process: int = 1  # 1: a fresh process per task
+    max_memory_per_process: int | None = None  # bytes; None: no limit
 
 
 class Series(msgspec.Struct, kw_only=True):
