@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,22 @@ def _workers(url: str, work: Path, count: int, slots: int) -> list[subprocess.Po
     return procs
 
 
-def measure(primaries: int, n: int, workers: int = 2, slots: int = 2, timeout: float = 600) -> Run:
-    """Start the topology (P = 1 alone, else 4 x primaries), schedule ``n``, run them all."""
+Hook = Callable[[list[redis.Redis]], None]
+
+
+def measure(
+    primaries: int,
+    n: int,
+    workers: int = 2,
+    slots: int = 2,
+    timeout: float = 600,
+    hooks: tuple[Hook, Hook] | None = None,
+) -> Run:
+    """Start the topology (P = 1 alone, else 4 x primaries), schedule ``n``, run them all.
+
+    ``hooks``: called with the primaries' clients as the window opens and as it closes
+    (the profile turns a log on, then reads it).
+    """
     topo = Topology(primaries).start()
     work = Path(tempfile.mkdtemp(prefix="perseid-cbench-work-"))
     p = 1 if primaries == 1 else 4 * primaries
@@ -111,6 +126,8 @@ def measure(primaries: int, n: int, workers: int = 2, slots: int = 2, timeout: f
     try:
         for i in range(WARM):
             client.schedule(JOB, {"n": -i}, at="+1d")
+        if hooks:
+            hooks[0](nodes)
         before = [sample(c) for c in nodes]
         for i in range(n):
             client.schedule(JOB, {"n": i})
@@ -125,6 +142,8 @@ def measure(primaries: int, n: int, workers: int = 2, slots: int = 2, timeout: f
                 return Run(primaries, p, n, [], [], memory, 0.0, False, f"{done[0]}/{n} ran")
             time.sleep(0.25)
         after = [sample(c) for c in nodes]
+        if hooks:
+            hooks[1](nodes)
         once = _exactly_once(client.redis, parts, n)
         return Run(
             primaries,
