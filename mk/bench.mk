@@ -4,6 +4,7 @@
 #   make bench                       everything, 3 repetitions (about 35 minutes)
 #   make bench BENCH_ARGS="--reps 1 --pending 100000"
 #   make bench-smoke                 perseid-jobs alone, tiny numbers (seconds)
+#   make bench-cluster               the partitions' cluster benchmark (also run by make bench)
 #
 # Each peer gets its own virtual environment (arq 0.25 wants a redis-py that
 # Celery's transport does not), re-created when these pins change.
@@ -29,6 +30,14 @@ bench-envs: $(BENCH_ENV_STAMPS) ## the peers' and py-spy's virtual environments
 
 bench: $(STAMP) $(BENCH_ENV_STAMPS) ## perseid-jobs vs RQ, Celery, arq, Dramatiq -> bench/results/REPORT.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
 
 bench-smoke: $(STAMP) ## the benchmark's scenarios, perseid-jobs only, tiny numbers
 	$(BIN)/python -m bench --smoke --out bench/results/smoke
+
+# The cluster benchmark of issue #16 (partitions): one Redis with P = 1, local clusters of
+# 3 and 6 primaries with P = 4 x primaries -> bench/results/CLUSTER.md (a few minutes).
+.PHONY: bench-cluster
+CLUSTER_ARGS ?=
+bench-cluster: $(STAMP) ## spread, overhead, capacity, end to end, memory over partitions
+	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
