@@ -78,23 +78,12 @@ def test_workers_carry_on_after_a_cluster_primary_fails_over(
         cluster.stop()
 
 
-def run_failover(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report: Any) -> None:
-    client = Client.from_url(cluster.url, namespace="flip", jobs_dir=JOBS)
-    assert isinstance(client.redis, RedisCluster)
-    records = tmp_path / "records"
-    records.mkdir()
-    fleet = Fleet(cluster.url, "flip", tmp_path, *TIMING)
-    fleets.append(fleet)
-    workers = [fleet.start(4) for _ in range(3)]
-    wait_workers(client, 3)
-    before = {w.id for w in client.workers()}
+def fail_over_while_scheduling(
+    cluster: ClusterSetup, client: Client, sched: MixedScheduler, victim: Any, moving: list[int]
+) -> tuple[float, float]:
+    """Kill ``victim`` a third of the way into the schedules: (seconds until its partitions
+    were served again, seconds until every task ended)."""
     slots = [client.redis.keyslot(k.prefix) for k in client.partitions()]
-    # The second primary (servers[0] stays up: it is the node the URL names).
-    victim = cluster.servers[1]
-    moving = [i for i, s in enumerate(slots) if owner_port(cluster, s) == victim.port]
-    assert moving, "the victim owns partitions (4 of the 12, by default)"
-
-    sched = MixedScheduler(client, records, TASKS, pause_s=0.01)
     feeding = threading.Thread(target=sched.run)
     feeding.start()
     wait_until(lambda: len(sched.acked) >= TASKS // 3, 30, "a third of the schedules")
@@ -112,7 +101,27 @@ def run_failover(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], rep
     feeding.join(120)
     assert not feeding.is_alive()
     wait_until(lambda: all_settled(client), 60, "every task to end")
-    downtime_s = time.monotonic() - killed  # up to here: includes the backlog's end
+    return failover_s, time.monotonic() - killed  # the second includes the backlog's end
+
+
+def run_failover(cluster: ClusterSetup, tmp_path: Path, fleets: list[Fleet], report: Any) -> None:
+    client = Client.from_url(cluster.url, namespace="flip", jobs_dir=JOBS)
+    assert isinstance(client.redis, RedisCluster)
+    records = tmp_path / "records"
+    records.mkdir()
+    fleet = Fleet(cluster.url, "flip", tmp_path, *TIMING)
+    fleets.append(fleet)
+    workers = [fleet.start(4) for _ in range(3)]
+    wait_workers(client, 3)
+    before = {w.id for w in client.workers()}
+    slots = [client.redis.keyslot(k.prefix) for k in client.partitions()]
+    # The second primary (servers[0] stays up: it is the node the URL names).
+    victim = cluster.servers[1]
+    moving = [i for i, s in enumerate(slots) if owner_port(cluster, s) == victim.port]
+    assert moving, "the victim owns partitions (4 of the 12, by default)"
+
+    sched = MixedScheduler(client, records, TASKS, pause_s=0.01)
+    failover_s, downtime_s = fail_over_while_scheduling(cluster, client, sched, victim, moving)
 
     # Afterwards, every partition, the promoted node's too, still claims and finishes.
     later = [client.schedule("hello", key=f"after{n}", durable=n % 2 == 0) for n in range(40)]
