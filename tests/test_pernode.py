@@ -12,7 +12,29 @@ from perseid_jobs.store.partitions import Partitions
 from perseid_jobs.store.redisproc import RedisServer
 from perseid_jobs.store.script_io import LeaseLapsed, Renewed
 from perseid_jobs.store.scripts import Scripts, decode
+from perseid_jobs.worker.fanout import PartitionedScripts
 from perseid_jobs.worker.pernode import call_each
+
+
+def registered(
+    server: RedisServer, namespace: str, *, partitions: int, slots: int, poll_every_s: float
+) -> PartitionedScripts:
+    """Instance i1 registered in every partition, offering ``hello``."""
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    fan = PartitionedScripts(client, Partitions(namespace, partitions), poll_every_s=poll_every_s)
+    jobs = {"hello": msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=1000)).decode()}
+    fan.register("i1", ttl_ms=60_000, slots=slots, host="h", pid=1, version="t", jobs=jobs)
+    return fan
+
+
+def spy_claims(fan: PartitionedScripts) -> list[int]:
+    """The partitions that get a claim call from now on, in order (a spy on the raw calls)."""
+    claims: list[int] = []
+    for i, s in enumerate(fan.each):
+        call = s.call
+        s.call = (lambda c, n: lambda name, *a, **kw: (claims.append(n) if name == "claim"
+                  else None) or c(name, *a, **kw))(call, i)  # type: ignore[method-assign]  # fmt: skip
+    return claims
 
 
 def test_a_heartbeat_in_every_partition_in_one_pipeline(
@@ -35,19 +57,11 @@ def test_the_poll_looks_everywhere_in_one_pipeline_and_claims_only_where_work_is
     redis_server: RedisServer, namespace: str
 ) -> None:
     from perseid_jobs.store.script_io import Claimed, ScheduleArgs
-    from perseid_jobs.worker.fanout import PartitionedScripts
 
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    fan = PartitionedScripts(client, Partitions(namespace, 4), poll_every_s=0.0)
-    jobs = {"hello": msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=1000)).decode()}
-    fan.register("i1", ttl_ms=60_000, slots=4, host="h", pid=1, version="t", jobs=jobs)
+    fan = registered(redis_server, namespace, partitions=4, slots=4, poll_every_s=0.0)
     assert isinstance(fan.claim("i1", 8, 4), Claimed)  # the first round asks everyone
     task = fan.each[2].schedule(ScheduleArgs(job="hello", args="{}", slots=1, max_ms=1000))
-    claims: list[int] = []
-    for i, s in enumerate(fan.each):  # a spy on the raw calls: which partitions got a claim
-        call = s.call
-        s.call = (lambda c, n: lambda name, *a, **kw: (claims.append(n) if name == "claim"
-                  else None) or c(name, *a, **kw))(call, i)  # type: ignore[method-assign]  # fmt: skip
+    claims = spy_claims(fan)
     reply = fan.claim("i1", 8, 4)
     assert isinstance(reply, Claimed) and [t.id for t in reply.tasks] == [task.task_id]  # type: ignore[union-attr]
     assert claims == [2]
@@ -59,23 +73,15 @@ def test_finishes_refill_in_place_and_every_partition_is_served(
     from perseid_jobs.core.models import TaskStatus
     from perseid_jobs.store.partitions import partition_of_id
     from perseid_jobs.store.script_io import Claimed, ScheduleArgs
-    from perseid_jobs.worker.fanout import PartitionedScripts
     from perseid_jobs.worker.outcome import Outcome
     from perseid_jobs.worker.turns import ROTATE_EVERY
 
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    fan = PartitionedScripts(client, Partitions(namespace, 3), poll_every_s=60.0)
-    jobs = {"hello": msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=1000)).decode()}
-    fan.register("i1", ttl_ms=60_000, slots=2, host="h", pid=1, version="t", jobs=jobs)
+    fan = registered(redis_server, namespace, partitions=3, slots=2, poll_every_s=60.0)
     backlog = {i: 12 if i == 0 else 4 for i in range(3)}  # partition 0: the big backlog
     for i, count in backlog.items():
         for _ in range(count):
             fan.each[i].schedule(ScheduleArgs(job="hello", args="{}", slots=1, max_ms=1000))
-    claims: list[int] = []
-    for i, s in enumerate(fan.each):  # a spy on the raw calls: claims outside a finish
-        call = s.call
-        s.call = (lambda c, n: lambda name, *a, **kw: (claims.append(n) if name == "claim"
-                  else None) or c(name, *a, **kw))(call, i)  # type: ignore[method-assign]  # fmt: skip
+    claims = spy_claims(fan)  # claims outside a finish
     first = fan.claim("i1", 2, 2)
     assert isinstance(first, Claimed)
     running, order, finishes = list(first.tasks), [], 0
