@@ -4,7 +4,6 @@ with ``redis-cli --cluster create`` (the chaos suite's ClusterSetup lives under 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,21 +11,7 @@ from pathlib import Path
 
 import redis
 
-from perseid_jobs.store.redisproc import RedisServer, free_port
-
-
-def _pair_port() -> int:
-    """A free port whose cluster bus port (+10000) is below 65536 and free too."""
-    for _ in range(100):
-        port = free_port()
-        if port <= 55535:
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
+from perseid_jobs.store.redisproc import RedisServer, cluster_port
 
 
 class Topology:
@@ -43,7 +28,7 @@ class Topology:
             if self.cluster:
                 conf = str(d / "nodes.conf")
                 extra = ["--cluster-enabled", "yes", "--cluster-config-file", conf]
-            port = _pair_port() if self.cluster else None
+            port = cluster_port() if self.cluster else None
             self.servers.append(RedisServer(port=port, directory=d, extra=extra))
 
     @property

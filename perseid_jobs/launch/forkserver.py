@@ -364,7 +364,7 @@ class Zygote:
             except OSError:
                 continue  # as for a start: a log that cannot be made is not made
             output.attach(self.pid)
-            output.finish(f"{self.ending or WORKER_GONE} before the task started")
+            output.finish(f"{self.ending} before the task started")
 
 
 WORKER_GONE = "killed: the worker process exited"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_port() -> int:
+    """A free port p whose cluster bus port p + 10000 is free too.
+
+    Both below Linux's ephemeral range (32768 and up), where ``free_port`` and every
+    outgoing connection take theirs: one of those could take the port between this
+    look and the server's bind, and a node's client would then talk to another
+    cluster's bus.
+    """
+    for _ in range(200):
+        port = random.randint(20000, 22767)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class RedisServer:

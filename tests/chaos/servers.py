@@ -7,9 +7,7 @@ a replica and a sentinel, a three-primary cluster. Nothing here touches the shar
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,31 +15,7 @@ from typing import Any
 
 import redis
 
-from perseid_jobs.store.redisproc import RedisServer
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def cluster_port() -> int:
-    """A free port p whose cluster bus port p + 10000 is free too.
-
-    Both below Linux's ephemeral range (32768 and up), where ``free_port`` and every
-    outgoing connection take theirs: one of those could take the port between this
-    look and the server's bind, and a node's client would then talk to another
-    cluster's bus.
-    """
-    for _ in range(200):
-        port = random.randint(20000, 22767)
-        if _port_free(port) and _port_free(port + 10000):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
+from perseid_jobs.store.redisproc import RedisServer, cluster_port
 
 
 def wait_ping(port: int, timeout: float = 10.0) -> None:
