@@ -271,9 +271,15 @@ def test_an_idle_worker_warms_its_start_path_once_before_a_due_time_and_a_busy_o
     start_worker(2)
     wait_workers(client, 1)
     monitor = Monitor(raw_redis)
+    due_times: list[float] = []
     try:
-        due = client.schedule("hello", at="+1s")
-        assert client.wait(due.id, 15).status is TaskStatus.COMPLETED
+        # Three quiet due times: a loop that wakes more than the warm-up's 2 ms late (a
+        # busy machine) rightly claims at once without one, so one of three must show it.
+        for _ in range(3):
+            due = client.schedule("hello", at="+1s")
+            assert client.wait(due.id, 15).status is TaskStatus.COMPLETED
+            assert due.start_at is not None
+            due_times.append(due.start_at.timestamp())
         backlog = [client.schedule("hello") for _ in range(20)]
         for task in backlog:
             assert client.wait(task.id, 15).status is TaskStatus.COMPLETED
@@ -283,15 +289,16 @@ def test_an_idle_worker_warms_its_start_path_once_before_a_due_time_and_a_busy_o
     ports = {c["client_port"] for c in commands if c["command"].startswith(claim)}
     assert ports  # the worker's claim connection
     warm_ups = [
-        c
+        float(c["time"])
         for c in commands
         if c["client_port"] in ports and c["client_address"] != "lua" and c["command"] == "TIME"
     ]
-    # One round trip on the claim's connection, around the due time (2 ms before it by
-    # the worker's clock; its timer and the round trip may run late on a busy machine),
-    # not when the task was scheduled a second earlier (the zygote and its spare go
-    # through their loops too: see test_zygote); none for the backlog, due at once.
-    assert len(warm_ups) == 1
-    assert due.start_at is not None
-    due_s = due.start_at.timestamp()
-    assert due_s - 0.5 <= float(warm_ups[0]["time"]) <= due_s + 0.1
+    # A round trip on the claim's connection around each due time (2 ms before it by the
+    # worker's clock; its timer and the round trip may run late on a busy machine), not
+    # when the task was scheduled a second earlier (the zygote and its spare go through
+    # their loops too: see test_zygote); at most one per due time, none for the backlog.
+    assert 1 <= len(warm_ups) <= len(due_times)
+    for at in warm_ups:
+        assert any(due_s - 0.5 <= at <= due_s + 0.1 for due_s in due_times), (at, due_times)
+    per_due = [sum(due_s - 0.5 <= at <= due_s + 0.1 for at in warm_ups) for due_s in due_times]
+    assert max(per_due) == 1
