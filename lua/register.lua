@@ -9,7 +9,7 @@
 -- ARGV[7]  n jobs, then n pairs: job name, definition (JSON text)
 -- Returns  {0, now, lease expiry}
 -- Events   instance_up
--- include: now, emit
+-- include: now, emit, flow
 
 local inst, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -22,6 +22,7 @@ for i = 0, n - 1 do
   local name, def = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
   redis.call('SADD', K.instance_jobs(inst), name)
   redis.call('HSET', K.jobs(), name, def)
+  publish_limits(name, def)
 end
 redis.call('ZADD', K.instances(), now + ttl, inst)
 emit('instance_up', inst, {'slots', ARGV[3]})

@@ -5,7 +5,7 @@
 -- Returns  {0, now, {names dropped from the catalog}}: a name this instance no longer offers
 --          leaves the catalog when no other live instance offers it either
 -- Errors   {-1} the instance is unknown or its lease lapsed (it registers again, with its jobs)
--- include: now, lease_ok
+-- include: now, lease_ok, flow
 
 local inst = ARGV[1]
 local now = now_ms()
@@ -18,6 +18,7 @@ for i = 0, n - 1 do
   local name, def = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   redis.call('SADD', jk, name)
   redis.call('HSET', K.jobs(), name, def)
+  publish_limits(name, def)
 end
 local dropped = {}
 local live = redis.call('ZRANGEBYSCORE', K.instances(), now, '+inf')
@@ -32,6 +33,7 @@ for _, name in ipairs(before) do
     end
     if not offered then
       redis.call('HDEL', K.jobs(), name)
+      redis.call('HDEL', K.flow(), name)
       dropped[#dropped + 1] = name
     end
   end

@@ -22,6 +22,7 @@
 -- ARGV[16] the partition index of the --after task when it lives in another partition, or
 --          "": the task waits blocked here and a follow delivery goes out through the
 --          outbox (the caller checked that the parent exists and runs no active series)
+-- ARGV[17] group (a customer, a tenant: see docs/flow.md), or ""; a series' runs keep it
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
 --          already ended when this ran (else "")}
@@ -35,6 +36,7 @@ local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
 local retries, backoff = tonumber(ARGV[11]) or 0, tonumber(ARGV[12]) or 1000
 local request = ARGV[13] or ''
 local fp = ARGV[15] or ''
+local group = ARGV[17] or ''
 local now = now_ms()
 local REQUEST_TTL_MS = 120000   -- how long a schedule request id is remembered, for retries
 
@@ -98,7 +100,8 @@ if after ~= '' then start = -1 end
 if pstatus == 'completed' then start = now end
 
 local id = new_id(now)
-local fields = {'key', key, 'start_after', after, 'retries', retries, 'backoff_ms', backoff}
+local fields = {'key', key, 'start_after', after, 'retries', retries, 'backoff_ms', backoff,
+  'group', group}
 local sid = nil
 if spec ~= '' then
   sid = new_id(now)
@@ -109,6 +112,7 @@ if spec ~= '' then
     'key', key, 'created_at', now, 'runs', 0, 'skipped', 0, 'next_start', start,
     'retries', retries, 'backoff_ms', backoff, 'fp', fp)
   redis.call('ZADD', K.series_index(), now, sid)
+  if group ~= '' then redis.call('HSET', K.series(sid), 'group', group) end
 elseif follows then
   sid = new_id(now)
   redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
@@ -117,6 +121,7 @@ elseif follows then
     'retries', retries, 'backoff_ms', backoff, 'fp', fp)
   redis.call('ZADD', K.series_index(), now, sid)
   redis.call('SADD', K.followers(follows), sid)
+  if group ~= '' then redis.call('HSET', K.series(sid), 'group', group) end
 else
   -- A one-off task holds its key's fingerprint itself; a series' is in the series.
   fields[#fields + 1] = 'fp'
@@ -126,20 +131,20 @@ if sid then
   fields[#fields + 1] = 'series'
   fields[#fields + 1] = sid
 end
-create_task(id, job, args, slots, max_ms, start, now, fields)
+local lane = create_task(id, job, args, slots, max_ms, start, now, fields)
 emit('scheduled', id, {'job', job})
 if closed then
   close_task(id, 'cancelled', 'dependency ' .. after .. ' ' .. pstatus, '', now)
   if sid then redis.call('HSET', K.series(sid), 'current', '') end
 elseif pstatus == 'completed' then
-  index_task(id, start, '', now)
+  index_task(id, start, '', now, lane)
   emit('released', id, {'after', after})
 elseif remote ~= '' then
   -- Its parent's partition learns of it through the outbox (and settles it from there).
   redis.call('ZADD', K.blocked(), now, id)
   outbox_put('follow', remote, after, id, PART, now)
 else
-  index_task(id, start, after, now)
+  index_task(id, start, after, now, lane)
 end
 
 -- Following a series from a run that had already ended: that run was settled above, and
@@ -150,7 +155,7 @@ if follows and pstatus ~= '' then
       and not is_terminal(redis.call('HGET', K.task(cur), 'status') or 'completed') then
     local nid = new_id(now)
     create_task(nid, job, args, slots, max_ms, -1, now, {'series', sid, 'start_after', cur,
-      'key', key, 'retries', retries, 'backoff_ms', backoff})
+      'key', key, 'retries', retries, 'backoff_ms', backoff, 'group', group})
     index_task(nid, -1, cur, now)
     redis.call('HSET', K.series(sid), 'current', nid)
     emit('scheduled', nid, {'series', sid, 'after', cur})

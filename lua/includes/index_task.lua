@@ -1,11 +1,17 @@
--- index_task(id, start, after, now): make a pending task due at `start`, or blocked
--- behind `after`.
--- include: wake_sleepers
+-- index_task(id, start, after, now, lane): make a pending task due at `start` (in its lane,
+-- if it has one), or blocked behind `after`. `lane`: the task's lane as create_task gave it,
+-- or nil to read it from the task.
+-- include: wake_sleepers, flow
 
-local function index_task(id, start, after, now)
+local function index_task(id, start, after, now, lane)
   if after and after ~= '' then
     redis.call('SADD', K.waiting(after), id)
     redis.call('ZADD', K.blocked(), now, id)
+    return
+  end
+  if lane == nil then lane = redis.call('HGET', K.task(id), 'lane') or '' end
+  if lane ~= '' then
+    lane_add(lane, id, start)
   else
     redis.call('ZADD', K.due(), start, id)
     wake_sleepers(start)

@@ -35,6 +35,7 @@ from ..store.partitions import check_count
 from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, Scheduled, ScheduleReply
 from ..store.scripts import Scripts
 from . import routing, scheduling
+from .flow import FlowControls
 from .queries import Queries, definition_decoder
 from .served import NotServedWarning as NotServedWarning
 from .served import warn_if_not_served
@@ -52,7 +53,7 @@ def _check_durable_timeout(durable: bool, timeout: float) -> None:
         )
 
 
-class Client(Queries):
+class Client(Queries, FlowControls):
     """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace).
 
     The read side (get, tasks, wait, series, workers, jobs) is in :mod:`perseid_jobs.api.queries`.
@@ -127,6 +128,7 @@ class Client(Queries):
         request_id: str | None = None,
         durable: bool = False,
         durable_timeout: float = 1.0,
+        group: str | None = None,
     ) -> Task:
         """Schedule a task (or a recurring series) and return it.
 
@@ -151,24 +153,21 @@ class Client(Queries):
         the same connection, up to ``durable_timeout`` seconds); raises
         :class:`NotDurable` if none confirmed it (the task is on the primary).
         On a Cluster the ``WAIT`` goes to the primary that owns the task's partition.
+
+        ``group``: the task's group (a customer, a tenant), for the job's
+        ``group_concurrency`` and for fairness between groups (docs/flow.md).
         """
         _check_durable_timeout(durable, durable_timeout)
+        group = scheduling.check_group(group)
         req = scheduling.prepare(
-            job,
-            args,
-            at=at,
-            every=every,
-            cron=cron,
-            tz=tz,
-            after=after,
-            catch_up=catch_up,
-            catch_up_window=catch_up_window,
-            now_ms=self.now_ms,
-        )
+            job, args, at=at, every=every, cron=cron, tz=tz, after=after, catch_up=catch_up,
+            catch_up_window=catch_up_window, now_ms=self.now_ms,
+        )  # fmt: skip
         wait_s = durable_timeout if durable else None
         return self._submit(
-            job, req, key=key or "", after=after or "", request=request_id, wait_s=wait_s
-        )
+            job, req, key=key or "", after=after or "", request=request_id, wait_s=wait_s,
+            group=group,
+        )  # fmt: skip
 
     def _submit(
         self,
@@ -179,13 +178,15 @@ class Client(Queries):
         after: str,
         request: str | None,
         wait_s: float | None,
+        group: str = "",
     ) -> Task:
         """Run the schedule script for a checked request (``wait_s``: durably); the task made."""
         definition = self.job_definition(job)
         self._warn_capacity(job, definition.slots)
         warn_if_not_served(self, job)
         request = request or uuid.uuid4().hex
-        where = routing.route(self, key=key, after=after, request=request)
+        limit = routing.limit_of(job, group, definition)
+        where = routing.route(self, key=key, after=after, request=request, limit=limit)
         scripts = self.scripts_in(where.keys)
         call = ScheduleArgs(
             job=job,
@@ -202,8 +203,11 @@ class Client(Queries):
             backoff_ms=definition.backoff_ms,
             request_id=request,
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
-            fingerprint=req.fingerprint if key else "",  # kept with the key, to tell requests apart
+            # Kept with the key, to tell requests apart (a group is a part only when given,
+            # so the fingerprints of keys held from before groups existed still match).
+            fingerprint=scheduling.with_group(req.fingerprint, group) if key else "",
             parent_partition=where.parent_partition,
+            group=group,
         )
         if wait_s is not None:
             reply, acked = self._schedule_durably(scripts, call, wait_s)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..core.errors import ConfigError, ParentNotFound
-from ..core.models import TaskStatus
+from ..core.models import JobDefinition, TaskStatus
 from ..store.keys import Keys
 from ..store.partitions import partition_of_id
 
@@ -30,17 +30,28 @@ class Route(NamedTuple):
     parent_status: str = ""  # the remote parent's status if it had already ended
 
 
-def route(client: Client, *, key: str, after: str, request: str) -> Route:
+def limit_of(job: str, group: str, definition: JobDefinition) -> str:
+    """The name of the limit a task shares with others ("" for none): tasks that share a
+    limit share a partition, so the claim checks it atomically (docs/flow.md)."""
+    if definition.concurrency:
+        return f"job:{job}"
+    if definition.group_concurrency and group:
+        return f"group:{job}\t{group}"
+    return ""
+
+
+def route(client: Client, *, key: str, after: str, request: str, limit: str = "") -> Route:
     """The partition for a schedule request; raises ParentNotFound or ConfigError first,
     so a refused request records nothing."""
     if after and client.partitions().of_id(after) is None:
         raise ParentNotFound(after)
     parts = client.partitions(record=True)
-    if key:
-        home = parts.for_idempotency_key(key)
+    if limit or key:
+        home = parts.for_limit(limit) if limit else parts.for_idempotency_key(key)
         parent = partition_of_id(after) if after else None
         if parent is not None and parent != home:
-            status = _remote_parent(client, parts.keys[parent], after, key, len(parts))
+            why = f"a task of a limited job ({limit})" if limit else f"--key {key!r}"
+            status = _remote_parent(client, parts.keys[parent], after, why, len(parts))
             return Route(parts.keys[home], parent, status)
         return Route(parts.keys[home])
     if after:
@@ -50,15 +61,16 @@ def route(client: Client, *, key: str, after: str, request: str) -> Route:
     return Route(parts.keys[parts.spread(request)])
 
 
-def _remote_parent(client: Client, keys: Keys, after: str, key: str, count: int) -> str:
+def _remote_parent(client: Client, keys: Keys, after: str, why: str, count: int) -> str:
     """Check a parent in another partition; its status if it already ended, else ""."""
     status, series = client.redis.hmget(keys.task(after), ["status", "series"])
     if status is None:
         raise ParentNotFound(after)
     if series and client.redis.hget(keys.series(series), "status") == "active":
         raise ConfigError(
-            f"--key {key!r} with --after {after}, a run of an active series: in a namespace"
-            f" of {count} partitions the follower series cannot live in its key's partition;"
-            " schedule it without --key (a retried request is still made once)"
+            f"{why} with --after {after}, a run of an active series: in a namespace"
+            f" of {count} partitions the follower series cannot live in its own partition;"
+            " schedule it without --key, or for a job without a limit (a retried request is"
+            " still made once)"
         )
     return str(status) if status in _TERMINAL else ""

@@ -9,6 +9,7 @@ as Python warnings (the command line prints each as one ``warning:`` line).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from ..store.script_io import KeyHeld, ParentUnknown, Scheduled, ScheduleReply
 
 MAX_ARGS_BYTES = 1024 * 1024
 
+MAX_GROUP_CHARS = 128
+"""The longest ``group``: a customer or tenant id, not a payload."""
+
 MIN_EVERY_MS = 1000
 """The shortest ``every``: below it a typo (``1ms`` for ``1m``) floods the workers."""
 
@@ -33,7 +37,7 @@ PAST_NOTICE_MS = 1000
 
 # What each part of a fingerprint covers, in order, as named in a KeyConflict.
 FINGERPRINT_PARTS = ("job", "--args", "recurrence (--every/--cron/--tz/--catch-up)", "--at",
-                     "--after")  # fmt: skip
+                     "--after", "--group")  # fmt: skip
 
 
 class DependencyEndedWarning(UserWarning):
@@ -102,14 +106,35 @@ def prepare(
     return Request(encoded, when, given, spec, origin, fingerprint(parts))
 
 
+def check_group(group: str | None) -> str:
+    """``group`` as stored ("" for none), else raise with the fix."""
+    if group is None:
+        return ""
+    if (
+        not group
+        or len(group) > MAX_GROUP_CHARS
+        or any(ord(c) < 32 or ord(c) == 127 for c in group)
+    ):
+        raise InvalidArgs(
+            f"--group {group[:40]!r}: give 1-{MAX_GROUP_CHARS} characters without control"
+            " characters (a customer or tenant id)"
+        )
+    return group
+
+
 def fingerprint(parts: tuple[str, ...]) -> str:
     """One short hash per part, so a mismatch can say which part differs."""
     return ".".join(hashlib.sha256(p.encode()).hexdigest()[:12] for p in parts)
 
 
+def with_group(fp: str, group: str) -> str:
+    """A request's fingerprint with its group as a last part (none without a group)."""
+    return f"{fp}.{fingerprint((group,))}" if group else fp
+
+
 def differences(held: str, asked: str) -> list[str]:
     """The names of the parts in which two fingerprints differ."""
-    pairs = zip(held.split("."), asked.split("."), strict=False)
+    pairs = itertools.zip_longest(held.split("."), asked.split("."), fillvalue="")
     names = [n for n, (a, b) in zip(FINGERPRINT_PARTS, pairs, strict=False) if a != b]
     return names or ["request"]
 

@@ -56,6 +56,8 @@ def job(
     backoff: str | int | float = "1s",
     max_tasks_per_process: int = 1,
     max_memory_per_process: str | int | None = None,
+    concurrency: int | None = None,
+    group_concurrency: int | None = None,
 ) -> Callable[[F], F]:
     """Mark the function a job file runs.
 
@@ -69,6 +71,9 @@ def job(
     task); see "Reused task processes" in docs/architecture.md.
     ``max_memory_per_process``: a reused process whose RSS is above this (bytes, or a
     text such as ``"500MB"``) after a task is retired.
+    ``concurrency``: at most this many tasks of the job run at once, over all workers
+    (1: runs never overlap); ``group_concurrency``: at most this many per group (the
+    ``group`` a task was scheduled with). See docs/flow.md.
     """
     try:
         max_ms = parse_duration(max_duration)
@@ -83,7 +88,12 @@ def job(
     except DurationError as exc:
         raise JobDefinitionError(f"@job(backoff=...): {exc}") from None
     options = JobDefinition(
-        max_duration_ms=max_ms, slots=slots, retries=retries, backoff_ms=backoff_ms
+        max_duration_ms=max_ms,
+        slots=slots,
+        retries=retries,
+        backoff_ms=backoff_ms,
+        concurrency=_limit("concurrency", concurrency),
+        group_concurrency=_limit("group_concurrency", group_concurrency),
     )
     reuse = (_tasks_per_process(max_tasks_per_process), parse_memory(max_memory_per_process))
 
@@ -93,6 +103,18 @@ def job(
         return func
 
     return mark
+
+
+def _limit(name: str, n: object) -> int:
+    """A concurrency limit as stored (0: none), else raise naming the fix."""
+    if n is None:
+        return 0
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise JobDefinitionError(
+            f"@job({name}={n!r}): must be an integer >= 1 (1: never two at once), or left out"
+            " for no limit"
+        )
+    return n
 
 
 def _tasks_per_process(n: object) -> int:

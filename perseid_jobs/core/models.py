@@ -50,6 +50,9 @@ class Task(msgspec.Struct, kw_only=True):
     key: str | None = None
     slots: int = 1
     existed: bool = False
+    group: str | None = None
+    # Why a pending task is not running yet, as shown by `show` (see Client.waiting).
+    waiting: str | None = None
 
 
 class Instance(msgspec.Struct, kw_only=True):
@@ -75,6 +78,10 @@ class JobDefinition(msgspec.Struct, kw_only=True):
     # How the zygote runs it (see jobfile.job); published so `jobs` can show it.
     max_tasks_per_process: int = 1
     max_memory_bytes: int = 0  # 0: no limit
+    # Flow control (docs/flow.md): tasks running at once over all workers, per job and
+    # per (job, group); 0: no limit.
+    concurrency: int = 0
+    group_concurrency: int = 0
 
 
 class JobInfo(msgspec.Struct, kw_only=True):
@@ -161,6 +168,7 @@ def task_from_hash(task_id: str, h: dict[str, str]) -> Task:
         log_url=_text(h.get("log_url")),
         key=_text(h.get("key")),
         slots=_int(h.get("slots"), 1) or 1,
+        group=_text(h.get("group")),
     )
 
 

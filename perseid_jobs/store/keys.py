@@ -33,6 +33,13 @@ stays the only owner of the layout on both sides.
 | ``{ns}:outbox``                       | hash   | delivery id -> a change for another partition   |
 | ``{ns}:outbox_at``                    | zset   | delivery ids by creation time (ms)              |
 | ``{ns}:remote_waiting:<id>``          | set    | "<partition>\t<task>": waiting in another one  |
+| ``{ns}:lane:<job>\t<group>``          | zset   | a lane's pending task ids by start time         |
+| ``{ns}:lanes``                        | zset   | open lanes scored by when their head may start  |
+| ``{ns}:gate:<gate>``                  | zset   | lanes a gate holds back, by when it parked them |
+| ``{ns}:lane_gate``                    | hash   | parked lane -> the gate that holds it           |
+| ``{ns}:flow``                         | hash   | job -> "<concurrency>\t<group concurrency>"     |
+| ``{ns}:flow_running``                 | hash   | job, or job\tgroup -> laned tasks running       |
+| ``{ns}:paused``                       | hash   | "job\t<J>" or "group\t<G>" -> paused at (ms)    |
 
 Each partition has all of the above under its own tag. The namespace's own tag also
 holds ``{<namespace>}:partitions``, the partition count recorded at first use.
@@ -85,6 +92,13 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "outbox": ("outbox", None),
     "outbox_at": ("outbox_at", None),
     "remote_waiting": ("remote_waiting:{}", "id"),
+    "lane": ("lane:{}", "id"),
+    "lanes": ("lanes", None),
+    "gate": ("gate:{}", "id"),
+    "lane_gate": ("lane_gate", None),
+    "flow": ("flow", None),
+    "flow_running": ("flow_running", None),
+    "paused": ("paused", None),
 }
 
 
@@ -204,6 +218,39 @@ class Keys:
     def outbox_at(self) -> str:
         """Sorted set: delivery ids by creation time."""
         return self._k("outbox_at")
+
+    @property
+    def lanes(self) -> str:
+        """Sorted set: open lanes by when their head may start (see docs/flow.md)."""
+        return self._k("lanes")
+
+    @property
+    def lane_gate(self) -> str:
+        """Hash: parked lane -> the gate that holds it back."""
+        return self._k("lane_gate")
+
+    @property
+    def flow(self) -> str:
+        """Hash: job -> its limits, as the claim reads them."""
+        return self._k("flow")
+
+    @property
+    def flow_running(self) -> str:
+        """Hash: job, or job and group, -> laned tasks running."""
+        return self._k("flow_running")
+
+    @property
+    def paused(self) -> str:
+        """Hash: what is paused ("job\t<J>", "group\t<G>") -> when (ms)."""
+        return self._k("paused")
+
+    def lane(self, lane: str) -> str:
+        """Sorted set: one lane's pending tasks by start time."""
+        return self._k("lane", lane)
+
+    def gate(self, gate: str) -> str:
+        """Sorted set: the lanes one gate holds back."""
+        return self._k("gate", gate)
 
     def request(self, request_id: str) -> str:
         """String: the task a schedule request made (kept a short while, for its retries)."""

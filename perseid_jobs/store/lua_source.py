@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "set_log_url",
     "republish",
     "served",
+    "pause",
 )
 
 _INCLUDE_RE = re.compile(r"^-- include:(.*)$", re.MULTILINE)

@@ -27,8 +27,11 @@ Routing rules, in order (a later rule never overrides an earlier one):
 4. otherwise: spread, by a hash of the request id (a retried request lands where the
    first attempt did, where its lost-reply record is).
 
-A later rule for shared limits ("tasks that share a limit share a partition") goes
-before rule 1: a hash of the limit's name.
+0. before all of these, tasks that share a limit share a partition: a hash of the
+   limit's name (a job's ``concurrency``: the job; its ``group_concurrency``: the job and
+   group), so the claim checks the limit atomically (docs/flow.md). An idempotency key
+   on such a task lives in the limit's partition, so the key is checked among that
+   limit's tasks only.
 """
 
 from __future__ import annotations
@@ -121,8 +124,12 @@ class Partitions:
         return self.keys[index]
 
     def for_idempotency_key(self, key: str) -> int:
-        """Rule 3: the partition that owns an idempotency key."""
+        """Rule 1: the partition that owns an idempotency key."""
         return _hash("key:" + key) % self.count
+
+    def for_limit(self, limit: str) -> int:
+        """Rule 0: the partition of the tasks that share a limit."""
+        return _hash("limit:" + limit) % self.count
 
     def spread(self, request_id: str) -> int:
         """Rule 4: the partition of a task with nothing to follow, by its request id."""

@@ -207,6 +207,14 @@ class Served(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     serving: int  # live, offering the job and not draining
 
 
+class Paused(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """pause.lua's reply."""
+
+    changed: int  # 1: it was not paused (or resumed) already
+    reopened: int  # lanes a resume let go in this call
+    held: int  # lanes still held back by this pause
+
+
 class Scheduled(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     """schedule.lua's reply."""
 
@@ -237,6 +245,7 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
     with_hash: bool = False  # the reply carries the task's hash
     fingerprint: str = ""
     parent_partition: int | None = None  # the --after task's, when in another partition
+    group: str = ""
 
     def argv(self) -> list[str | int]:
         """In the order of schedule.lua's header."""
@@ -244,10 +253,12 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
         return [self.job, self.args, self.slots, self.max_ms, start, self.delay_ms, self.key,
                 self.after, self.spec, self.origin, self.retries, self.backoff_ms,
                 self.request_id, "1" if self.with_hash else "0", self.fingerprint,
-                "" if self.parent_partition is None else self.parent_partition]  # fmt: skip
+                "" if self.parent_partition is None else self.parent_partition,
+                self.group]  # fmt: skip
 
 
 ScheduleReply = Scheduled | ParentUnknown | KeyHeld
 ClaimReply = Claimed | LeaseLapsed
 CancelReply = Cancelled | NotFound | AlreadyEnded
 SeriesCancelReply = SeriesCancelled | NotFound | AlreadyEnded
+PauseReply = Paused | NotFound

@@ -33,6 +33,7 @@ from .script_io import (
     LogUrlsSet,
     LookReply,
     NextStart,
+    PauseReply,
     Reaped,
     Registered,
     Renewed,
@@ -181,6 +182,11 @@ class Scripts:
     def outbox_ack(self, ids: Sequence[str]) -> Acked:
         """Remove applied deliveries from this partition's outbox."""
         return decode(self.call("outbox_ack", *ids), Acked)
+
+    def pause(self, kind: str, name: str, *, pause: bool, batch: int = 1000) -> PauseReply:
+        """Pause (or resume) the tasks of a job or a group (``kind``: "job" or "group")."""
+        reply = self.call("pause", kind, name, "1" if pause else "0", batch)
+        return decode(reply, PauseReply)  # type: ignore[arg-type]
 
     def served(self, job: str) -> Served:
         """Live instances, and how many of them take tasks of ``job``."""

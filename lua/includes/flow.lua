@@ -1,0 +1,140 @@
+-- flow: lanes, the gates that hold them back, and the counts that limits read (see
+-- docs/flow.md). A task with a group, or of a job that has a limit or is paused, is
+-- laned: it waits in its lane (K.lane(job \t group)) by start time, and the claim looks at
+-- the lane, not at each task. An open lane is in K.lanes, scored by when its head may
+-- start; a lane a gate holds back (a pause, a full limit) is in that gate's set instead,
+-- so a claim never reads a backlog it could not take. A lane with tasks is in exactly
+-- one of the two.
+-- include: wake_sleepers
+
+local function lane_parts(lane)
+  return string.match(lane, '^(.-)\t(.*)$')
+end
+
+-- The lane of a new task of `job` in `group`, or '' for a plain task (in the due set).
+local function lane_of(job, group)
+  if group ~= '' then return job .. '\t' .. group end
+  if redis.call('EXISTS', K.flow(), K.paused()) == 0 then return '' end
+  if redis.call('HEXISTS', K.flow(), job) == 1
+      or redis.call('HEXISTS', K.paused(), 'job\t' .. job) == 1 then
+    return job .. '\t'
+  end
+  return ''
+end
+
+-- A pending task enters its lane; the lane opens unless a gate holds it.
+local function lane_add(lane, id, start)
+  redis.call('ZADD', K.lane(lane), start, id)
+  if redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
+    redis.call('ZADD', K.lanes(), 'LT', start, lane)
+    wake_sleepers(start)
+  end
+end
+
+-- A job's limits: concurrency, group concurrency (0: none).
+local function limits_of(job)
+  local lim = redis.call('HGET', K.flow(), job)
+  if not lim then return 0, 0 end
+  local c, g = string.match(lim, '^(%d+)\t(%d+)$')
+  return tonumber(c) or 0, tonumber(g) or 0
+end
+
+-- Whether the job's concurrency has room for one more.
+local function job_has_room(job)
+  local c = limits_of(job)
+  return c == 0 or (tonumber(redis.call('HGET', K.flow_running(), job)) or 0) < c
+end
+
+-- The gate that holds a lane back now, or nil: a pause, then its group's limit, then its
+-- job's.
+local function gate_of(lane)
+  local job, group = lane_parts(lane)
+  local p = redis.call('HMGET', K.paused(), 'job\t' .. job, 'group\t' .. group)
+  if p[1] then return 'p\tjob\t' .. job end
+  if group ~= '' and p[2] then return 'p\tgroup\t' .. group end
+  local c, g = limits_of(job)
+  if c == 0 and g == 0 then return nil end
+  local r = redis.call('HMGET', K.flow_running(), job, lane)
+  if g > 0 and group ~= '' and (tonumber(r[2]) or 0) >= g then return 'g\t' .. lane end
+  if c > 0 and (tonumber(r[1]) or 0) >= c then return 'c\t' .. job end
+  return nil
+end
+
+-- Reopen up to n lanes a gate holds, the longest held first, at their heads' start times
+-- (so they go before lanes taken from since). Returns how many it reopened.
+local function gate_open(gate, n)
+  local popped = redis.call('ZPOPMIN', K.gate(gate), n)
+  for i = 1, #popped, 2 do
+    local lane = popped[i]
+    redis.call('HDEL', K.lane_gate(), lane)
+    local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
+    if #head > 0 then
+      redis.call('ZADD', K.lanes(), head[2], lane)
+      wake_sleepers(tonumber(head[2]))
+    end
+  end
+  return #popped / 2
+end
+
+-- A gate holds the lane back: out of the open lanes, into the gate's set. A lane that a
+-- job's freed unit had reopened and a pause now holds passes that unit on.
+local function lane_park(lane, gate, now)
+  redis.call('ZREM', K.lanes(), lane)
+  redis.call('ZADD', K.gate(gate), now, lane)
+  redis.call('HSET', K.lane_gate(), lane, gate)
+  local job = lane_parts(lane)
+  if string.sub(gate, 1, 1) == 'p' and job_has_room(job) then gate_open('c\t' .. job, 1) end
+end
+
+-- The lane's head was taken: count it running, and score the lane by its next head, not
+-- before now (so lanes that waited since go first: fairness across groups).
+local function lane_took(lane, now)
+  local job = lane_parts(lane)
+  redis.call('HINCRBY', K.flow_running(), job, 1)
+  redis.call('HINCRBY', K.flow_running(), lane, 1)
+  local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('ZREM', K.lanes(), lane)
+  else
+    redis.call('ZADD', K.lanes(), math.max(tonumber(head[2]), now), lane)
+  end
+end
+
+-- A laned task stopped running (ended, or back to pending for a retry): its units are
+-- free, and one lane each of its group's and its job's gates reopens.
+local function lane_release(lane)
+  if not lane or lane == '' then return end
+  local job = lane_parts(lane)
+  for _, name in ipairs({job, lane}) do
+    if redis.call('HINCRBY', K.flow_running(), name, -1) <= 0 then
+      redis.call('HDEL', K.flow_running(), name)
+    end
+  end
+  gate_open('g\t' .. lane, 1)
+  gate_open('c\t' .. job, 1)
+end
+
+-- A pending laned task leaves its lane (cancelled); an emptied lane leaves wherever it was.
+local function lane_drop(lane, id)
+  redis.call('ZREM', K.lane(lane), id)
+  if redis.call('EXISTS', K.lane(lane)) == 1 then return end
+  redis.call('ZREM', K.lanes(), lane)
+  local gate = redis.call('HGET', K.lane_gate(), lane)
+  if gate then
+    redis.call('ZREM', K.gate(gate), lane)
+    redis.call('HDEL', K.lane_gate(), lane)
+  end
+end
+
+-- A worker published job `name`'s definition (JSON text): keep the claim's copy of its
+-- limits; a raised job limit reopens the lanes it held back.
+local function publish_limits(name, def)
+  local d = cjson.decode(def)
+  local c, g = tonumber(d.concurrency) or 0, tonumber(d.group_concurrency) or 0
+  if c > 0 or g > 0 then
+    redis.call('HSET', K.flow(), name, c .. '\t' .. g)
+  else
+    redis.call('HDEL', K.flow(), name)
+  end
+  if c == 0 or job_has_room(name) then gate_open('c\t' .. name, 1000) end
+end

@@ -1,0 +1,105 @@
+"""The client's flow controls: pause and resume a job or a group, and say why a task waits.
+
+:class:`FlowControls` is a mixin of :class:`perseid_jobs.api.client.Client`. A pause is
+recorded in every partition (a group's tasks may live in any of them) and holds back
+the lanes of its tasks (see ``lua/includes/flow.lua`` and docs/flow.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ..core.errors import InvalidArgs, UnknownJob
+from ..core.jobfile import validate_job_name
+from ..core.models import Task, TaskStatus, ms_to_dt
+from ..core.timefmt import format_time
+from ..store.keys import Keys
+from ..store.script_io import NotFound, Paused
+from .partitioned import Partitioned
+from .scheduling import check_group
+
+Kind = Literal["job", "group"]
+
+
+class FlowControls(Partitioned):
+    """Pause, resume and waiting reasons over all partitions; needs ``redis``."""
+
+    redis: Any
+
+    def pause(self, *, job: str | None = None, group: str | None = None) -> bool:
+        """Hold back the pending tasks of a job or a group (running ones run on).
+
+        Returns False if it was paused already. Raises UnknownJob for a job no worker
+        published.
+        """
+        kind, name = _target(job, group)
+        changed = False
+        for keys in self.partitions(record=True):
+            reply = self.scripts_in(keys).pause(kind, name, pause=True)
+            if isinstance(reply, NotFound):
+                raise UnknownJob(
+                    f"unknown job {name!r}: no worker published it; check the name"
+                    " (`perseid-jobs jobs`)"
+                )
+            changed = changed or bool(reply.changed)
+        return changed
+
+    def resume(self, *, job: str | None = None, group: str | None = None) -> bool:
+        """Let a paused job's or group's tasks run again; False if it was not paused."""
+        kind, name = _target(job, group)
+        changed = False
+        for keys in self.partitions(record=True):
+            scripts = self.scripts_in(keys)
+            while True:  # bounded batches: a resume of many lanes never blocks Redis long
+                reply = scripts.pause(kind, name, pause=False)
+                assert isinstance(reply, Paused)
+                changed = changed or bool(reply.changed)
+                if reply.held == 0:
+                    break
+        return changed
+
+    def paused(self) -> dict[str, datetime]:
+        """What is paused ("job J", "group G") and since when."""
+        raw = self.redis.hgetall(self.keys.paused)
+        return {k.replace("\t", " ", 1): dt for k, v in raw.items() if (dt := ms_to_dt(v))}
+
+    def waiting(self, task: Task) -> str | None:
+        """Why a pending task is not running yet (None for a task that is not pending)."""
+        if task.status is not TaskStatus.PENDING:
+            return None
+        keys = self.keys_of(task.id)
+        assert keys is not None
+        lane = self.redis.hget(keys.task(task.id), "lane") or ""
+        gate = self.redis.hget(keys.lane_gate, lane) if lane else None
+        if gate:
+            return _gate_text(self.redis, keys, gate)
+        if task.start_after and task.start_at is None:
+            return f"after {task.start_after}"
+        if task.start_at is not None:
+            start_ms = int(task.start_at.timestamp() * 1000)
+            if start_ms > self.now_ms():  # type: ignore[attr-defined]
+                return f"due at {format_time(task.start_at)}"
+        return "due now: waiting for a free slot on an instance that offers the job"
+
+
+def _target(job: str | None, group: str | None) -> tuple[Kind, str]:
+    if (job is None) == (group is None):
+        raise InvalidArgs("give one of --job J or --group G")
+    if job is not None:
+        return "job", validate_job_name(job)
+    return "group", check_group(group)
+
+
+def _gate_text(redis: Any, keys: Keys, gate: str) -> str:
+    """A gate (see lua/includes/flow.lua) as the words `show` prints."""
+    kind, _, rest = gate.partition("\t")
+    if kind == "p":
+        what, _, name = rest.partition("\t")
+        return f"paused ({what} {name})"
+    job, _, group = rest.partition("\t")
+    running = int(redis.hget(keys.flow_running, rest) or 0)
+    limits = (redis.hget(keys.flow, job) or "0\t0").split("\t")
+    if kind == "g":
+        return f"group {group} concurrency {running}/{limits[1]} reached"
+    return f"job concurrency {running}/{limits[0]} reached"

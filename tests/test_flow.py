@@ -1,0 +1,203 @@
+"""Flow control over real workers: job and group concurrency, fairness, pause and resume.
+
+Intervals come from each task's own record (started_at when claimed, ended_at when its
+end was recorded), and per attempt from the events stream, so an overlap anywhere in
+the deployment shows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import redis
+
+from perseid_jobs import Client, TaskStatus
+from perseid_jobs.core.errors import InvalidArgs, JobDefinitionError, UnknownJob
+from perseid_jobs.core.jobfile import job
+from perseid_jobs.core.models import Task
+
+from .conftest import wait_until, wait_workers
+
+
+def ms(value: Any) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def most_at_once(tasks: list[Task]) -> int:
+    """The most tasks whose [started_at, ended_at) intervals overlap at one moment."""
+    edges = sorted(
+        [(ms(t.started_at), 1) for t in tasks] + [(ms(t.ended_at), -1) for t in tasks]
+    )  # an end at the same millisecond as a start sorts first: -1 < 1
+    now = peak = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def wait_all(client: Client, tasks: list[Task], timeout: float = 60) -> list[Task]:
+    return [client.wait(t.id, timeout) for t in tasks]
+
+
+def test_concurrency_1_runs_never_overlap_over_three_workers(client: Client, start_worker) -> None:
+    for _ in range(3):
+        start_worker(4)
+    wait_workers(client, 3)
+    tasks = [client.schedule("flow_serial") for _ in range(300)]
+    done = wait_all(client, tasks, 120)
+    assert {t.status for t in done} == {TaskStatus.COMPLETED}
+    assert most_at_once(done) == 1
+
+
+def attempt_intervals(raw_redis: redis.Redis, client: Client) -> list[tuple[int, int]]:
+    """[start, end) of every attempt, from the events stream (entry ids are Redis ms)."""
+    started: dict[str, int] = {}
+    spans = []
+    for entry_id, f in raw_redis.xrange(client.keys.events):
+        at = int(entry_id.split("-")[0])
+        if f["event"] == "running":
+            started[f["id"]] = at
+        elif f["event"] in ("retry", "completed", "failed", "cancelled") and f["id"] in started:
+            spans.append((started.pop(f["id"]), at))
+    return spans
+
+
+def test_a_retry_never_breaks_a_limit(client: Client, start_worker, raw_redis: redis.Redis) -> None:
+    start_worker(4)
+    start_worker(4)
+    wait_workers(client, 2)
+    tasks = [client.schedule("flow_serial", {"fail_first": i % 3 == 0}) for i in range(30)]
+    done = wait_all(client, tasks)
+    assert {t.status for t in done} == {TaskStatus.COMPLETED}
+    spans = sorted(attempt_intervals(raw_redis, client))
+    assert len(spans) == 40  # 30 tasks, 10 of them twice
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+
+
+def test_group_limits_hold_per_group_and_groups_run_side_by_side(
+    client: Client, start_worker
+) -> None:
+    start_worker(8)
+    wait_workers(client, 1)
+    by_group = {
+        g: [client.schedule("flow_grouped", {"seconds": 0.3}, group=g) for _ in range(5)]
+        for g in "abc"
+    }
+    done = {g: wait_all(client, ts) for g, ts in by_group.items()}
+    for tasks in done.values():
+        assert {t.status for t in tasks} == {TaskStatus.COMPLETED}
+        assert most_at_once(tasks) == 2
+    assert most_at_once([t for ts in done.values() for t in ts]) >= 4
+    assert {t.group for t in done["a"]} == {"a"}
+
+
+def test_a_big_backlog_in_one_group_does_not_delay_another_group(
+    client: Client, start_worker
+) -> None:
+    backlog = [client.schedule("hello", group="A") for _ in range(400)]
+    late = client.schedule("hello", group="B")
+    start_worker(1)
+    assert client.wait(late.id, 30).status is TaskStatus.COMPLETED
+    b_start = ms(client.get(late.id).started_at)
+    a_starts = [t.started_at for t in (client.get(b.id) for b in backlog) if t.started_at]
+    # At most the one head of A's lane that the first claim took before B's (both due).
+    assert len([at for at in a_starts if ms(at) < b_start]) <= 1
+
+
+def test_nothing_starts_while_paused_and_the_backlog_resumes_in_order(
+    client: Client, start_worker
+) -> None:
+    start_worker(4)
+    wait_workers(client, 1)
+    early = [client.schedule("noop", at="+1s") for _ in range(3)]  # due only once paused
+    assert client.pause(job="noop") is True
+    assert client.pause(job="noop") is False
+    later = [client.schedule("noop") for _ in range(10)]
+    probe = client.schedule("hello", at="+1.5s")  # the worker claims past the paused ones
+    assert client.wait(probe.id, 15).status is TaskStatus.COMPLETED
+    held = [client.get(t.id) for t in early + later]
+    assert {t.status for t in held} == {TaskStatus.PENDING}
+    assert {client.waiting(t) for t in held} == {"paused (job noop)"}
+    assert client.paused().keys() == {"job noop"}
+    assert client.resume(job="noop") is True
+    done = wait_all(client, early + later, 30)
+    assert {t.status for t in done} == {TaskStatus.COMPLETED}
+    # In due order: the ten due at once first, then the three due a second later.
+    starts = [ms(t.started_at) for t in sorted(done, key=lambda t: (ms(t.start_at), t.id))]
+    assert starts == sorted(starts)
+    assert client.paused() == {}
+
+
+def test_pausing_a_group_holds_only_that_group(client: Client, start_worker) -> None:
+    start_worker(4)
+    wait_workers(client, 1)
+    client.pause(group="tenant-1")
+    held = [client.schedule("hello", group="tenant-1") for _ in range(3)]
+    free = [client.schedule("hello", group="tenant-2") for _ in range(3)]
+    assert {t.status for t in wait_all(client, free)} == {TaskStatus.COMPLETED}
+    assert {client.get(t.id).status for t in held} == {TaskStatus.PENDING}
+    client.resume(group="tenant-1")
+    assert {t.status for t in wait_all(client, held)} == {TaskStatus.COMPLETED}
+
+
+def test_a_task_over_its_limit_says_why_it_waits(client: Client, start_worker) -> None:
+    start_worker(4)
+    wait_workers(client, 1)
+    first = client.schedule("flow_serial", {"seconds": 30})
+    wait_until(lambda: client.get(first.id).status is TaskStatus.RUNNING, 15, "first running")
+    second = client.schedule("flow_serial")
+    probe = client.schedule("hello")
+    assert client.wait(probe.id, 15).status is TaskStatus.COMPLETED
+    assert client.waiting(client.get(second.id)) == "job concurrency 1/1 reached"
+    client.cancel(first.id)
+    assert client.wait(second.id, 15).status is TaskStatus.COMPLETED
+
+
+def test_a_killed_worker_frees_its_unit_when_the_reaper_fails_its_task(
+    client: Client, start_worker
+) -> None:
+    doomed = start_worker(4)
+    wait_workers(client, 1)
+    first = client.schedule("flow_serial", {"hold_first": True})
+    wait_until(lambda: client.get(first.id).status is TaskStatus.RUNNING, 15, "first running")
+    second = client.schedule("flow_serial")
+    start_worker(4)
+    wait_workers(client, 2)
+    doomed.kill9()
+    # The reaper fails the first attempt (the job retries once); its unit is freed, so
+    # both the retry and the second task run, one after the other.
+    retried = client.wait(first.id, 30)
+    assert (retried.status, retried.attempt) == (TaskStatus.COMPLETED, 2)
+    assert client.wait(second.id, 30).status is TaskStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "@job(concurrency=0): must be an integer >= 1"),
+        ({"group_concurrency": "2"}, "@job(group_concurrency='2'): must be an integer >= 1"),
+    ],
+)
+def test_a_bad_limit_is_a_one_line_error(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(JobDefinitionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        job(max_duration="1m", **options)
+
+
+@pytest.mark.parametrize("group", ["", "x" * 129, "a\tb", "new\nline"])
+def test_a_bad_group_is_refused_with_nothing_written(
+    client: Client, raw_redis: redis.Redis, group: str
+) -> None:
+    before = raw_redis.dbsize()
+    with pytest.raises(InvalidArgs, match="--group"):
+        client.schedule("hello", group=group)
+    assert raw_redis.dbsize() == before
+
+
+def test_pausing_an_unknown_job_is_an_error(client: Client, start_worker) -> None:
+    start_worker(1)
+    wait_workers(client, 1)
+    with pytest.raises(UnknownJob, match="no_such_job"):
+        client.pause(job="no_such_job")
+    assert client.paused() == {}
