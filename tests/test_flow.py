@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -17,8 +18,10 @@ from perseid_jobs import Client, TaskStatus
 from perseid_jobs.core.errors import InvalidArgs, JobDefinitionError, UnknownJob
 from perseid_jobs.core.jobfile import job
 from perseid_jobs.core.models import Task
+from perseid_jobs.store.redisproc import RedisServer
 
-from .conftest import wait_until, wait_workers
+from .conftest import JOBS, wait_until, wait_workers
+from .test_cli import cli
 
 
 def ms(value: Any) -> int:
@@ -201,3 +204,28 @@ def test_pausing_an_unknown_job_is_an_error(client: Client, start_worker) -> Non
     with pytest.raises(UnknownJob, match="no_such_job"):
         client.pause(job="no_such_job")
     assert client.paused() == {}
+
+
+def test_the_command_line_pauses_resumes_and_shows_why_a_task_waits(
+    redis_server: RedisServer, namespace: str, client: Client, start_worker
+) -> None:
+    start_worker(2)
+    wait_workers(client, 1)
+    common = ("--redis", redis_server.url, "--namespace", namespace)
+    assert cli("pause", "--job", "noop", *common).stdout == "job noop paused\n"
+    assert cli("pause", "--job", "noop", *common).stdout == "job noop was already paused\n"
+    out = cli("schedule", "noop", "--group", "acme", "--jobs", str(JOBS), "--json", *common)
+    task = orjson.loads(out.stdout)
+    assert task["group"] == "acme"
+    probe = client.schedule("hello")
+    assert client.wait(probe.id, 15).status is TaskStatus.COMPLETED
+    shown = orjson.loads(cli("show", task["id"], "--json", *common).stdout)
+    assert (shown["status"], shown["waiting"]) == ("pending", "paused (job noop)")
+    assert "paused" in cli("jobs", *common).stdout
+    assert cli("resume", "--job", "noop", *common).stdout == "job noop resumed\n"
+    assert client.wait(task["id"], 15).status is TaskStatus.COMPLETED
+    bad = cli("pause", "--job", "noop", "--group", "acme", *common, check=False)
+    assert (bad.returncode, bad.stderr) == (2, "error: give one of --job J or --group G\n")
+    unknown = cli("pause", "--job", "nope", *common, check=False)
+    assert unknown.returncode != 0 and unknown.stderr.count("\n") == 1
+    assert "unknown job 'nope'" in unknown.stderr

@@ -199,6 +199,8 @@ class Queries(Partitioned):
         for inst in live:
             pipe.smembers(self.keys.instance_jobs(inst.id))
         offered = dict(zip((i.id for i in live), pipe.execute(), strict=True))
+        running = self._limited_running(sorted(catalog))
+        paused = self.redis.hgetall(self.keys.paused)  # a pause is in every partition
         out = []
         for name in sorted(catalog):
             d = definition_decoder.decode(catalog[name])
@@ -212,9 +214,23 @@ class Queries(Partitioned):
                     ],
                     max_tasks_per_process=d.max_tasks_per_process,
                     max_memory_per_process=d.max_memory_bytes or None,
+                    concurrency=d.concurrency or None,
+                    group_concurrency=d.group_concurrency or None,
+                    running=running.get(name, 0),
+                    paused=f"job\t{name}" in paused,
                 )
             )
         return out
+
+    def _limited_running(self, names: list[str]) -> dict[str, int]:
+        """Per job, its laned tasks running now, over all partitions (see docs/flow.md)."""
+        counts: dict[str, int] = {}
+        if not names:
+            return counts
+        for keys in self.partitions():
+            for name, n in zip(names, self.redis.hmget(keys.flow_running, names), strict=True):
+                counts[name] = counts.get(name, 0) + int(n or 0)
+        return counts
 
 
 def _instance(inst: str, expiry: int, hashes: list[dict[str, str]], counts: list[int]) -> Instance:

@@ -46,6 +46,12 @@ AfterOpt = Annotated[
     str | None, typer.Option(metavar="TASK", help="Start after this task completes.")
 ]
 KeyOpt = Annotated[str | None, typer.Option(metavar="KEY", help="Idempotency key.")]
+GroupOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="GROUP", help="The task's group (a customer, a tenant): see docs/flow.md."
+    ),
+]
 CatchUpOpt = Annotated[
     str,
     typer.Option(
@@ -84,6 +90,7 @@ def schedule(
     tz: TzOpt = None,
     after: AfterOpt = None,
     key: KeyOpt = None,
+    group: GroupOpt = None,
     catch_up: CatchUpOpt = "skip",
     catch_up_window: CatchUpWindowOpt = None,
     durable: DurableOpt = False,
@@ -110,6 +117,7 @@ def schedule(
         catch_up_window=catch_up_window,
         durable=durable,
         durable_timeout=durable_timeout,
+        group=group,
     )
     if json:
         emit_json(task)
@@ -146,9 +154,9 @@ def demo(
 
 def register_commands() -> None:
     """Add the commands defined in other modules to ``app`` (they import cli_common, not this)."""
-    from . import cli_run, cli_tasks, cli_wait, cli_worker  # run; show/tasks/...; wait; worker
+    from . import cli_flow, cli_run, cli_tasks, cli_wait, cli_worker  # pause/resume; run; ...
 
-    del cli_run, cli_tasks, cli_wait, cli_worker
+    del cli_flow, cli_run, cli_tasks, cli_wait, cli_worker
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ def show(
     client = make_client(redis_url, namespace, partitions=partitions)
     if client.kind_of(some_id) == "task":
         task = client.get(some_id)
+        task.waiting = client.waiting(task)
         emit_json(task) if json else print_rendered(lambda r: r.task_detail(task))
         return
     series = client.get_series(some_id)

@@ -64,6 +64,8 @@ def task_detail(t: Task) -> Table:
         ("series", t.series),
         ("after", t.start_after),
         ("key", t.key),
+        ("group", t.group),
+        ("waiting", t.waiting),
         ("log", log),
     ]
     for name, value in rows:
@@ -90,7 +92,7 @@ def worker_table(instances: Iterable[Instance]) -> Table:
 def job_table(jobs: Iterable[JobInfo], live: Iterable[Instance]) -> Table:
     """The catalog as a table; a job no live instance can run says why."""
     biggest = max((i.slots_total for i in live), default=0)
-    table = Table("job", "slots", "max duration", "process", "instances")
+    table = Table("job", "slots", "max duration", "process", "limits", "instances")
     for j in jobs:
         if j.instances:
             where = ", ".join(j.instances)
@@ -100,8 +102,21 @@ def job_table(jobs: Iterable[JobInfo], live: Iterable[Instance]) -> Table:
             where = f"none: needs {j.slots} slots, the largest live instance offers {biggest}"
         else:
             where = "none: no live worker with this job and enough slots"
-        table.add_row(j.name, str(j.slots), f"{j.max_duration:g}s", _process(j), where)
+        row = (j.name, str(j.slots), f"{j.max_duration:g}s", _process(j), _limits(j), where)
+        table.add_row(*row)
     return table
+
+
+def _limits(j: JobInfo) -> str:
+    """A job's flow-control limits, what runs under them, and whether it is paused."""
+    parts = []
+    if j.concurrency:
+        parts.append(f"concurrency {j.running}/{j.concurrency}")
+    if j.group_concurrency:
+        parts.append(f"{j.group_concurrency} per group")
+    if j.paused:
+        parts.append("paused")
+    return ", ".join(parts) or "-"
 
 
 def _process(j: JobInfo) -> str:

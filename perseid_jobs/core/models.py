@@ -93,6 +93,10 @@ class JobInfo(msgspec.Struct, kw_only=True):
     instances: list[str]
     max_tasks_per_process: int = 1  # 1: a fresh process per task
     max_memory_per_process: int | None = None  # bytes; None: no limit
+    concurrency: int | None = None  # over all workers; None: no limit
+    group_concurrency: int | None = None  # per group; None: no limit
+    running: int = 0  # its tasks running now under those limits
+    paused: bool = False
 
 
 class Series(msgspec.Struct, kw_only=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,10 @@ def all_settled(client: Client) -> bool:
 class AckedScheduler:
     """Schedules ``chaos_record`` tasks one by one through an outage, each under its own key.
 
-    A schedule that raised was not acknowledged and is sent again with the same key, so a
-    retry whose first try did land returns that task instead of a second one.
+    A schedule that raised was not acknowledged and is sent again with the same key and
+    request id, so a retry whose first try did land returns that task instead of a second
+    one, even once that task has ended and released its key (what the request id is for:
+    see Client.schedule).
     """
 
     def __init__(self, client: Client, records: Path, count: int, pause_s: float) -> None:
@@ -189,6 +192,7 @@ class AckedScheduler:
         self.pause_s = pause_s
         self.acked: list[str] = []
         self.failures = 0
+        self.run_id = uuid.uuid4().hex
 
     def run(self) -> None:
         """Schedule them all (the body of a thread)."""
@@ -196,7 +200,9 @@ class AckedScheduler:
             while True:
                 try:
                     args = {"dir": str(self.records), "seconds": 0.05}
-                    task = self.client.schedule("chaos_record", args, key=f"k{i}")
+                    task = self.client.schedule(
+                        "chaos_record", args, key=f"k{i}", request_id=f"{self.run_id}-{i}"
+                    )
                     break
                 except (*REDIS_ERRORS, RedisUnavailable):
                     self.failures += 1

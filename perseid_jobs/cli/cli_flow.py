@@ -1,0 +1,57 @@
+"""The flow-control commands: pause and resume a job or a group (see docs/flow.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..store.connection import DEFAULT_REDIS_URL
+from ..store.keys import DEFAULT_NAMESPACE
+from .cli_common import (
+    NamespaceOpt,
+    PartitionsOpt,
+    RedisOpt,
+    app,
+    errors_as_lines,
+    make_client,
+)
+
+JobOpt = Annotated[
+    str | None, typer.Option("--job", metavar="JOB", help="The job whose tasks to hold back.")
+]
+GroupOpt = Annotated[
+    str | None, typer.Option("--group", metavar="GROUP", help="The group whose tasks to hold back.")
+]
+
+
+@app.command()
+@errors_as_lines
+def pause(
+    job: JobOpt = None,
+    group: GroupOpt = None,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
+) -> None:
+    """Hold back the pending tasks of a job or a group; running ones run on."""
+    client = make_client(redis_url, namespace, partitions=partitions)
+    changed = client.pause(job=job, group=group)
+    what = f"job {job}" if job is not None else f"group {group}"
+    typer.echo(f"{what} paused" if changed else f"{what} was already paused")
+
+
+@app.command()
+@errors_as_lines
+def resume(
+    job: JobOpt = None,
+    group: GroupOpt = None,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    partitions: PartitionsOpt = None,
+) -> None:
+    """Let a paused job's or group's tasks run again, in due order."""
+    client = make_client(redis_url, namespace, partitions=partitions)
+    changed = client.resume(job=job, group=group)
+    what = f"job {job}" if job is not None else f"group {group}"
+    typer.echo(f"{what} resumed" if changed else f"{what} was not paused")
