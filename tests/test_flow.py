@@ -181,6 +181,8 @@ def test_a_killed_worker_frees_its_unit_when_the_reaper_fails_its_task(
     [
         ({"concurrency": 0}, "@job(concurrency=0): must be an integer >= 1"),
         ({"group_concurrency": "2"}, "@job(group_concurrency='2'): must be an integer >= 1"),
+        ({"rate": "fast"}, "@job(rate='fast'): give starts per second, minute or hour"),
+        ({"group_rate": "0/s"}, "@job(group_rate='0/s'): give starts per second"),
     ],
 )
 def test_a_bad_limit_is_a_one_line_error(options: dict[str, Any], message: str) -> None:
@@ -229,3 +231,18 @@ def test_the_command_line_pauses_resumes_and_shows_why_a_task_waits(
     unknown = cli("pause", "--job", "nope", *common, check=False)
     assert unknown.returncode != 0 and unknown.stderr.count("\n") == 1
     assert "unknown job 'nope'" in unknown.stderr
+
+
+def test_a_rate_spaces_starts_evenly_over_all_workers_and_none_early(
+    client: Client, start_worker
+) -> None:
+    start_worker(8)
+    start_worker(8)
+    wait_workers(client, 2)
+    tasks = [client.schedule("flow_rated") for _ in range(60)]
+    done = wait_all(client, tasks, 30)
+    assert {t.status for t in done} == {TaskStatus.COMPLETED}
+    starts = sorted(ms(t.started_at) for t in done)
+    assert 2900 <= starts[-1] - starts[0] <= 3500, starts[-1] - starts[0]
+    # 20/s is one start every 50 ms of Redis time: none before its slot.
+    assert all(b - a >= 50 for a, b in itertools.pairwise(starts)), starts

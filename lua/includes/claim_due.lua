@@ -106,9 +106,12 @@ local function claim_flow(inst, jobs_key, max_count, free, now, out)
     local progressed = false
     for _, c in ipairs(due_and_lanes(math.min(SCAN_LIMIT, max_count - #out + 16), now)) do
       local id, lane = c[2], c[3]
-      local gate = lane and gate_of(lane)
+      local gate, later
+      if lane then gate, later = gate_of(lane, now) end
       if gate then
         lane_park(lane, gate, now)
+      elseif later then
+        redis.call('ZADD', K.lanes(), later, lane)  -- due again when its rate allows
       else
         if lane then id = lane_head(lane, now) end
         local f = id and read_task(id)

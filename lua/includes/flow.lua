@@ -31,12 +31,13 @@ local function lane_add(lane, id, start)
   end
 end
 
--- A job's limits: concurrency, group concurrency (0: none).
+-- A job's limits: concurrency, group concurrency (0: none), and the ms between two starts
+-- its rate and its group rate allow (0: no rate).
 local function limits_of(job)
   local lim = redis.call('HGET', K.flow(), job)
-  if not lim then return 0, 0 end
-  local c, g = string.match(lim, '^(%d+)\t(%d+)$')
-  return tonumber(c) or 0, tonumber(g) or 0
+  if not lim then return 0, 0, 0, 0 end
+  local c, g, r, gr = string.match(lim, '^(%d+)\t(%d+)\t?([%d.]*)\t?([%d.]*)$')
+  return tonumber(c) or 0, tonumber(g) or 0, tonumber(r) or 0, tonumber(gr) or 0
 end
 
 -- Whether the job's concurrency has room for one more.
@@ -46,17 +47,23 @@ local function job_has_room(job)
 end
 
 -- The gate that holds a lane back now, or nil: a pause, then its group's limit, then its
--- job's.
-local function gate_of(lane)
+-- job's. Past the gates, the time its rates allow its next start, if later than now.
+local function gate_of(lane, now)
   local job, group = lane_parts(lane)
   local p = redis.call('HMGET', K.paused(), 'job\t' .. job, 'group\t' .. group)
   if p[1] then return 'p\tjob\t' .. job end
   if group ~= '' and p[2] then return 'p\tgroup\t' .. group end
-  local c, g = limits_of(job)
-  if c == 0 and g == 0 then return nil end
-  local r = redis.call('HMGET', K.flow_running(), job, lane)
-  if g > 0 and group ~= '' and (tonumber(r[2]) or 0) >= g then return 'g\t' .. lane end
-  if c > 0 and (tonumber(r[1]) or 0) >= c then return 'c\t' .. job end
+  local c, g, r, gr = limits_of(job)
+  if c == 0 and g == 0 and r == 0 and gr == 0 then return nil end
+  local n = redis.call('HMGET', K.flow_running(), job, lane)
+  if g > 0 and group ~= '' and (tonumber(n[2]) or 0) >= g then return 'g\t' .. lane end
+  if c > 0 and (tonumber(n[1]) or 0) >= c then return 'c\t' .. job end
+  if r == 0 and (gr == 0 or group == '') then return nil end
+  -- A rate is a minimum spacing of starts on Redis time (GCRA without burst): the next
+  -- start may come when the last one's slot has passed.
+  local at = redis.call('HMGET', K.flow_rate(), job, lane)
+  local allowed = math.max(tonumber(at[1]) or 0, group ~= '' and tonumber(at[2]) or 0)
+  if allowed > now then return nil, allowed end
   return nil
 end
 
@@ -89,9 +96,18 @@ end
 -- The lane's head was taken: count it running, and score the lane by its next head, not
 -- before now (so lanes that waited since go first: fairness across groups).
 local function lane_took(lane, now)
-  local job = lane_parts(lane)
+  local job, group = lane_parts(lane)
   redis.call('HINCRBY', K.flow_running(), job, 1)
   redis.call('HINCRBY', K.flow_running(), lane, 1)
+  local _, _, r, gr = limits_of(job)
+  if r > 0 then
+    local last = tonumber(redis.call('HGET', K.flow_rate(), job)) or 0
+    redis.call('HSET', K.flow_rate(), job, math.max(last, now) + r)
+  end
+  if gr > 0 and group ~= '' then
+    local last = tonumber(redis.call('HGET', K.flow_rate(), lane)) or 0
+    redis.call('HSET', K.flow_rate(), lane, math.max(last, now) + gr)
+  end
   local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
   if #head == 0 then
     redis.call('ZREM', K.lanes(), lane)
@@ -126,13 +142,22 @@ local function lane_drop(lane, id)
   end
 end
 
+-- The ms between two starts a rate text allows ("10/s", "30/m", "100/h"; 0: none).
+local RATE_WINDOWS = {s = 1000, m = 60000, h = 3600000}
+local function rate_interval(text)
+  local n, unit = string.match(text or '', '^(%d+)/([smh])$')
+  if not n or tonumber(n) == 0 then return 0 end
+  return RATE_WINDOWS[unit] / tonumber(n)
+end
+
 -- A worker published job `name`'s definition (JSON text): keep the claim's copy of its
 -- limits; a raised job limit reopens the lanes it held back.
 local function publish_limits(name, def)
   local d = cjson.decode(def)
   local c, g = tonumber(d.concurrency) or 0, tonumber(d.group_concurrency) or 0
-  if c > 0 or g > 0 then
-    redis.call('HSET', K.flow(), name, c .. '\t' .. g)
+  local r, gr = rate_interval(d.rate), rate_interval(d.group_rate)
+  if c > 0 or g > 0 or r > 0 or gr > 0 then
+    redis.call('HSET', K.flow(), name, table.concat({c, g, r, gr}, '\t'))
   else
     redis.call('HDEL', K.flow(), name)
   end

@@ -74,6 +74,9 @@ class FlowControls(Partitioned):
         gate = self.redis.hget(keys.lane_gate, lane) if lane else None
         if gate:
             return _gate_text(self.redis, keys, gate)
+        rated = _rate_wait(self.redis, keys, lane, task, self.now_ms())  # type: ignore[attr-defined]
+        if rated:
+            return rated
         if task.start_after and task.start_at is None:
             return f"after {task.start_after}"
         if task.start_at is not None:
@@ -89,6 +92,16 @@ def _target(job: str | None, group: str | None) -> tuple[Kind, str]:
     if job is not None:
         return "job", validate_job_name(job)
     return "group", check_group(group)
+
+
+def _rate_wait(redis: Any, keys: Keys, lane: str, task: Task, now_ms: int) -> str | None:
+    """ "rate limit: next at ..." when the task's open lane waits for its rate (the claim
+    scores it by the next start the rate allows, later than the head's own start)."""
+    score = redis.zscore(keys.lanes, lane) if lane else None
+    start_ms = int(task.start_at.timestamp() * 1000) if task.start_at else 0
+    if score is None or score <= max(now_ms, start_ms):
+        return None
+    return f"rate limit: next at {format_time(ms_to_dt(int(score)))}"
 
 
 def _gate_text(redis: Any, keys: Keys, gate: str) -> str:

@@ -216,6 +216,8 @@ class Queries(Partitioned):
                     max_memory_per_process=d.max_memory_bytes or None,
                     concurrency=d.concurrency or None,
                     group_concurrency=d.group_concurrency or None,
+                    rate=d.rate or None,
+                    group_rate=d.group_rate or None,
                     running=running.get(name, 0),
                     paused=f"job\t{name}" in paused,
                 )

@@ -33,9 +33,9 @@ class Route(NamedTuple):
 def limit_of(job: str, group: str, definition: JobDefinition) -> str:
     """The name of the limit a task shares with others ("" for none): tasks that share a
     limit share a partition, so the claim checks it atomically (docs/flow.md)."""
-    if definition.concurrency:
+    if definition.concurrency or definition.rate:
         return f"job:{job}"
-    if definition.group_concurrency and group:
+    if (definition.group_concurrency or definition.group_rate) and group:
         return f"group:{job}\t{group}"
     return ""
 

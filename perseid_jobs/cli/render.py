@@ -114,6 +114,10 @@ def _limits(j: JobInfo) -> str:
         parts.append(f"concurrency {j.running}/{j.concurrency}")
     if j.group_concurrency:
         parts.append(f"{j.group_concurrency} per group")
+    if j.rate:
+        parts.append(f"rate {j.rate}")
+    if j.group_rate:
+        parts.append(f"rate {j.group_rate} per group")
     if j.paused:
         parts.append("paused")
     return ", ".join(parts) or "-"

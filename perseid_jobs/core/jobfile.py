@@ -58,6 +58,8 @@ def job(
     max_memory_per_process: str | int | None = None,
     concurrency: int | None = None,
     group_concurrency: int | None = None,
+    rate: str | None = None,
+    group_rate: str | None = None,
 ) -> Callable[[F], F]:
     """Mark the function a job file runs.
 
@@ -73,7 +75,9 @@ def job(
     text such as ``"500MB"``) after a task is retired.
     ``concurrency``: at most this many tasks of the job run at once, over all workers
     (1: runs never overlap); ``group_concurrency``: at most this many per group (the
-    ``group`` a task was scheduled with). See docs/flow.md.
+    ``group`` a task was scheduled with). ``rate``: at most this many starts per second,
+    minute or hour (``"10/s"``, ``"30/m"``, ``"100/h"``), spaced evenly, over all
+    workers; ``group_rate``: the same per group. See docs/flow.md.
     """
     try:
         max_ms = parse_duration(max_duration)
@@ -94,6 +98,8 @@ def job(
         backoff_ms=backoff_ms,
         concurrency=_limit("concurrency", concurrency),
         group_concurrency=_limit("group_concurrency", group_concurrency),
+        rate=_rate("rate", rate),
+        group_rate=_rate("group_rate", group_rate),
     )
     reuse = (_tasks_per_process(max_tasks_per_process), parse_memory(max_memory_per_process))
 
@@ -115,6 +121,21 @@ def _limit(name: str, n: object) -> int:
             " for no limit"
         )
     return n
+
+
+_RATE_RE = re.compile(r"^([1-9][0-9]{0,6})/([smh])$")
+
+
+def _rate(name: str, text: object) -> str:
+    """A rate as stored ("" for none), else raise naming the fix."""
+    if text is None:
+        return ""
+    if not isinstance(text, str) or not _RATE_RE.match(text):
+        raise JobDefinitionError(
+            f'@job({name}={text!r}): give starts per second, minute or hour, e.g. "10/s",'
+            ' "30/m" or "100/h"'
+        )
+    return text
 
 
 def _tasks_per_process(n: object) -> int:

@@ -82,6 +82,8 @@ class JobDefinition(msgspec.Struct, kw_only=True):
     # per (job, group); 0: no limit.
     concurrency: int = 0
     group_concurrency: int = 0
+    rate: str = ""  # "10/s", "30/m", "100/h": starts over all workers; "": no limit
+    group_rate: str = ""  # the same per group
 
 
 class JobInfo(msgspec.Struct, kw_only=True):
@@ -95,6 +97,8 @@ class JobInfo(msgspec.Struct, kw_only=True):
     max_memory_per_process: int | None = None  # bytes; None: no limit
     concurrency: int | None = None  # over all workers; None: no limit
     group_concurrency: int | None = None  # per group; None: no limit
+    rate: str | None = None
+    group_rate: str | None = None
     running: int = 0  # its tasks running now under those limits
     paused: bool = False
 

@@ -37,8 +37,9 @@ stays the only owner of the layout on both sides.
 | ``{ns}:lanes``                        | zset   | open lanes scored by when their head may start  |
 | ``{ns}:gate:<gate>``                  | zset   | lanes a gate holds back, by when it parked them |
 | ``{ns}:lane_gate``                    | hash   | parked lane -> the gate that holds it           |
-| ``{ns}:flow``                         | hash   | job -> "<concurrency>\t<group concurrency>"     |
+| ``{ns}:flow``                         | hash   | job -> its limits, as flow.lua reads them       |
 | ``{ns}:flow_running``                 | hash   | job, or job\tgroup -> laned tasks running       |
+| ``{ns}:flow_rate``                    | hash   | job, or job\tgroup -> next start a rate allows  |
 | ``{ns}:paused``                       | hash   | "job\t<J>" or "group\t<G>" -> paused at (ms)    |
 
 Each partition has all of the above under its own tag. The namespace's own tag also
@@ -98,6 +99,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "lane_gate": ("lane_gate", None),
     "flow": ("flow", None),
     "flow_running": ("flow_running", None),
+    "flow_rate": ("flow_rate", None),
     "paused": ("paused", None),
 }
 
@@ -233,6 +235,11 @@ class Keys:
     def flow(self) -> str:
         """Hash: job -> its limits, as the claim reads them."""
         return self._k("flow")
+
+    @property
+    def flow_rate(self) -> str:
+        """Hash: job, or job and group, -> the next start its rate allows (ms)."""
+        return self._k("flow_rate")
 
     @property
     def flow_running(self) -> str:
