@@ -23,6 +23,8 @@
 --          "": the task waits blocked here and a follow delivery goes out through the
 --          outbox (the caller checked that the parent exists and runs no active series)
 -- ARGV[17] group (a customer, a tenant: see docs/flow.md), or ""; a series' runs keep it
+-- ARGV[18] priority, -100 to 100 (higher first among due tasks; "" or 0: none); a series'
+--          runs keep it
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
 --          already ended when this ran (else "")}
@@ -37,6 +39,7 @@ local retries, backoff = tonumber(ARGV[11]) or 0, tonumber(ARGV[12]) or 1000
 local request = ARGV[13] or ''
 local fp = ARGV[15] or ''
 local group = ARGV[17] or ''
+local priority = tonumber(ARGV[18]) or 0
 local now = now_ms()
 local REQUEST_TTL_MS = 120000   -- how long a schedule request id is remembered, for retries
 
@@ -101,7 +104,7 @@ if pstatus == 'completed' then start = now end
 
 local id = new_id(now)
 local fields = {'key', key, 'start_after', after, 'retries', retries, 'backoff_ms', backoff,
-  'group', group}
+  'group', group, 'priority', priority}
 local sid = nil
 if spec ~= '' then
   sid = new_id(now)
@@ -113,6 +116,7 @@ if spec ~= '' then
     'retries', retries, 'backoff_ms', backoff, 'fp', fp)
   redis.call('ZADD', K.series_index(), now, sid)
   if group ~= '' then redis.call('HSET', K.series(sid), 'group', group) end
+  if priority ~= 0 then redis.call('HSET', K.series(sid), 'priority', priority) end
 elseif follows then
   sid = new_id(now)
   redis.call('HSET', K.series(sid), 'id', sid, 'job', job, 'args', args, 'slots', slots,
@@ -122,6 +126,7 @@ elseif follows then
   redis.call('ZADD', K.series_index(), now, sid)
   redis.call('SADD', K.followers(follows), sid)
   if group ~= '' then redis.call('HSET', K.series(sid), 'group', group) end
+  if priority ~= 0 then redis.call('HSET', K.series(sid), 'priority', priority) end
 else
   -- A one-off task holds its key's fingerprint itself; a series' is in the series.
   fields[#fields + 1] = 'fp'
@@ -155,7 +160,8 @@ if follows and pstatus ~= '' then
       and not is_terminal(redis.call('HGET', K.task(cur), 'status') or 'completed') then
     local nid = new_id(now)
     create_task(nid, job, args, slots, max_ms, -1, now, {'series', sid, 'start_after', cur,
-      'key', key, 'retries', retries, 'backoff_ms', backoff, 'group', group})
+      'key', key, 'retries', retries, 'backoff_ms', backoff, 'group', group,
+      'priority', priority})
     index_task(nid, -1, cur, now)
     redis.call('HSET', K.series(sid), 'current', nid)
     emit('scheduled', nid, {'series', sid, 'after', cur})

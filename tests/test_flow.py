@@ -246,3 +246,30 @@ def test_a_rate_spaces_starts_evenly_over_all_workers_and_none_early(
     assert 2900 <= starts[-1] - starts[0] <= 3500, starts[-1] - starts[0]
     # 20/s is one start every 50 ms of Redis time: none before its slot.
     assert all(b - a >= 50 for a, b in itertools.pairwise(starts)), starts
+
+
+def test_a_high_priority_task_scheduled_last_starts_next_and_a_low_one_last(
+    client: Client, start_worker
+) -> None:
+    start_worker(1)
+    wait_workers(client, 1)
+    blocker = client.schedule("sleep", {"seconds": 0.5})
+    wait_until(lambda: client.get(blocker.id).status is TaskStatus.RUNNING, 15, "the blocker")
+    low = client.schedule("hello", priority=-5)
+    backlog = [client.schedule("hello") for _ in range(10)]
+    high = client.schedule("hello", priority=10)
+    done = wait_all(client, [low, *backlog, high], 30)
+    order = [t.id for t in sorted(done, key=lambda t: ms(t.started_at))]
+    # Higher priority first; equal priority in due order.
+    assert order == [high.id, *(t.id for t in backlog), low.id]
+    assert client.get(high.id).priority == 10
+
+
+@pytest.mark.parametrize("priority", [101, -101])
+def test_a_priority_out_of_range_is_refused_with_nothing_written(
+    client: Client, raw_redis: redis.Redis, priority: int
+) -> None:
+    before = raw_redis.dbsize()
+    with pytest.raises(InvalidArgs, match="--priority"):
+        client.schedule("hello", priority=priority)
+    assert raw_redis.dbsize() == before

@@ -1,23 +1,56 @@
 -- flow: lanes, the gates that hold them back, and the counts that limits read (see
--- docs/flow.md). A task with a group, or of a job that has a limit or is paused, is
--- laned: it waits in its lane (K.lane(job \t group)) by start time, and the claim looks at
--- the lane, not at each task. An open lane is in K.lanes, scored by when its head may
--- start; a lane a gate holds back (a pause, a full limit) is in that gate's set instead,
--- so a claim never reads a backlog it could not take. A lane with tasks is in exactly
--- one of the two.
+-- docs/flow.md). A task with a group or a priority, or of a job that has a limit or is
+-- paused, is laned: it waits in its lane (K.lane(job \t group [\t priority])) by start
+-- time, and the claim looks at the lane, not at each task. An open lane is in its
+-- priority's open set (K.lanes for 0, else K.plane(p), with p listed in K.prios), scored
+-- by when its head may start; a lane a gate holds back (a pause, a full limit) is in that
+-- gate's set instead, so a claim never reads a backlog it could not take. A lane with
+-- tasks is in exactly one of the two.
 -- include: wake_sleepers
 
+-- A lane's job, group and priority.
 local function lane_parts(lane)
-  return string.match(lane, '^(.-)\t(.*)$')
+  local job, group, prio = string.match(lane, '^([^\t]*)\t([^\t]*)\t?(-?%d*)$')
+  return job, group, tonumber(prio) or 0
 end
 
--- The lane of a new task of `job` in `group`, or '' for a plain task (in the due set).
-local function lane_of(job, group)
-  if group ~= '' then return job .. '\t' .. group end
+-- What a group's limits count: its job and group (the lanes of all its priorities).
+local function group_key(job, group)
+  return job .. '\t' .. group
+end
+
+-- The set an open lane of priority `prio` is in.
+local function open_key(prio)
+  if prio == 0 then return K.lanes() end
+  return K.plane(prio)
+end
+
+-- Open a lane at `score` (`mode`: a ZADD flag such as 'LT', or nil).
+local function lane_open(lane, score, mode)
+  local _, _, prio = lane_parts(lane)
+  if prio ~= 0 then redis.call('ZADD', K.prios(), prio, prio) end
+  if mode then
+    redis.call('ZADD', open_key(prio), mode, score, lane)
+  else
+    redis.call('ZADD', open_key(prio), score, lane)
+  end
+end
+
+local function lane_close(lane)
+  local _, _, prio = lane_parts(lane)
+  redis.call('ZREM', open_key(prio), lane)
+end
+
+-- The lane of a new task of `job` in `group` at `prio`, or '' for a plain task (in the
+-- due set).
+local function lane_of(job, group, prio)
+  local lane = group_key(job, group)
+  if prio ~= 0 then return lane .. '\t' .. prio end
+  if group ~= '' then return lane end
   if redis.call('EXISTS', K.flow(), K.paused()) == 0 then return '' end
   if redis.call('HEXISTS', K.flow(), job) == 1
       or redis.call('HEXISTS', K.paused(), 'job\t' .. job) == 1 then
-    return job .. '\t'
+    return lane
   end
   return ''
 end
@@ -26,7 +59,7 @@ end
 local function lane_add(lane, id, start)
   redis.call('ZADD', K.lane(lane), start, id)
   if redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
-    redis.call('ZADD', K.lanes(), 'LT', start, lane)
+    lane_open(lane, start, 'LT')
     wake_sleepers(start)
   end
 end
@@ -55,20 +88,22 @@ local function gate_of(lane, now)
   if group ~= '' and p[2] then return 'p\tgroup\t' .. group end
   local c, g, r, gr = limits_of(job)
   if c == 0 and g == 0 and r == 0 and gr == 0 then return nil end
-  local n = redis.call('HMGET', K.flow_running(), job, lane)
-  if g > 0 and group ~= '' and (tonumber(n[2]) or 0) >= g then return 'g\t' .. lane end
+  local gk = group_key(job, group)
+  local n = redis.call('HMGET', K.flow_running(), job, gk)
+  if g > 0 and group ~= '' and (tonumber(n[2]) or 0) >= g then return 'g\t' .. gk end
   if c > 0 and (tonumber(n[1]) or 0) >= c then return 'c\t' .. job end
   if r == 0 and (gr == 0 or group == '') then return nil end
   -- A rate is a minimum spacing of starts on Redis time (GCRA without burst): the next
   -- start may come when the last one's slot has passed.
-  local at = redis.call('HMGET', K.flow_rate(), job, lane)
+  local at = redis.call('HMGET', K.flow_rate(), job, gk)
   local allowed = math.max(tonumber(at[1]) or 0, group ~= '' and tonumber(at[2]) or 0)
   if allowed > now then return nil, allowed end
   return nil
 end
 
--- Reopen up to n lanes a gate holds, the longest held first, at their heads' start times
--- (so they go before lanes taken from since). Returns how many it reopened.
+-- Reopen up to n lanes a gate holds, the highest priority and then the longest held first,
+-- at their heads' start times (so they go before lanes taken from since). Returns how
+-- many it reopened.
 local function gate_open(gate, n)
   local popped = redis.call('ZPOPMIN', K.gate(gate), n)
   for i = 1, #popped, 2 do
@@ -76,43 +111,45 @@ local function gate_open(gate, n)
     redis.call('HDEL', K.lane_gate(), lane)
     local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
     if #head > 0 then
-      redis.call('ZADD', K.lanes(), head[2], lane)
+      lane_open(lane, head[2])
       wake_sleepers(tonumber(head[2]))
     end
   end
   return #popped / 2
 end
 
--- A gate holds the lane back: out of the open lanes, into the gate's set. A lane that a
--- job's freed unit had reopened and a pause now holds passes that unit on.
+-- A gate holds the lane back: out of its open set, into the gate's set (by priority, then
+-- by when). A lane that a job's freed unit had reopened and a pause now holds passes that
+-- unit on.
 local function lane_park(lane, gate, now)
-  redis.call('ZREM', K.lanes(), lane)
-  redis.call('ZADD', K.gate(gate), now, lane)
+  local job, _, prio = lane_parts(lane)
+  lane_close(lane)
+  redis.call('ZADD', K.gate(gate), (100 - prio) * 1e13 + now, lane)
   redis.call('HSET', K.lane_gate(), lane, gate)
-  local job = lane_parts(lane)
   if string.sub(gate, 1, 1) == 'p' and job_has_room(job) then gate_open('c\t' .. job, 1) end
+end
+
+-- Advance the next start a rate allows, for `name` (a job, or a job and group).
+local function rate_took(name, interval, now)
+  local last = tonumber(redis.call('HGET', K.flow_rate(), name)) or 0
+  redis.call('HSET', K.flow_rate(), name, math.max(last, now) + interval)
 end
 
 -- The lane's head was taken: count it running, and score the lane by its next head, not
 -- before now (so lanes that waited since go first: fairness across groups).
 local function lane_took(lane, now)
   local job, group = lane_parts(lane)
+  local gk = group_key(job, group)
   redis.call('HINCRBY', K.flow_running(), job, 1)
-  redis.call('HINCRBY', K.flow_running(), lane, 1)
+  redis.call('HINCRBY', K.flow_running(), gk, 1)
   local _, _, r, gr = limits_of(job)
-  if r > 0 then
-    local last = tonumber(redis.call('HGET', K.flow_rate(), job)) or 0
-    redis.call('HSET', K.flow_rate(), job, math.max(last, now) + r)
-  end
-  if gr > 0 and group ~= '' then
-    local last = tonumber(redis.call('HGET', K.flow_rate(), lane)) or 0
-    redis.call('HSET', K.flow_rate(), lane, math.max(last, now) + gr)
-  end
+  if r > 0 then rate_took(job, r, now) end
+  if gr > 0 and group ~= '' then rate_took(gk, gr, now) end
   local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
   if #head == 0 then
-    redis.call('ZREM', K.lanes(), lane)
+    lane_close(lane)
   else
-    redis.call('ZADD', K.lanes(), math.max(tonumber(head[2]), now), lane)
+    lane_open(lane, math.max(tonumber(head[2]), now))
   end
 end
 
@@ -120,13 +157,14 @@ end
 -- free, and one lane each of its group's and its job's gates reopens.
 local function lane_release(lane)
   if not lane or lane == '' then return end
-  local job = lane_parts(lane)
-  for _, name in ipairs({job, lane}) do
+  local job, group = lane_parts(lane)
+  local gk = group_key(job, group)
+  for _, name in ipairs({job, gk}) do
     if redis.call('HINCRBY', K.flow_running(), name, -1) <= 0 then
       redis.call('HDEL', K.flow_running(), name)
     end
   end
-  gate_open('g\t' .. lane, 1)
+  gate_open('g\t' .. gk, 1)
   gate_open('c\t' .. job, 1)
 end
 
@@ -134,7 +172,7 @@ end
 local function lane_drop(lane, id)
   redis.call('ZREM', K.lane(lane), id)
   if redis.call('EXISTS', K.lane(lane)) == 1 then return end
-  redis.call('ZREM', K.lanes(), lane)
+  lane_close(lane)
   local gate = redis.call('HGET', K.lane_gate(), lane)
   if gate then
     redis.call('ZREM', K.gate(gate), lane)

@@ -129,6 +129,7 @@ class Client(Queries, FlowControls):
         durable: bool = False,
         durable_timeout: float = 1.0,
         group: str | None = None,
+        priority: int = 0,
     ) -> Task:
         """Schedule a task (or a recurring series) and return it.
 
@@ -154,11 +155,13 @@ class Client(Queries, FlowControls):
         :class:`NotDurable` if none confirmed it (the task is on the primary).
         On a Cluster the ``WAIT`` goes to the primary that owns the task's partition.
 
-        ``group``: the task's group (a customer, a tenant), for the job's
-        ``group_concurrency`` and for fairness between groups (docs/flow.md).
+        ``group``: the task's group (a customer, a tenant), for the job's group limits
+        and fairness between groups; ``priority``: -100 to 100, higher first among due
+        tasks (docs/flow.md).
         """
         _check_durable_timeout(durable, durable_timeout)
         group = scheduling.check_group(group)
+        priority = scheduling.check_priority(priority)
         req = scheduling.prepare(
             job, args, at=at, every=every, cron=cron, tz=tz, after=after, catch_up=catch_up,
             catch_up_window=catch_up_window, now_ms=self.now_ms,
@@ -166,7 +169,7 @@ class Client(Queries, FlowControls):
         wait_s = durable_timeout if durable else None
         return self._submit(
             job, req, key=key or "", after=after or "", request=request_id, wait_s=wait_s,
-            group=group,
+            group=group, priority=priority,
         )  # fmt: skip
 
     def _submit(
@@ -179,6 +182,7 @@ class Client(Queries, FlowControls):
         request: str | None,
         wait_s: float | None,
         group: str = "",
+        priority: int = 0,
     ) -> Task:
         """Run the schedule script for a checked request (``wait_s``: durably); the task made."""
         definition = self.job_definition(job)
@@ -205,9 +209,10 @@ class Client(Queries, FlowControls):
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
             # Kept with the key, to tell requests apart (a group is a part only when given,
             # so the fingerprints of keys held from before groups existed still match).
-            fingerprint=scheduling.with_group(req.fingerprint, group) if key else "",
+            fingerprint=scheduling.with_flow(req.fingerprint, group, priority) if key else "",
             parent_partition=where.parent_partition,
             group=group,
+            priority=priority,
         )
         if wait_s is not None:
             reply, acked = self._schedule_durably(scripts, call, wait_s)

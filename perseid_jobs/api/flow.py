@@ -97,7 +97,9 @@ def _target(job: str | None, group: str | None) -> tuple[Kind, str]:
 def _rate_wait(redis: Any, keys: Keys, lane: str, task: Task, now_ms: int) -> str | None:
     """ "rate limit: next at ..." when the task's open lane waits for its rate (the claim
     scores it by the next start the rate allows, later than the head's own start)."""
-    score = redis.zscore(keys.lanes, lane) if lane else None
+    parts = lane.split("\t")
+    prio = int(parts[2]) if len(parts) > 2 else 0
+    score = redis.zscore(keys.plane(prio) if prio else keys.lanes, lane) if lane else None
     start_ms = int(task.start_at.timestamp() * 1000) if task.start_at else 0
     if score is None or score <= max(now_ms, start_ms):
         return None

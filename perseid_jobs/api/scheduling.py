@@ -37,7 +37,7 @@ PAST_NOTICE_MS = 1000
 
 # What each part of a fingerprint covers, in order, as named in a KeyConflict.
 FINGERPRINT_PARTS = ("job", "--args", "recurrence (--every/--cron/--tz/--catch-up)", "--at",
-                     "--after", "--group")  # fmt: skip
+                     "--after", "--group", "--priority")  # fmt: skip
 
 
 class DependencyEndedWarning(UserWarning):
@@ -127,9 +127,20 @@ def fingerprint(parts: tuple[str, ...]) -> str:
     return ".".join(hashlib.sha256(p.encode()).hexdigest()[:12] for p in parts)
 
 
-def with_group(fp: str, group: str) -> str:
-    """A request's fingerprint with its group as a last part (none without a group)."""
-    return f"{fp}.{fingerprint((group,))}" if group else fp
+def with_flow(fp: str, group: str, priority: int) -> str:
+    """A request's fingerprint with its group and priority as last parts (none when it has
+    neither, so the fingerprints of keys held from before they existed still match)."""
+    return f"{fp}.{fingerprint((group, str(priority)))}" if group or priority else fp
+
+
+def check_priority(priority: int) -> int:
+    """``priority`` if it is an integer from -100 to 100, else raise with the fix."""
+    if not isinstance(priority, int) or isinstance(priority, bool) or not -100 <= priority <= 100:
+        raise InvalidArgs(
+            f"--priority {priority!r}: give an integer from -100 to 100 (higher runs first;"
+            " 0 is the default)"
+        )
+    return priority
 
 
 def differences(held: str, asked: str) -> list[str]:

@@ -52,6 +52,10 @@ GroupOpt = Annotated[
         metavar="GROUP", help="The task's group (a customer, a tenant): see docs/flow.md."
     ),
 ]
+PriorityOpt = Annotated[
+    int,
+    typer.Option(metavar="P", help="-100 to 100: higher runs first among due tasks (default 0)."),
+]
 CatchUpOpt = Annotated[
     str,
     typer.Option(
@@ -91,6 +95,7 @@ def schedule(
     after: AfterOpt = None,
     key: KeyOpt = None,
     group: GroupOpt = None,
+    priority: PriorityOpt = 0,
     catch_up: CatchUpOpt = "skip",
     catch_up_window: CatchUpWindowOpt = None,
     durable: DurableOpt = False,
@@ -118,6 +123,7 @@ def schedule(
         durable=durable,
         durable_timeout=durable_timeout,
         group=group,
+        priority=priority,
     )
     if json:
         emit_json(task)

@@ -65,6 +65,7 @@ def task_detail(t: Task) -> Table:
         ("after", t.start_after),
         ("key", t.key),
         ("group", t.group),
+        ("priority", t.priority or None),
         ("waiting", t.waiting),
         ("log", log),
     ]

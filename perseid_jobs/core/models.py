@@ -51,6 +51,7 @@ class Task(msgspec.Struct, kw_only=True):
     slots: int = 1
     existed: bool = False
     group: str | None = None
+    priority: int = 0
     # Why a pending task is not running yet, as shown by `show` (see Client.waiting).
     waiting: str | None = None
 
@@ -177,6 +178,7 @@ def task_from_hash(task_id: str, h: dict[str, str]) -> Task:
         key=_text(h.get("key")),
         slots=_int(h.get("slots"), 1) or 1,
         group=_text(h.get("group")),
+        priority=_int(h.get("priority"), 0) or 0,
     )
 
 

@@ -35,6 +35,8 @@ stays the only owner of the layout on both sides.
 | ``{ns}:remote_waiting:<id>``          | set    | "<partition>\t<task>": waiting in another one  |
 | ``{ns}:lane:<job>\t<group>``          | zset   | a lane's pending task ids by start time         |
 | ``{ns}:lanes``                        | zset   | open lanes scored by when their head may start  |
+| ``{ns}:lanes:<priority>``             | zset   | the same for one priority other than 0          |
+| ``{ns}:prios``                        | zset   | priorities other than 0 that have open lanes    |
 | ``{ns}:gate:<gate>``                  | zset   | lanes a gate holds back, by when it parked them |
 | ``{ns}:lane_gate``                    | hash   | parked lane -> the gate that holds it           |
 | ``{ns}:flow``                         | hash   | job -> its limits, as flow.lua reads them       |
@@ -95,6 +97,8 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "remote_waiting": ("remote_waiting:{}", "id"),
     "lane": ("lane:{}", "id"),
     "lanes": ("lanes", None),
+    "plane": ("lanes:{}", "p"),
+    "prios": ("prios", None),
     "gate": ("gate:{}", "id"),
     "lane_gate": ("lane_gate", None),
     "flow": ("flow", None),
@@ -250,6 +254,15 @@ class Keys:
     def paused(self) -> str:
         """Hash: what is paused ("job\t<J>", "group\t<G>") -> when (ms)."""
         return self._k("paused")
+
+    def plane(self, priority: int) -> str:
+        """Sorted set: open lanes of one priority other than 0, as ``lanes`` is for 0."""
+        return self._k("plane", str(priority))
+
+    @property
+    def prios(self) -> str:
+        """Sorted set: the priorities other than 0 that have open lanes."""
+        return self._k("prios")
 
     def lane(self, lane: str) -> str:
         """Sorted set: one lane's pending tasks by start time."""

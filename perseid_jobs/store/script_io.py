@@ -246,6 +246,7 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
     fingerprint: str = ""
     parent_partition: int | None = None  # the --after task's, when in another partition
     group: str = ""
+    priority: int = 0
 
     def argv(self) -> list[str | int]:
         """In the order of schedule.lua's header."""
@@ -254,7 +255,7 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
                 self.after, self.spec, self.origin, self.retries, self.backoff_ms,
                 self.request_id, "1" if self.with_hash else "0", self.fingerprint,
                 "" if self.parent_partition is None else self.parent_partition,
-                self.group]  # fmt: skip
+                self.group, self.priority]  # fmt: skip
 
 
 ScheduleReply = Scheduled | ParentUnknown | KeyHeld

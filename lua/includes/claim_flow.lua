@@ -1,0 +1,133 @@
+-- claim_flow: the claim where lanes exist (see flow): lane heads by priority, then due
+-- tasks and lane heads of priority 0 merged by score, then the lanes of negative
+-- priorities; each lane through its gates.
+-- include: claim_take, flow
+
+local SCAN_LIMIT = 256          -- due entries and lanes one pass looks at
+
+-- The priorities that have open lanes, highest first (an emptied one is dropped).
+local function priorities()
+  local levels = redis.call('ZRANGE', K.prios(), 0, -1)
+  local out = {}
+  for i = #levels, 1, -1 do
+    local p = tonumber(levels[i])
+    if redis.call('EXISTS', K.plane(p)) == 1 then
+      out[#out + 1] = p
+    else
+      redis.call('ZREM', K.prios(), levels[i])
+    end
+  end
+  return out
+end
+
+-- The earliest score from `min` on in the due set and every open lane set, or -1.
+local function earliest(min)
+  local keys = {K.due(), K.lanes()}
+  for _, p in ipairs(priorities()) do keys[#keys + 1] = K.plane(p) end
+  local best = -1
+  for _, key in ipairs(keys) do
+    local head = redis.call('ZRANGEBYSCORE', key, min, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #head > 0 and (best < 0 or tonumber(head[2]) < best) then best = tonumber(head[2]) end
+  end
+  return best
+end
+
+-- Append the open lanes of priority `p` whose heads may start to `out`, by score.
+local function lanes_at(p, window, now, out)
+  local lanes = redis.call('ZRANGEBYSCORE', open_key(p), '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+    window)
+  for j = 1, #lanes, 2 do out[#out + 1] = {tonumber(lanes[j + 1]), nil, lanes[j]} end
+end
+
+-- Append the due tasks and the open lanes of priority 0 to `out`, merged by score.
+local function due_and_lanes(window, now, out)
+  local ids = redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'WITHSCORES', 'LIMIT', 0, window)
+  local lanes = redis.call('ZRANGEBYSCORE', K.lanes(), '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+    window)
+  local i, j = 1, 1
+  while i <= #ids or j <= #lanes do
+    if j > #lanes or (i <= #ids and tonumber(ids[i + 1]) <= tonumber(lanes[j + 1])) then
+      out[#out + 1] = {tonumber(ids[i + 1]), ids[i], nil}
+      i = i + 2
+    else
+      out[#out + 1] = {tonumber(lanes[j + 1]), nil, lanes[j]}
+      j = j + 2
+    end
+  end
+end
+
+-- Every candidate of one pass, in the order the claim takes them ({score, id, lane}).
+local function candidates(window, now)
+  local out, levels = {}, priorities()
+  for _, p in ipairs(levels) do
+    if p > 0 then lanes_at(p, window, now, out) end
+  end
+  due_and_lanes(window, now, out)
+  for _, p in ipairs(levels) do
+    if p < 0 then lanes_at(p, window, now, out) end
+  end
+  return out
+end
+
+-- A plain due task of a job that now has a limit or is paused moves into its lane (once).
+local function lane_up(id, job, score)
+  if redis.call('HEXISTS', K.flow(), job) == 0
+      and redis.call('HEXISTS', K.paused(), 'job\t' .. job) == 0 then
+    return false
+  end
+  local lane = job .. '\t'
+  redis.call('ZREM', K.due(), id)
+  redis.call('HSET', K.task(id), 'lane', lane)
+  lane_add(lane, id, score)
+  return true
+end
+
+-- The id of an open lane's head if it may start now, else nil (and the lane is scored
+-- again by its head: the head it had was cancelled, or the lane is empty and closes).
+local function lane_head(lane, now)
+  local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    lane_close(lane)
+    return nil
+  end
+  if tonumber(head[2]) <= now then return head[1] end
+  lane_open(lane, head[2])
+  return nil
+end
+
+-- Claim where lanes exist, candidates in order (see candidates), each lane through its
+-- gates; a lane taken from is scored `now` and may be read again by a
+-- later pass. Returns the slots taken and whether it passed over anything due.
+local function claim_flow(inst, jobs_key, max_count, free, now, out)
+  local took, passed = 0, false
+  for _ = 1, 4 do
+    local progressed = false
+    for _, c in ipairs(candidates(math.min(SCAN_LIMIT, max_count - #out + 16), now)) do
+      local id, lane = c[2], c[3]
+      local gate, later
+      if lane then gate, later = gate_of(lane, now) end
+      if gate then
+        lane_park(lane, gate, now)
+      elseif later then
+        lane_open(lane, later)  -- due again when its rate allows
+      else
+        if lane then id = lane_head(lane, now) end
+        local f = id and read_task(id)
+        if f and not lane and lane_up(id, f[2], c[1]) then
+          f = nil
+        elseif f and tonumber(f[1]) <= free and redis.call('SISMEMBER', jobs_key, f[2]) == 1 then
+          redis.call('ZREM', lane and K.lane(lane) or K.due(), id)
+          take(inst, id, f, now, out)
+          if lane then lane_took(lane, now) end
+          free, took, progressed = free - tonumber(f[1]), took + tonumber(f[1]), true
+          if #out >= max_count or free <= 0 then return took, passed end
+        elseif f then
+          passed = true
+        end
+      end
+    end
+    if not progressed then break end
+  end
+  return took, passed
+end
+
