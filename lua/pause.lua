@@ -5,8 +5,8 @@
 -- ARGV[3]  "1" to pause, "0" to resume
 -- ARGV[4]  most lanes a resume reopens in this call (the caller repeats while any are left)
 -- Returns  {0, changed (0|1: it was not already so), lanes reopened, lanes still held}
--- Errors   {-2} pausing a job this partition's catalog does not know
 -- Events   paused, resumed (when changed)
+-- The caller checked that a job exists (in the catalog, or as a file of its jobs directory).
 -- A paused job's or group's tasks are laned (see flow): its open lanes are parked by the
 -- first claim that reads them, and a plain task of a paused job moves into its lane when
 -- a claim first reads it, so a paused backlog is read once, never again until resumed.
@@ -17,7 +17,6 @@ local now = now_ms()
 local field = kind .. '\t' .. name
 local gate = 'p\t' .. field
 if pause then
-  if kind == 'job' and redis.call('HEXISTS', K.jobs(), name) == 0 then return {E_NOT_FOUND} end
   local changed = redis.call('HSETNX', K.paused(), field, now)
   if changed == 1 then emit('paused', name, {'kind', kind}) end
   return {OK, changed, 0, redis.call('ZCARD', K.gate(gate))}

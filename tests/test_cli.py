@@ -66,6 +66,12 @@ def test_workers_jobs_and_series_list_what_the_workers_published(
         "instances": [],
         "max_tasks_per_process": 1,
         "max_memory_per_process": None,
+        "concurrency": None,
+        "group_concurrency": None,
+        "rate": None,
+        "group_rate": None,
+        "running": 0,
+        "paused": False,
     }  # fmt: skip (64 slots never run a 512-slot job)
     assert jobs["hello"]["instances"] == [w["id"]]
     leak = jobs["reuse_leak"]  # @job(max_tasks_per_process=50, max_memory_per_process="150MB")

@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from ..core.errors import InvalidArgs, UnknownJob
+from ..core.errors import InvalidArgs
 from ..core.jobfile import validate_job_name
 from ..core.models import Task, TaskStatus, ms_to_dt
 from ..core.timefmt import format_time
 from ..store.keys import Keys
-from ..store.script_io import NotFound, Paused
+from ..store.script_io import Paused
 from .partitioned import Partitioned
 from .scheduling import check_group
 
@@ -30,18 +30,16 @@ class FlowControls(Partitioned):
     def pause(self, *, job: str | None = None, group: str | None = None) -> bool:
         """Hold back the pending tasks of a job or a group (running ones run on).
 
-        Returns False if it was paused already. Raises UnknownJob for a job no worker
-        published.
+        Returns False if it was paused already. Raises UnknownJob for a job neither the
+        catalog nor the client's jobs directory has.
         """
         kind, name = _target(job, group)
+        if kind == "job":
+            self.job_definition(name)  # type: ignore[attr-defined]  # raises UnknownJob
         changed = False
         for keys in self.partitions(record=True):
             reply = self.scripts_in(keys).pause(kind, name, pause=True)
-            if isinstance(reply, NotFound):
-                raise UnknownJob(
-                    f"unknown job {name!r}: no worker published it; check the name"
-                    " (`perseid-jobs jobs`)"
-                )
+            assert isinstance(reply, Paused)
             changed = changed or bool(reply.changed)
         return changed
 

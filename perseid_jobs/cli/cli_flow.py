@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from ..store.connection import DEFAULT_REDIS_URL
 from ..store.keys import DEFAULT_NAMESPACE
 from .cli_common import (
+    JobsOpt,
     NamespaceOpt,
     PartitionsOpt,
     RedisOpt,
@@ -33,9 +35,10 @@ def pause(
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
     partitions: PartitionsOpt = None,
+    jobs_dir: JobsOpt = Path("jobs"),
 ) -> None:
     """Hold back the pending tasks of a job or a group; running ones run on."""
-    client = make_client(redis_url, namespace, partitions=partitions)
+    client = make_client(redis_url, namespace, jobs_dir, partitions=partitions)
     changed = client.pause(job=job, group=group)
     what = f"job {job}" if job is not None else f"group {group}"
     typer.echo(f"{what} paused" if changed else f"{what} was already paused")
