@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.core.errors import InvalidArgs, JobDefinitionError, UnknownJob
+from perseid_jobs.core.errors import InvalidArgs, JobDefinitionError, SeriesNotFound, UnknownJob
 from perseid_jobs.core.jobfile import job
 from perseid_jobs.core.models import Task
 from perseid_jobs.store.redisproc import RedisServer
@@ -227,7 +227,10 @@ def test_the_command_line_pauses_resumes_and_shows_why_a_task_waits(
     assert cli("resume", "--job", "noop", *common).stdout == "job noop resumed\n"
     assert client.wait(task["id"], 15).status is TaskStatus.COMPLETED
     bad = cli("pause", "--job", "noop", "--group", "acme", *common, check=False)
-    assert (bad.returncode, bad.stderr) == (2, "error: give one of --job J or --group G\n")
+    assert (bad.returncode, bad.stderr) == (
+        2,
+        "error: give one of --job J, --group G or --series S\n",
+    )
     unknown = cli("pause", "--job", "nope", *common, check=False)
     assert unknown.returncode != 0 and unknown.stderr.count("\n") == 1
     assert "unknown job 'nope'" in unknown.stderr
@@ -273,3 +276,35 @@ def test_a_priority_out_of_range_is_refused_with_nothing_written(
     with pytest.raises(InvalidArgs, match="--priority"):
         client.schedule("hello", priority=priority)
     assert raw_redis.dbsize() == before
+
+
+def test_a_paused_series_makes_no_run_and_resumes_with_its_catch_up_policy(
+    client: Client, start_worker
+) -> None:
+    start_worker(2)
+    wait_workers(client, 1)
+    first = client.schedule("hello", every="1s")
+    assert first.series is not None
+    wait_until(lambda: client.get_series(first.series).runs >= 1, 15, "a first run")
+    assert client.pause(series=first.series) is True
+    held = client.get_series(first.series)
+    assert held.paused and held.current
+    runs = held.runs
+    probe = client.schedule("hello", at="+2.5s")  # the worker claims past the held run
+    assert client.wait(probe.id, 15).status is TaskStatus.COMPLETED
+    assert client.get_series(first.series).runs == runs  # nothing ran for 2.5 grid slots
+    current = client.get(held.current)
+    assert (current.status, client.waiting(current)) == (
+        TaskStatus.PENDING,
+        f"paused (series {first.series})",
+    )
+    assert client.resume(series=first.series) is True
+    done = client.wait(current.id, 15)
+    assert done.status is TaskStatus.COMPLETED
+    # The default catch-up policy (skip): the held run runs once, the slots missed while
+    # paused are skipped, and the series goes on from the next slot of its grid.
+    assert ms(done.started_at) - ms(done.start_at) > 1000  # it waited out the pause
+    wait_until(lambda: client.get_series(first.series).skipped >= 1, 15, "skipped runs")
+    assert not client.get_series(first.series).paused
+    with pytest.raises(SeriesNotFound):
+        client.pause(series="01M8Y4DEA80000000000000099")

@@ -127,6 +127,7 @@ def every_reply_shape(c: Client) -> None:
     s.served("hello")
     s.deliver([("settle", one.id, "no-parent", "completed")])  # no longer blocked: a no-op
     s.outbox_ack(["no-such-delivery"])
+    assert isinstance(s.pause("series", NO_SUCH_ID, pause=True), io.NotFound)
     assert isinstance(s.pause("group", "g", pause=True), io.Paused)
     assert isinstance(s.pause("group", "g", pause=False), io.Paused)
 
@@ -191,7 +192,7 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "deliver": ([io.Delivered], []),
     "look": ([io.Looked], [io.LeaseLapsed]),
     "outbox_ack": ([io.Acked], []),
-    "pause": ([io.Paused], []),
+    "pause": ([io.Paused], [io.NotFound]),
 }
 
 

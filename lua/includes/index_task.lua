@@ -1,6 +1,7 @@
 -- index_task(id, start, after, now, lane): make a pending task due at `start` (in its lane,
 -- if it has one), or blocked behind `after`. `lane`: the task's lane as create_task gave it,
--- or nil to read it from the task.
+-- or nil to read it from the task. A run of a paused series is held instead: pending in
+-- no index, until the series resumes (see pause.lua).
 -- include: wake_sleepers, flow
 
 local function index_task(id, start, after, now, lane)
@@ -8,6 +9,10 @@ local function index_task(id, start, after, now, lane)
     redis.call('SADD', K.waiting(after), id)
     redis.call('ZADD', K.blocked(), now, id)
     return
+  end
+  if redis.call('EXISTS', K.paused_series()) == 1 then
+    local sid = redis.call('HGET', K.task(id), 'series')
+    if sid and redis.call('HEXISTS', K.paused_series(), sid) == 1 then return end
   end
   if lane == nil then lane = redis.call('HGET', K.task(id), 'lane') or '' end
   if lane ~= '' then

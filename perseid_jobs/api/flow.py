@@ -10,16 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from ..core.errors import InvalidArgs
+from ..core.errors import InvalidArgs, SeriesNotFound
 from ..core.jobfile import validate_job_name
 from ..core.models import Task, TaskStatus, ms_to_dt
 from ..core.timefmt import format_time
 from ..store.keys import Keys
-from ..store.script_io import Paused
+from ..store.script_io import NotFound
 from .partitioned import Partitioned
 from .scheduling import check_group
 
-Kind = Literal["job", "group"]
+Kind = Literal["job", "group", "series"]
 
 
 class FlowControls(Partitioned):
@@ -27,33 +27,43 @@ class FlowControls(Partitioned):
 
     redis: Any
 
-    def pause(self, *, job: str | None = None, group: str | None = None) -> bool:
-        """Hold back the pending tasks of a job or a group (running ones run on).
+    def pause(
+        self, *, job: str | None = None, group: str | None = None, series: str | None = None
+    ) -> bool:
+        """Hold back the pending tasks of a job, a group or a series (running ones run on).
 
         Returns False if it was paused already. Raises UnknownJob for a job neither the
-        catalog nor the client's jobs directory has.
+        catalog nor the client's jobs directory has, SeriesNotFound for an unknown series.
         """
-        kind, name = _target(job, group)
+        kind, name = _target(job, group, series)
         if kind == "job":
             self.job_definition(name)  # type: ignore[attr-defined]  # raises UnknownJob
-        changed = False
-        for keys in self.partitions(record=True):
-            reply = self.scripts_in(keys).pause(kind, name, pause=True)
-            assert isinstance(reply, Paused)
-            changed = changed or bool(reply.changed)
-        return changed
+        return self._set_paused(kind, name, pause=True)
 
-    def resume(self, *, job: str | None = None, group: str | None = None) -> bool:
-        """Let a paused job's or group's tasks run again; False if it was not paused."""
-        kind, name = _target(job, group)
+    def resume(
+        self, *, job: str | None = None, group: str | None = None, series: str | None = None
+    ) -> bool:
+        """Let what a pause held back run again, in due order; False if it was not paused.
+
+        A resumed series' run is due at its own start, so its missed runs follow the
+        series' catch-up policy, as after any downtime.
+        """
+        kind, name = _target(job, group, series)
+        return self._set_paused(kind, name, pause=False)
+
+    def _set_paused(self, kind: Kind, name: str, *, pause: bool) -> bool:
+        where = [self.keys_of(name)] if kind == "series" else list(self.partitions(record=True))
         changed = False
-        for keys in self.partitions(record=True):
+        for keys in where:
+            if keys is None:
+                raise SeriesNotFound(name)
             scripts = self.scripts_in(keys)
             while True:  # bounded batches: a resume of many lanes never blocks Redis long
-                reply = scripts.pause(kind, name, pause=False)
-                assert isinstance(reply, Paused)
+                reply = scripts.pause(kind, name, pause=pause)
+                if isinstance(reply, NotFound):
+                    raise SeriesNotFound(name)
                 changed = changed or bool(reply.changed)
-                if reply.held == 0:
+                if pause or reply.held == 0:
                     break
         return changed
 
@@ -68,6 +78,8 @@ class FlowControls(Partitioned):
             return None
         keys = self.keys_of(task.id)
         assert keys is not None
+        if task.series and self.redis.hexists(keys.paused_series, task.series):
+            return f"paused (series {task.series})"
         lane = self.redis.hget(keys.task(task.id), "lane") or ""
         gate = self.redis.hget(keys.lane_gate, lane) if lane else None
         if gate:
@@ -84,11 +96,13 @@ class FlowControls(Partitioned):
         return "due now: waiting for a free slot on an instance that offers the job"
 
 
-def _target(job: str | None, group: str | None) -> tuple[Kind, str]:
-    if (job is None) == (group is None):
-        raise InvalidArgs("give one of --job J or --group G")
+def _target(job: str | None, group: str | None, series: str | None) -> tuple[Kind, str]:
+    if sum(x is not None for x in (job, group, series)) != 1:
+        raise InvalidArgs("give one of --job J, --group G or --series S")
     if job is not None:
         return "job", validate_job_name(job)
+    if series is not None:
+        return "series", series
     return "group", check_group(group)
 
 

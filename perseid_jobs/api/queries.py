@@ -269,4 +269,5 @@ def series_from_hash(h: dict[str, str]) -> Series:
         last_completed_at=ms_to_dt(h.get("last_completed_at")),
         runs=int(h.get("runs", 0)),
         skipped=int(h.get("skipped", 0)),
+        paused=bool(h.get("paused")),
     )

@@ -122,6 +122,7 @@ class Series(msgspec.Struct, kw_only=True):
     last_completed_at: datetime | None
     runs: int
     skipped: int
+    paused: bool = False
 
 
 def ms_to_dt(value: Any) -> datetime | None:

@@ -42,6 +42,7 @@ stays the only owner of the layout on both sides.
 | ``{ns}:flow``                         | hash   | job -> its limits, as flow.lua reads them       |
 | ``{ns}:flow_running``                 | hash   | job, or job\tgroup -> laned tasks running       |
 | ``{ns}:flow_rate``                    | hash   | job, or job\tgroup -> next start a rate allows  |
+| ``{ns}:paused_series``                | hash   | paused series id -> paused at (ms)              |
 | ``{ns}:paused``                       | hash   | "job\t<J>" or "group\t<G>" -> paused at (ms)    |
 
 Each partition has all of the above under its own tag. The namespace's own tag also
@@ -105,6 +106,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "flow_running": ("flow_running", None),
     "flow_rate": ("flow_rate", None),
     "paused": ("paused", None),
+    "paused_series": ("paused_series", None),
 }
 
 
@@ -263,6 +265,11 @@ class Keys:
     def prios(self) -> str:
         """Sorted set: the priorities other than 0 that have open lanes."""
         return self._k("prios")
+
+    @property
+    def paused_series(self) -> str:
+        """Hash: paused series id -> when (ms)."""
+        return self._k("paused_series")
 
     def lane(self, lane: str) -> str:
         """Sorted set: one lane's pending tasks by start time."""

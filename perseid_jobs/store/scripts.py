@@ -186,7 +186,7 @@ class Scripts:
     def pause(self, kind: str, name: str, *, pause: bool, batch: int = 1000) -> PauseReply:
         """Pause (or resume) the tasks of a job or a group (``kind``: "job" or "group")."""
         reply = self.call("pause", kind, name, "1" if pause else "0", batch)
-        return decode(reply, PauseReply)
+        return decode(reply, PauseReply)  # type: ignore[arg-type]
 
     def served(self, job: str) -> Served:
         """Live instances, and how many of them take tasks of ``job``."""
