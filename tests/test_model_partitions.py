@@ -11,23 +11,9 @@ follows (a deliverer that dies between the two leaves the delivery to be applied
 a late ack, a delivery applied once more (a second deliverer that read it before the
 ack), and the full drain (:func:`perseid_jobs.store.outbox.drain`). A finisher, a
 scheduler and a canceller each deliver at once or die first, at random. One fresh
-namespace per example. After every step (see :mod:`tests.model_partitions_checks`):
-
-- each task is in exactly one state and in the one index of it, in its own partition
-  (the one its id names) and in no other;
-- every delivery takes effect exactly once: a task waiting on a parent in another
-  partition is released at most once, and only if its parent completed; it is cancelled
-  naming its parent only with the status that parent ended with; never both;
-  re-applying a delivery changes nothing;
-- a delivery is never lost: a task waiting on a parent elsewhere has its follow not yet
-  applied, or is in its parent's remote waiters while the parent is live, or has a
-  settle not yet applied in the parent's outbox; the outbox's two keys agree;
-- per instance and partition, ``slots_used`` is the sum of the slots of its tasks; over
-  all partitions it stays within ``slots_total``; the running tasks are those the
-  model's instances claimed and have not reported;
-- a terminal task never changes;
-- once everything is delivered and acknowledged no outbox holds anything, and a task
-  whose parent ended is settled as that end says.
+namespace per example; the invariants, checked after every step, are listed in
+:mod:`tests.model_partitions_checks`. Once every outbox is drained none holds anything
+and every task whose parent ended is settled as that end says.
 
 ``PERSEID_MODEL_EXAMPLES`` sets the number of examples (default 100).
 """
@@ -71,7 +57,7 @@ from perseid_jobs.store.script_io import (
 from perseid_jobs.worker.outcome import Outcome
 
 from . import model_partitions_checks as checks
-from .model_partitions_checks import TERMINAL
+from .model_partitions_checks import TERMINAL, Recorded
 
 P = 3
 JOBS = {"a": 1, "b": 2}  # job name -> slots
@@ -94,7 +80,8 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
         self.ns = f"mp{uuid.uuid4().hex[:10]}"
         self.c = Client(self.r, namespace=self.ns, partitions=P)
         self.parts = self.c.partitions(record=True)
-        self.s = [self.c.scripts_in(keys) for keys in self.parts]
+        self.history: list[tuple[int, tuple[str, str, str, str]]] = []  # (target, applied)
+        self.s = [Recorded(self.r, keys, i, self.history) for i, keys in enumerate(self.parts)]
         self.instances: list[str] = []
         self.slots: dict[str, int] = {}  # instance -> slots_total
         self.tasks: list[str] = []  # every task made, in order
@@ -102,7 +89,6 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
         self.held: dict[str, tuple[str, str, int]] = {}  # running -> instance, attempt, slots
         self.applied: set[str] = set()  # delivery ids applied at least once
         self.unacked: dict[int, list[str]] = {i: [] for i in range(P)}  # applied, not acked
-        self.history: list[tuple[int, tuple[str, str, str, str]]] = []  # (target, item)
         self.serial = 0
         self.deaths = self.cancels = 0
         self.init_checks()
@@ -142,7 +128,8 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
         return str(self.choose(keys, i))
 
     def drain(self, sources: list[int]) -> None:
-        """What a finisher, scheduler or canceller does next: deliver, and ack."""
+        """What a finisher, scheduler or canceller does next: deliver, and ack (with one
+        partition's scripts per index, as Client.drain_outboxes and the worker call it)."""
         outbox.drain(self.r, sources, self.s.__getitem__)
 
     def forget(self, task_id: str) -> None:
@@ -226,7 +213,7 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
             assert (h["status"], h["start_after"]) == ("pending", parent), h
             assert self.r.zscore(where.keys.blocked, task_id) is not None
             if deliver_now:
-                self.c.drain_outboxes([home])  # what Client._settle_remote does
+                self.drain([home])  # what Client._settle_remote does
         elif pstatus == "completed":
             assert h["status"] == "pending" and self.r.zscore(where.keys.due, task_id), h
         elif pstatus in TERMINAL:
@@ -303,7 +290,7 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
             after = self.task(task_id)["status"]
             assert after == ("running" if before == "running" else "cancelled")
         if deliver_now:
-            self.c.drain_outboxes([part])  # as Client.cancel does
+            self.drain([part])  # as Client.cancel does
 
     @precondition(lambda self: self.deaths < 2)  # as for cancel
     @rule(inst=pick)
@@ -347,7 +334,6 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
             by_target.setdefault(target, []).append(item)
         for target, items in by_target.items():
             assert self.s[target].deliver(items).applied == len(items)
-        self.history += [(target, item) for _, target, item in entries]
         ids = [delivery_id for delivery_id, _, _ in entries]
         self.applied.update(ids)
         if ack:
@@ -377,10 +363,11 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
         assert self.s[source].outbox_ack(ids).removed == there
 
     @precondition(lambda self: bool(self.history))
-    @rule(which=pick)
-    def redeliver(self, which: int) -> None:
+    @rule(which=pick, settle=st.booleans())
+    def redeliver(self, which: int, settle: bool) -> None:
         """A delivery applied once more (a second deliverer read it before the ack)."""
-        target, item = self.choose(self.history, which)
+        kinds = [h for h in self.history if (h[1][0] == "settle") == settle]
+        target, item = self.choose(kinds or self.history, which)
         # A settle again leaves its task as it was; a follow again may send a settle again.
         before = self.snapshot(item[1]) if item[0] == "settle" else None
         assert self.s[target].deliver([item]).applied == 1
