@@ -14,5 +14,5 @@ chaos-loop: $(STAMP) ## the chaos suite CHAOS_RUNS times in a row, stopping at t
 		$(BIN)/pytest -q -x -m chaos tests/chaos || exit 1; \
 	done
 
-model-long: $(STAMP) ## the hypothesis model of the Lua scripts with 2,000 examples
-	PERSEID_MODEL_EXAMPLES=2000 $(BIN)/pytest -q --timeout 1800 tests/test_model.py
+model-long: $(STAMP) ## the hypothesis models of the Lua scripts (one partition, and three with the outbox), 2,000 examples
+	PERSEID_MODEL_EXAMPLES=2000 $(BIN)/pytest -q --timeout 1800 tests/test_model.py tests/test_model_partitions.py
