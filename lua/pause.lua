@@ -31,7 +31,9 @@ local function hold_run(sid, hold)
   if hold then
     redis.call('ZREM', K.due(), cur)
     if t[2] and t[2] ~= '' then lane_drop(t[2], cur) end
+    redis.call('ZADD', K.held(), t[3], cur)
   else
+    redis.call('ZREM', K.held(), cur)
     index_task(cur, tonumber(t[3]), '', now, t[2] or '')
   end
 end

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from perseid_jobs import Client, TaskStatus
+from perseid_jobs.api.client import CapacityWarning
 from perseid_jobs.core.errors import InvalidArgs, JobDefinitionError, SeriesNotFound, UnknownJob
 from perseid_jobs.core.jobfile import job
 from perseid_jobs.core.models import Task
@@ -124,6 +125,10 @@ def test_nothing_starts_while_paused_and_the_backlog_resumes_in_order(
     assert {t.status for t in held} == {TaskStatus.PENDING}
     assert {client.waiting(t) for t in held} == {"paused (job noop)"}
     assert client.paused().keys() == {"job noop"}
+    # Held tasks are listed as pending, and found by why they wait.
+    pending = {t.id for t in client.tasks(status="pending")}
+    assert pending >= {t.id for t in held}
+    assert {t.id for t in client.tasks(waiting="paused (job noop)")} == {t.id for t in held}
     assert client.resume(job="noop") is True
     done = wait_all(client, early + later, 30)
     assert {t.status for t in done} == {TaskStatus.COMPLETED}
@@ -154,6 +159,10 @@ def test_a_task_over_its_limit_says_why_it_waits(client: Client, start_worker) -
     probe = client.schedule("hello")
     assert client.wait(probe.id, 15).status is TaskStatus.COMPLETED
     assert client.waiting(client.get(second.id)) == "job concurrency 1/1 reached"
+    with pytest.warns(CapacityWarning):
+        big = client.schedule("heavy")  # 512 slots: more than the worker offers
+    assert client.waiting(client.get(big.id)) == "no live instance has 512 slots"
+    assert [t.id for t in client.tasks(waiting="concurrency")] == [second.id]
     client.cancel(first.id)
     assert client.wait(second.id, 15).status is TaskStatus.COMPLETED
 

@@ -116,7 +116,12 @@ local function claim_flow(inst, jobs_key, max_count, free, now, out)
         if f and not lane and lane_up(id, f[2], c[1]) then
           f = nil
         elseif f and tonumber(f[1]) <= free and redis.call('SISMEMBER', jobs_key, f[2]) == 1 then
-          redis.call('ZREM', lane and K.lane(lane) or K.due(), id)
+          if lane then
+            redis.call('ZREM', K.lane(lane), id)
+            redis.call('ZREM', K.held(), id)
+          else
+            redis.call('ZREM', K.due(), id)
+          end
           take(inst, id, f, now, out)
           if lane then lane_took(lane, now) end
           free, took, progressed = free - tonumber(f[1]), took + tonumber(f[1]), true

@@ -7,6 +7,7 @@ local function close_task(id, status, reason, code, now)
   local f = redis.call('HMGET', tk, 'status', 'instance', 'slots', 'key', 'series', 'lane')
   local prev, lane = f[1], f[6]
   redis.call('ZREM', K.due(), id)
+  redis.call('ZREM', K.held(), id)
   redis.call('ZREM', K.blocked(), id)
   redis.call('ZREM', K.running(), id)
   if prev == 'running' then

@@ -55,9 +55,11 @@ local function lane_of(job, group, prio)
   return ''
 end
 
--- A pending task enters its lane; the lane opens unless a gate holds it.
+-- A pending task enters its lane (and the held index, which lists the pending tasks that
+-- are not in the due set); the lane opens unless a gate holds it.
 local function lane_add(lane, id, start)
   redis.call('ZADD', K.lane(lane), start, id)
+  redis.call('ZADD', K.held(), start, id)
   if redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
     lane_open(lane, start, 'LT')
     wake_sleepers(start)
@@ -171,6 +173,7 @@ end
 -- A pending laned task leaves its lane (cancelled); an emptied lane leaves wherever it was.
 local function lane_drop(lane, id)
   redis.call('ZREM', K.lane(lane), id)
+  redis.call('ZREM', K.held(), id)
   if redis.call('EXISTS', K.lane(lane)) == 1 then return end
   lane_close(lane)
   local gate = redis.call('HGET', K.lane_gate(), lane)

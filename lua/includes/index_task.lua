@@ -12,7 +12,10 @@ local function index_task(id, start, after, now, lane)
   end
   if redis.call('EXISTS', K.paused_series()) == 1 then
     local sid = redis.call('HGET', K.task(id), 'series')
-    if sid and redis.call('HEXISTS', K.paused_series(), sid) == 1 then return end
+    if sid and redis.call('HEXISTS', K.paused_series(), sid) == 1 then
+      redis.call('ZADD', K.held(), start, id)
+      return
+    end
   end
   if lane == nil then lane = redis.call('HGET', K.task(id), 'lane') or '' end
   if lane ~= '' then

@@ -93,6 +93,16 @@ class FlowControls(Partitioned):
             start_ms = int(task.start_at.timestamp() * 1000)
             if start_ms > self.now_ms():  # type: ignore[attr-defined]
                 return f"due at {format_time(task.start_at)}"
+        return self._capacity_wait(task)
+
+    def _capacity_wait(self, task: Task) -> str:
+        """Why a due task that nothing holds back has not started: slots, or no instance."""
+        live = self.workers()  # type: ignore[attr-defined]
+        biggest = max((w.slots_total for w in live), default=0)
+        if not live:
+            return "no live instance"
+        if task.slots > biggest:
+            return f"no live instance has {task.slots} slots"
         return "due now: waiting for a free slot on an instance that offers the job"
 
 

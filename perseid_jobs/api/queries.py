@@ -77,28 +77,42 @@ class Queries(Partitioned):
         return [task_from_hash(i, h) for (i, _), h in zip(found, replies, strict=True) if h]
 
     def tasks(
-        self, status: TaskStatus | str | None = None, job: str | None = None, limit: int = 100
+        self,
+        status: TaskStatus | str | None = None,
+        job: str | None = None,
+        limit: int = 100,
+        waiting: str | None = None,
     ) -> list[Task]:
-        """Tasks by status (pending/running: oldest first; ended: newest first)."""
+        """Tasks by status (pending/running: oldest first; ended: newest first).
+
+        ``waiting``: only pending tasks whose reason to wait (see ``Client.waiting``)
+        contains this text, e.g. ``"paused"`` or ``"concurrency"``; each is filled in.
+        """
         st = TaskStatus(status) if status is not None else None
-        scan = limit if job is None else max(limit * 20, 1000)
-        # Read in the order tasks move through the sets (blocked -> due -> running ->
-        # finished), so one that moves meanwhile is seen twice rather than not at all.
+        if waiting is not None:
+            st = TaskStatus.PENDING
+        scan = limit if job is None and waiting is None else max(limit * 20, 1000)
+        # Read in the order tasks move through the sets (blocked -> held -> due -> running
+        # -> finished), so one that moves meanwhile is seen twice rather than not at all.
         sets: list[tuple[str, bool]] = []
         if st in (None, TaskStatus.PENDING):
-            sets += [("blocked", False), ("due", False)]
+            sets += [("blocked", False), ("held", False), ("due", False)]
         if st in (None, TaskStatus.RUNNING):
             sets.append(("running", False))
         if st is None or st.terminal:
             sets.append(("finished", True))
         found = dict(zip((name for name, _ in sets), self.merged_ranges(sets, scan), strict=True))
-        shown = ("running", "due", "blocked", "finished")  # running first, then pending, ended
+        shown = ("running", "due", "held", "blocked", "finished")  # running, pending, ended
         ids = list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
         out = [
             t
             for t in self._tasks_by_id(ids)
             if (st is None or t.status == st) and (job is None or t.job == job)
         ]
+        if waiting is not None:
+            for t in out:
+                t.waiting = self.waiting(t)  # type: ignore[attr-defined]
+            out = [t for t in out if waiting in (t.waiting or "")]
         return out[:limit]
 
     def wait(self, task_id: str, timeout: float | None = 30.0) -> Task:

@@ -69,6 +69,14 @@ def tasks(
     limit: Annotated[
         int, typer.Option(min=1, max=10000, metavar="N", help="At most this many tasks.")
     ] = 100,
+    waiting: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TEXT",
+            help="Only pending tasks whose reason to wait contains TEXT (paused, concurrency,"
+            " rate limit, due at, after, slots).",
+        ),
+    ] = None,
     json: JsonOpt = False,
     local_time: LocalOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
@@ -77,7 +85,7 @@ def tasks(
 ) -> None:
     """List tasks."""
     found = make_client(redis_url, namespace, partitions=partitions).tasks(
-        status=status, job=job, limit=limit
+        status=status, job=job, limit=limit, waiting=waiting
     )
     emit_json(found) if json else print_rendered(lambda r: r.task_table(found))
 

@@ -33,6 +33,7 @@ stays the only owner of the layout on both sides.
 | ``{ns}:outbox``                       | hash   | delivery id -> a change for another partition   |
 | ``{ns}:outbox_at``                    | zset   | delivery ids by creation time (ms)              |
 | ``{ns}:remote_waiting:<id>``          | set    | "<partition>\t<task>": waiting in another one  |
+| ``{ns}:held``                         | zset   | pending ids outside due: laned, or held runs    |
 | ``{ns}:lane:<job>\t<group>``          | zset   | a lane's pending task ids by start time         |
 | ``{ns}:lanes``                        | zset   | open lanes scored by when their head may start  |
 | ``{ns}:lanes:<priority>``             | zset   | the same for one priority other than 0          |
@@ -96,6 +97,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "outbox": ("outbox", None),
     "outbox_at": ("outbox_at", None),
     "remote_waiting": ("remote_waiting:{}", "id"),
+    "held": ("held", None),
     "lane": ("lane:{}", "id"),
     "lanes": ("lanes", None),
     "plane": ("lanes:{}", "p"),
@@ -226,6 +228,11 @@ class Keys:
     def outbox_at(self) -> str:
         """Sorted set: delivery ids by creation time."""
         return self._k("outbox_at")
+
+    @property
+    def held(self) -> str:
+        """Sorted set: pending tasks outside the due set (laned, or a paused series' run)."""
+        return self._k("held")
 
     @property
     def lanes(self) -> str:
