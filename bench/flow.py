@@ -101,40 +101,66 @@ def percentile(values: list[int], q: float) -> float:
     return float(ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))])
 
 
-def paused_variant(url: str, a: argparse.Namespace, variant: str, runs: Runs) -> float:
-    """One variant of target 3; returns the claim's µs per call on the small workload."""
+def paused_setup(url: str, a: argparse.Namespace, variant: str, runs: Runs) -> Bench:
+    """One variant of target 3 set up, its one-time cost counted: "alone" (no paused
+    backlog), "first" (paused, then its backlog scheduled), "after" (the other way round)."""
     b = Bench(url, {PLAIN: definition(), HELD: definition()})
-    try:
-        if variant == "first":
-            b.scripts.pause("job", HELD, pause=True)
-        if variant != "alone":
-            b.schedule(HELD, a.paused)
-        if variant == "after":
-            b.scripts.pause("job", HELD, pause=True)
-        if variant != "alone":  # the one-time move into the lane (or parking it)
-            calls, usec = claims_until_laned(b, HELD, a.paused, BATCH)
-            runs.add(f"{variant}_once_ms", usec / 1000)
-            runs.add(f"{variant}_once_calls", calls)
-        b.schedule(PLAIN, a.workload)
-        calls, prof = claim_calls(b, a.workload, BATCH)
-    finally:
-        b.close()
-    runs.profiles[f"paused_{variant}"] = (prof, calls)
-    per_call = prof["evalsha"][1] / prof["evalsha"][0]
-    runs.add(f"{variant}_us", per_call)
-    return per_call
+    if variant == "first":
+        b.scripts.pause("job", HELD, pause=True)
+    if variant != "alone":
+        b.schedule(HELD, a.paused)
+    if variant == "after":
+        b.scripts.pause("job", HELD, pause=True)
+    if variant != "alone":  # the one-time move into the lane (or the parking of it)
+        calls, usec = claims_until_laned(b, HELD, a.paused, BATCH)
+        runs.add(f"{variant}_once_ms", usec / 1000)
+        runs.add(f"{variant}_once_calls", calls)
+    return b
 
 
-def paused_rep(url: str, a: argparse.Namespace, rep: int, runs: Runs) -> None:
-    """Target 3: the claim alone, and beside a paused backlog paused first or after."""
+def paused_rep(a: argparse.Namespace, rep: int, runs: Runs) -> None:
+    """Target 3: the claim alone, and beside a paused backlog paused first or after.
+
+    Each variant has its own redis-server (so "alone" is alone), and the variants take
+    turns, ``a.rounds`` rounds of the small workload each, so the machine's drift is
+    shared; a variant's figure is its Redis time over all its claim calls.
+    """
     order = ["alone", "first", "after"]
-    per_call = {v: paused_variant(url, a, v, runs) for v in order[rep % 3 :] + order[: rep % 3]}
+    order = order[rep % 3 :] + order[: rep % 3]
+    servers = {v: RedisServer().start() for v in order}
+    benches: dict[str, Bench] = {}
+    try:
+        benches = {v: paused_setup(servers[v].url, a, v, runs) for v in order}
+        totals: dict[str, Profile] = {v: {} for v in order}
+        for _ in range(a.rounds):
+            for v in order:
+                benches[v].schedule(PLAIN, a.workload)
+                _, prof = claim_calls(benches[v], a.workload, BATCH)
+                totals[v] = {c: add(totals[v].get(c), prof.get(c)) for c in totals[v].keys() | prof}
+    finally:
+        for b in benches.values():
+            b.close()
+        for server in servers.values():
+            server.stop()
+    per_call = {}
+    for v, prof in totals.items():
+        calls, usec = prof["evalsha"]
+        per_call[v] = usec / calls
+        runs.add(f"{v}_us", per_call[v])
+        runs.profiles[f"paused_{v}"] = (prof, calls)
     for v in ("first", "after"):
         runs.add(f"{v}_ratio", per_call[v] / per_call["alone"])
 
 
+def add(x: tuple[int, int] | None, y: tuple[int, int] | None) -> tuple[int, int]:
+    """Two (calls, usec) counts together (None: none)."""
+    x, y = x or (0, 0), y or (0, 0)
+    return x[0] + y[0], x[1] + y[1]
+
+
 def measure(a: argparse.Namespace) -> Runs:
-    """Every repetition of every target on one private redis-server."""
+    """Every repetition of every target on private redis-servers (one for targets 1 and
+    2, three more for target 3)."""
     runs = Runs()
     server = RedisServer().start()
     try:
@@ -144,7 +170,7 @@ def measure(a: argparse.Namespace) -> Runs:
         for rep in range(a.reps):
             groups_rep(server.url, a, rep, runs)
             serial_rep(server.url, a, runs)
-            paused_rep(server.url, a, rep, runs)
+            paused_rep(a, rep, runs)
     finally:
         server.stop()
     return runs
@@ -252,8 +278,9 @@ def report(a: argparse.Namespace, runs: Runs, command: str) -> str:
         "Target 2: each finish ends the oldest of the running tasks and claims in the same"
         " call; the gap is the next task's started_at minus the ended task's ended_at, both"
         " from the task records (Redis's clock, ms).\n"
-        f"Target 3: {a.workload:,} due tasks of another job claimed {BATCH} per call, alone"
-        f" and beside {a.paused:,} pending tasks of a paused job; µs per claim call from"
+        f"Target 3: {a.rounds} rounds of {a.workload:,} due tasks of another job claimed"
+        f" {BATCH} per call, alone and beside {a.paused:,} pending tasks of a paused job, each"
+        " variant on its own redis-server, the variants taking turns; µs per claim call from"
         " INFO commandstats.\n"
     )
     profiles = (
@@ -274,6 +301,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--backlog", type=int, default=20_000, help="target 2's backlog")
     p.add_argument("--paused", type=int, default=100_000, help="target 3's paused tasks")
     p.add_argument("--workload", type=int, default=5000, help="target 3's unpaused tasks")
+    p.add_argument("--rounds", type=int, default=5, help="target 3's workloads per repetition")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)

@@ -15,7 +15,7 @@ from bench.flow import main
 def test_flow_bench_smoke_measures_every_target_and_writes_the_report(tmp_path: Path) -> None:
     text = main(
         ["--tasks", "200", "--groups", "10", "--backlog", "50", "--paused", "300",
-         "--workload", "100", "--reps", "1", "--out", str(tmp_path)]
+         "--workload", "100", "--rounds", "2", "--reps", "1", "--out", str(tmp_path)]
     )  # fmt: skip
     assert (tmp_path / "FLOW.md").read_text() == text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
