@@ -103,15 +103,17 @@ def percentile(values: list[int], q: float) -> float:
 
 def paused_setup(url: str, a: argparse.Namespace, variant: str, runs: Runs) -> Bench:
     """One variant of target 3 set up, its one-time cost counted: "alone" (no paused
-    backlog), "first" (paused, then its backlog scheduled), "after" (the other way round)."""
+    backlog), "first" (paused, then its backlog scheduled), "after" (the other way round),
+    "empty" (the control: a job paused with no tasks, so the claim takes its flow path
+    with no backlog at all)."""
     b = Bench(url, {PLAIN: definition(), HELD: definition()})
-    if variant == "first":
+    if variant in ("first", "empty"):
         b.scripts.pause("job", HELD, pause=True)
-    if variant != "alone":
+    if variant in ("first", "after"):
         b.schedule(HELD, a.paused)
     if variant == "after":
         b.scripts.pause("job", HELD, pause=True)
-    if variant != "alone":  # the one-time move into the lane (or the parking of it)
+    if variant in ("first", "after"):  # the one-time move into the lane (or the parking of it)
         calls, usec = claims_until_laned(b, HELD, a.paused, BATCH)
         runs.add(f"{variant}_once_ms", usec / 1000)
         runs.add(f"{variant}_once_calls", calls)
@@ -125,8 +127,8 @@ def paused_rep(a: argparse.Namespace, rep: int, runs: Runs) -> None:
     turns, ``a.rounds`` rounds of the small workload each, so the machine's drift is
     shared; a variant's figure is its Redis time over all its claim calls.
     """
-    order = ["alone", "first", "after"]
-    order = order[rep % 3 :] + order[: rep % 3]
+    order = ["alone", "first", "after", "empty"]
+    order = order[rep % 4 :] + order[: rep % 4]
     servers = {v: RedisServer().start() for v in order}
     benches: dict[str, Bench] = {}
     try:
@@ -148,8 +150,10 @@ def paused_rep(a: argparse.Namespace, rep: int, runs: Runs) -> None:
         per_call[v] = usec / calls
         runs.add(f"{v}_us", per_call[v])
         runs.profiles[f"paused_{v}"] = (prof, calls)
-    for v in ("first", "after"):
+    for v in ("first", "after", "empty"):
         runs.add(f"{v}_ratio", per_call[v] / per_call["alone"])
+    for v in ("first", "after"):  # the backlog's own cost, the flow path's set apart
+        runs.add(f"{v}_vs_empty", per_call[v] / per_call["empty"])
 
 
 def add(x: tuple[int, int] | None, y: tuple[int, int] | None) -> tuple[int, int]:
@@ -221,11 +225,20 @@ def targets(a: argparse.Namespace, runs: Runs) -> list[Target]:
                    f" {runs.text('alone_us', '.1f', '')} µs", 0.9 <= r <= 1.1)
         )  # fmt: skip
         rows.append(
+            Target(f"… the same vs a paused job with no tasks ({how})", "reported",
+                   f"{runs.text(f'{v}_vs_empty')}", None)
+        )  # fmt: skip
+        rows.append(
             Target(f"one-time cost, {how}", "reported",
                    f"{runs.text(f'{v}_once_ms', '.1f', ' ms')} of Redis time in"
                    f" {runs.text(f'{v}_once_calls', '.0f', '')} claims ="
                    f" {runs.spread(f'{v}_once_ms')[0] * 1000 / a.paused:.2f} µs per task", None)
         )  # fmt: skip
+    rows.append(
+        Target("control: claim µs/call with a paused job that has no tasks", "reported",
+               f"{runs.text('empty_ratio')}: {runs.text('empty_us', '.1f', '')} vs"
+               f" {runs.text('alone_us', '.1f', '')} µs alone", None)
+    )  # fmt: skip
     return rows
 
 
@@ -281,13 +294,17 @@ def report(a: argparse.Namespace, runs: Runs, command: str) -> str:
         f"Target 3: {a.rounds} rounds of {a.workload:,} due tasks of another job claimed"
         f" {BATCH} per call, alone and beside {a.paused:,} pending tasks of a paused job, each"
         " variant on its own redis-server, the variants taking turns; µs per claim call from"
-        " INFO commandstats.\n"
+        " INFO commandstats. The control pauses a job that has no tasks: any pause (or"
+        " limit) in a namespace sends every claim down the flow path (due set and lanes"
+        " merged), so set against it the backlog's own cost shows.\n"
     )
     profiles = (
         "\n### Profile: claim and finish, unlimited vs groups\n\n"
         + profile_table(runs, [PLAIN, GROUPED], "task")
         + "\n### Profile: claim beside a paused backlog\n\n"
-        + profile_table(runs, ["paused_alone", "paused_first", "paused_after"], "claim call")
+        + profile_table(
+            runs, ["paused_alone", "paused_empty", "paused_first", "paused_after"], "claim call"
+        )
     )
     return head + body + notes + profiles
 
