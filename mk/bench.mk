@@ -5,6 +5,7 @@
 #   make bench BENCH_ARGS="--reps 1 --pending 100000"
 #   make bench-smoke                 perseid-jobs alone, tiny numbers (seconds)
 #   make bench-cluster               the partitions' cluster benchmark (also run by make bench)
+#   make bench-flow                  flow control's costs: groups, concurrency, pause (also run by make bench)
 #
 # Each peer gets its own virtual environment (arq 0.25 wants a redis-py that
 # Celery's transport does not), re-created when these pins change.
@@ -31,6 +32,7 @@ bench-envs: $(BENCH_ENV_STAMPS) ## the peers' and py-spy's virtual environments
 bench: $(STAMP) $(BENCH_ENV_STAMPS) ## perseid-jobs vs RQ, Celery, arq, Dramatiq -> bench/results/REPORT.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
+	$(BIN)/python -m bench.flow $(FLOW_ARGS)
 
 bench-smoke: $(STAMP) ## the benchmark's scenarios, perseid-jobs only, tiny numbers
 	$(BIN)/python -m bench --smoke --out bench/results/smoke
@@ -41,3 +43,11 @@ bench-smoke: $(STAMP) ## the benchmark's scenarios, perseid-jobs only, tiny numb
 CLUSTER_ARGS ?=
 bench-cluster: $(STAMP) ## spread, overhead, capacity, end to end, memory over partitions
 	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
+
+# Flow control (docs/flow.md, "Measured"): claims with 1,000 groups at a limit of 1 vs
+# unlimited, a job at concurrency=4 over a backlog, the claim beside a paused backlog of
+# 100,000 -> bench/results/FLOW.md (about two minutes).
+.PHONY: bench-flow
+FLOW_ARGS ?=
+bench-flow: $(STAMP) ## flow control's cost in the claim: groups, concurrency, pause
+	$(BIN)/python -m bench.flow $(FLOW_ARGS)
