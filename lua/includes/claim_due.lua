@@ -24,9 +24,9 @@ local function claim_due(inst, max_count, now, cap)
   local took = 0
   local ids = {}
   local flow = redis.call('EXISTS', K.lanes(), K.flow(), K.paused(), K.prios()) > 0
-  local passed = false
+  local passed, moved = false, false
   if flow and max_count > 0 and free > 0 and ifields[3] ~= '1' then
-    took, passed = claim_flow(inst, K.instance_jobs(inst), max_count, free, now, out)
+    took, passed, moved = claim_flow(inst, K.instance_jobs(inst), max_count, free, now, out)
     if took > 0 then redis.call('HINCRBY', ih, 'slots_used', took) end
   elseif max_count > 0 and free > 0 and ifields[3] ~= '1' then
     -- Look a little past what we want, for tasks that don't fit or aren't offered here.
@@ -64,6 +64,8 @@ local function claim_due(inst, max_count, now, cap)
     nxt = earliest_due('(' .. now, flow)
   end
   local next_due = nxt
+  -- Plain tasks moved into their lanes this call: what lies behind them is read next call.
+  if moved and #out < max_count then next_due = now end
   if next_due >= 0 then
     redis.call('ZADD', K.sleepers(), next_due, inst)
   else

@@ -69,12 +69,21 @@ local function candidates(window, now)
   return out
 end
 
+-- Whether a plain task of `job` belongs in a lane now (its job got a limit or a pause).
+local LANED_JOB = {}
+local function laned_job(job)
+  local v = LANED_JOB[job]
+  if v == nil then
+    v = redis.call('HEXISTS', K.flow(), job) == 1
+      or redis.call('HEXISTS', K.paused(), 'job\t' .. job) == 1
+    LANED_JOB[job] = v
+  end
+  return v
+end
+
 -- A plain due task of a job that now has a limit or is paused moves into its lane (once).
 local function lane_up(id, job, score)
-  if redis.call('HEXISTS', K.flow(), job) == 0
-      and redis.call('HEXISTS', K.paused(), 'job\t' .. job) == 0 then
-    return false
-  end
+  if not laned_job(job) then return false end
   local lane = job .. '\t'
   redis.call('ZREM', K.due(), id)
   redis.call('HSET', K.task(id), 'lane', lane)
@@ -82,57 +91,69 @@ local function lane_up(id, job, score)
   return true
 end
 
--- The id of an open lane's head if it may start now, else nil (and the lane is scored
--- again by its head: the head it had was cancelled, or the lane is empty and closes).
+-- An open lane's head if it may start now, and the start of the one after it (nil if
+-- none); else nil, and the lane is scored again by its head (the head it had was
+-- cancelled) or closes (it is empty).
 local function lane_head(lane, now)
-  local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', K.lane(lane), 0, 1, 'WITHSCORES')
   if #head == 0 then
     lane_close(lane)
     return nil
   end
-  if tonumber(head[2]) <= now then return head[1] end
+  if tonumber(head[2]) <= now then return head[1], tonumber(head[4]) end
   lane_open(lane, head[2])
   return nil
 end
 
--- Claim where lanes exist, candidates in order (see candidates), each lane through its
--- gates; a lane taken from is scored `now` and may be read again by a
--- later pass. Returns the slots taken and whether it passed over anything due.
-local function claim_flow(inst, jobs_key, max_count, free, now, out)
-  local took, passed = 0, false
-  for _ = 1, 4 do
-    local progressed = false
-    for _, c in ipairs(candidates(math.min(SCAN_LIMIT, max_count - #out + 16), now)) do
-      local id, lane = c[2], c[3]
-      local gate, later
-      if lane then gate, later = gate_of(lane, now) end
-      if gate then
-        lane_park(lane, gate, now)
-      elseif later then
-        lane_open(lane, later)  -- due again when its rate allows
-      else
-        if lane then id = lane_head(lane, now) end
-        local f = id and read_task(id)
-        if f and not lane and lane_up(id, f[2], c[1]) then
-          f = nil
-        elseif f and tonumber(f[1]) <= free and redis.call('SISMEMBER', jobs_key, f[2]) == 1 then
-          if lane then
-            redis.call('ZREM', K.lane(lane), id)
-            redis.call('ZREM', K.held(), id)
-          else
-            redis.call('ZREM', K.due(), id)
-          end
-          take(inst, id, f, now, out)
-          if lane then lane_took(lane, now) end
-          free, took, progressed = free - tonumber(f[1]), took + tonumber(f[1]), true
-          if #out >= max_count or free <= 0 then return took, passed end
-        elseif f then
-          passed = true
-        end
-      end
-    end
-    if not progressed then break end
-  end
-  return took, passed
+-- One claim state: what is taken, the slots left, and what the pass saw.
+local function new_state(max_count, free)
+  return {max = max_count, free = free, took = 0, passed = false, moved = false,
+    progressed = false}
 end
 
+-- Try one candidate ({score, id, lane}); true when the claim is full.
+local function try(inst, jobs_key, st, c, now, out)
+  local id, lane, after = c[2], c[3], nil
+  if lane then
+    local gate, later = gate_of(lane, now)
+    if gate then lane_park(lane, gate, now) return false end
+    if later then lane_open(lane, later) return false end  -- due again when its rate allows
+    id, after = lane_head(lane, now)
+    if not id then return false end
+  end
+  local f = read_task(id)
+  if not lane and lane_up(id, f[2], c[1]) then
+    st.moved = true
+    return false
+  end
+  if tonumber(f[1]) > st.free or redis.call('SISMEMBER', jobs_key, f[2]) == 0 then
+    st.passed = true
+    return false
+  end
+  if lane then
+    redis.call('ZREM', K.lane(lane), id)
+    redis.call('ZREM', K.held(), id)
+  else
+    redis.call('ZREM', K.due(), id)
+  end
+  take(inst, id, f, now, out)
+  if lane then lane_took(lane, now, after) end
+  st.free, st.took, st.progressed = st.free - tonumber(f[1]), st.took + tonumber(f[1]), true
+  return #out >= st.max or st.free <= 0
+end
+
+-- Claim where lanes exist, candidates in order (see candidates), each lane through its
+-- gates; a lane taken from is scored `now` and may be read again by a later pass.
+-- Returns the slots taken, whether it passed over anything due, and whether it moved
+-- plain tasks into lanes (then more may be due behind them: the caller says so).
+local function claim_flow(inst, jobs_key, max_count, free, now, out)
+  local st = new_state(max_count, free)
+  for _ = 1, 4 do
+    st.progressed = false
+    for _, c in ipairs(candidates(math.min(SCAN_LIMIT, max_count - #out + 16), now)) do
+      if try(inst, jobs_key, st, c, now, out) then return st.took, st.passed, st.moved end
+    end
+    if not (st.progressed or st.moved) then break end
+  end
+  return st.took, st.passed, st.moved
+end

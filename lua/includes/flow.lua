@@ -66,13 +66,36 @@ local function lane_add(lane, id, start)
   end
 end
 
+-- Each job's limits and each job's or group's pause, read once per script call (a call
+-- that publishes limits or pauses drops what it changes): a claim meets the same few
+-- jobs again and again.
+local LIMITS, PAUSED = {}, {}
+
 -- A job's limits: concurrency, group concurrency (0: none), and the ms between two starts
 -- its rate and its group rate allow (0: no rate).
 local function limits_of(job)
-  local lim = redis.call('HGET', K.flow(), job)
-  if not lim then return 0, 0, 0, 0 end
-  local c, g, r, gr = string.match(lim, '^(%d+)\t(%d+)\t?([%d.]*)\t?([%d.]*)$')
-  return tonumber(c) or 0, tonumber(g) or 0, tonumber(r) or 0, tonumber(gr) or 0
+  local l = LIMITS[job]
+  if not l then
+    local lim = redis.call('HGET', K.flow(), job) or ''
+    local c, g, r, gr = string.match(lim, '^(%d+)\t(%d+)\t?([%d.]*)\t?([%d.]*)$')
+    l = {tonumber(c) or 0, tonumber(g) or 0, tonumber(r) or 0, tonumber(gr) or 0}
+    LIMITS[job] = l
+  end
+  return l[1], l[2], l[3], l[4]
+end
+
+-- The pause that holds a (job, group) back, as a gate name, or false.
+local function pause_of(job, group)
+  local key = job .. '\t' .. group
+  local p = PAUSED[key]
+  if p == nil then
+    local f = redis.call('HMGET', K.paused(), 'job\t' .. job, 'group\t' .. group)
+    p = false
+    if f[1] then p = 'p\tjob\t' .. job end
+    if not p and group ~= '' and f[2] then p = 'p\tgroup\t' .. group end
+    PAUSED[key] = p
+  end
+  return p
 end
 
 -- Whether the job's concurrency has room for one more.
@@ -85,15 +108,16 @@ end
 -- job's. Past the gates, the time its rates allow its next start, if later than now.
 local function gate_of(lane, now)
   local job, group = lane_parts(lane)
-  local p = redis.call('HMGET', K.paused(), 'job\t' .. job, 'group\t' .. group)
-  if p[1] then return 'p\tjob\t' .. job end
-  if group ~= '' and p[2] then return 'p\tgroup\t' .. group end
+  local paused = pause_of(job, group)
+  if paused then return paused end
   local c, g, r, gr = limits_of(job)
   if c == 0 and g == 0 and r == 0 and gr == 0 then return nil end
   local gk = group_key(job, group)
-  local n = redis.call('HMGET', K.flow_running(), job, gk)
-  if g > 0 and group ~= '' and (tonumber(n[2]) or 0) >= g then return 'g\t' .. gk end
-  if c > 0 and (tonumber(n[1]) or 0) >= c then return 'c\t' .. job end
+  if c > 0 or (g > 0 and group ~= '') then
+    local n = redis.call('HMGET', K.flow_running(), job, gk)
+    if g > 0 and group ~= '' and (tonumber(n[2]) or 0) >= g then return 'g\t' .. gk end
+    if c > 0 and (tonumber(n[1]) or 0) >= c then return 'c\t' .. job end
+  end
   if r == 0 and (gr == 0 or group == '') then return nil end
   -- A rate is a minimum spacing of starts on Redis time (GCRA without burst): the next
   -- start may come when the last one's slot has passed.
@@ -137,21 +161,23 @@ local function rate_took(name, interval, now)
   redis.call('HSET', K.flow_rate(), name, math.max(last, now) + interval)
 end
 
--- The lane's head was taken: count it running, and score the lane by its next head, not
--- before now (so lanes that waited since go first: fairness across groups).
-local function lane_took(lane, now)
+-- The lane's head was taken (`next_start`: its next head's start, or nil if none is left):
+-- count it running, and score the lane by its next head, not before now (so lanes that
+-- waited since go first: fairness across groups). A group now at its limit parks at once.
+local function lane_took(lane, now, next_start)
   local job, group = lane_parts(lane)
   local gk = group_key(job, group)
   redis.call('HINCRBY', K.flow_running(), job, 1)
-  redis.call('HINCRBY', K.flow_running(), gk, 1)
-  local _, _, r, gr = limits_of(job)
+  local in_group = redis.call('HINCRBY', K.flow_running(), gk, 1)
+  local _, g, r, gr = limits_of(job)
   if r > 0 then rate_took(job, r, now) end
   if gr > 0 and group ~= '' then rate_took(gk, gr, now) end
-  local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
-  if #head == 0 then
+  if not next_start then
     lane_close(lane)
+  elseif g > 0 and group ~= '' and in_group >= g then
+    lane_park(lane, 'g\t' .. gk, now)
   else
-    lane_open(lane, math.max(tonumber(head[2]), now))
+    lane_open(lane, math.max(next_start, now))
   end
 end
 
@@ -166,8 +192,10 @@ local function lane_release(lane)
       redis.call('HDEL', K.flow_running(), name)
     end
   end
-  gate_open('g\t' .. gk, 1)
-  gate_open('c\t' .. job, 1)
+  if redis.call('EXISTS', K.lane_gate()) == 1 then  -- some lane is parked
+    gate_open('g\t' .. gk, 1)
+    gate_open('c\t' .. job, 1)
+  end
 end
 
 -- A pending laned task leaves its lane (cancelled); an emptied lane leaves wherever it was.
@@ -195,6 +223,7 @@ end
 -- limits; a raised job limit reopens the lanes it held back.
 local function publish_limits(name, def)
   local d = cjson.decode(def)
+  LIMITS[name] = nil
   local c, g = tonumber(d.concurrency) or 0, tonumber(d.group_concurrency) or 0
   local r, gr = rate_interval(d.rate), rate_interval(d.group_rate)
   if c > 0 or g > 0 or r > 0 or gr > 0 then
