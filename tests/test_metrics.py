@@ -119,3 +119,34 @@ def test_readyz_says_not_ready_while_redis_is_down_and_ready_again_after(
         worker.kill()
         worker.wait()
         server.stop()
+
+
+def test_flow_metrics_show_each_limit_in_use_and_what_is_held_back(
+    client: Client, start_worker
+) -> None:
+    port = free_port()
+    start_worker(4, "--metrics-port", str(port))
+    wait_workers(client, 1)
+    base = f"http://127.0.0.1:{port}"
+    first = client.schedule("flow_serial", {"seconds": 30})
+    wait_until(lambda: client.get(first.id).status is TaskStatus.RUNNING, 15, "first running")
+    client.schedule("flow_serial")
+    client.pause(group="acme")
+    for _ in range(3):
+        client.schedule("hello", group="acme")
+    probe = client.schedule("hello")
+    assert client.wait(probe.id, 15).status is TaskStatus.COMPLETED  # claims went past them
+    held = ("perseid_jobs_tasks_held", (("reason", "concurrency"),))
+
+    def scraped() -> dict:
+        m = samples(get(f"{base}/metrics")[1])
+        paused = m.get(("perseid_jobs_tasks_held", (("reason", "paused"),)))
+        return m if m.get(held) == 1 and paused == 3 else {}
+
+    m = wait_until(scraped, 10, "the held tasks")
+    assert isinstance(m, dict)
+    labels = (("job_name", "flow_serial"), ("limit", "concurrency"))
+    assert m[("perseid_jobs_limit", labels)] == 1
+    assert m[("perseid_jobs_limit_in_use", labels)] == 1
+    check_exposition(get(f"{base}/metrics")[1])
+    client.cancel(first.id)

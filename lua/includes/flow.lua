@@ -167,9 +167,11 @@ end
 local function lane_took(lane, now, next_start)
   local job, group = lane_parts(lane)
   local gk = group_key(job, group)
-  redis.call('HINCRBY', K.flow_running(), job, 1)
-  local in_group = redis.call('HINCRBY', K.flow_running(), gk, 1)
-  local _, g, r, gr = limits_of(job)
+  local c, g, r, gr = limits_of(job)
+  -- Only what a limit reads is counted (publish_limits recounts when a limit appears).
+  if c > 0 then redis.call('HINCRBY', K.flow_running(), job, 1) end
+  local in_group = 0
+  if g > 0 and group ~= '' then in_group = redis.call('HINCRBY', K.flow_running(), gk, 1) end
   if r > 0 then rate_took(job, r, now) end
   if gr > 0 and group ~= '' then rate_took(gk, gr, now) end
   if not next_start then
@@ -187,14 +189,18 @@ local function lane_release(lane)
   if not lane or lane == '' then return end
   local job, group = lane_parts(lane)
   local gk = group_key(job, group)
-  for _, name in ipairs({job, gk}) do
+  local c, g = limits_of(job)
+  local names = {}
+  if c > 0 then names[#names + 1] = job end
+  if g > 0 and group ~= '' then names[#names + 1] = gk end
+  for _, name in ipairs(names) do
     if redis.call('HINCRBY', K.flow_running(), name, -1) <= 0 then
       redis.call('HDEL', K.flow_running(), name)
     end
   end
-  if redis.call('EXISTS', K.lane_gate()) == 1 then  -- some lane is parked
-    gate_open('g\t' .. gk, 1)
-    gate_open('c\t' .. job, 1)
+  if #names > 0 and redis.call('EXISTS', K.lane_gate()) == 1 then  -- some lane is parked
+    if g > 0 and group ~= '' then gate_open('g\t' .. gk, 1) end
+    if c > 0 then gate_open('c\t' .. job, 1) end
   end
 end
 
@@ -219,10 +225,32 @@ local function rate_interval(text)
   return RATE_WINDOWS[unit] / tonumber(n)
 end
 
+-- Count the running laned tasks of `job` again, per job and per group: a limit that was
+-- not there did not count them (lane_took), one that goes away leaves no count behind.
+local function recount(job, c, g)
+  redis.call('HDEL', K.flow_running(), job)
+  local prefix = job .. '\t'
+  for _, name in ipairs(redis.call('HKEYS', K.flow_running())) do
+    if string.sub(name, 1, #prefix) == prefix then redis.call('HDEL', K.flow_running(), name) end
+  end
+  for _, id in ipairs(redis.call('ZRANGE', K.running(), 0, -1)) do
+    local t = redis.call('HMGET', K.task(id), 'job', 'lane')
+    if t[1] == job and t[2] and t[2] ~= '' then
+      local _, group = lane_parts(t[2])
+      if c > 0 then redis.call('HINCRBY', K.flow_running(), job, 1) end
+      if g > 0 and group ~= '' then
+        redis.call('HINCRBY', K.flow_running(), group_key(job, group), 1)
+      end
+    end
+  end
+end
+
 -- A worker published job `name`'s definition (JSON text): keep the claim's copy of its
--- limits; a raised job limit reopens the lanes it held back.
+-- limits (counting its running tasks again if what is counted changes); a raised job
+-- limit reopens the lanes it held back.
 local function publish_limits(name, def)
   local d = cjson.decode(def)
+  local old_c, old_g = limits_of(name)
   LIMITS[name] = nil
   local c, g = tonumber(d.concurrency) or 0, tonumber(d.group_concurrency) or 0
   local r, gr = rate_interval(d.rate), rate_interval(d.group_rate)
@@ -231,5 +259,6 @@ local function publish_limits(name, def)
   else
     redis.call('HDEL', K.flow(), name)
   end
+  if (old_c > 0) ~= (c > 0) or (old_g > 0) ~= (g > 0) then recount(name, c, g) end
   if c == 0 or job_has_room(name) then gate_open('c\t' .. name, 1000) end
 end

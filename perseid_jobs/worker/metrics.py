@@ -33,6 +33,8 @@ class WorkerState(Protocol):
     def log_upload_failures(self) -> int: ...
     def heartbeat_failures(self) -> int: ...
     def backlog(self) -> tuple[int, float]: ...  # (due now, age in s of the oldest due)
+    def flow_limits(self) -> list[tuple[str, str, int, int]]: ...  # job, limit, set, in use
+    def held(self) -> dict[str, int]: ...  # pending tasks held back, by reason
     def loop_age(self) -> float: ...  # seconds since the loop last turned
     def readiness(self) -> tuple[bool, str]: ...
 
@@ -78,6 +80,30 @@ class _StateCollector(Collector):
             "How long the oldest due task has waited.",
             value=age,
         )
+        yield from _flow_families(s)
+
+
+def _flow_families(s: WorkerState) -> Iterator[GaugeMetricFamily]:
+    """Flow control: each limit configured and in use, and what is held back, by reason."""
+    configured = GaugeMetricFamily(
+        "perseid_jobs_limit", "A job's limit, as configured.", labels=["job_name", "limit"]
+    )
+    in_use = GaugeMetricFamily(
+        "perseid_jobs_limit_in_use",
+        "Tasks running under a job's limit, over all workers.",
+        labels=["job_name", "limit"],
+    )
+    for job, limit, value, running in s.flow_limits():
+        configured.add_metric([job, limit], value)
+        in_use.add_metric([job, limit], running)
+    held = GaugeMetricFamily(
+        "perseid_jobs_tasks_held",
+        "Pending tasks a pause or a full limit holds back (namespace-wide).",
+        labels=["reason"],
+    )
+    for reason, n in s.held().items():
+        held.add_metric([reason], n)
+    yield from (configured, in_use, held)
 
 
 class WorkerMetrics:

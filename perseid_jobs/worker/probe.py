@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ..store.connection import connect
+from . import flow_probe
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -63,6 +64,20 @@ class WorkerProbe:
             return 0, 0.0
         oldest = (now - head[0][1]) / 1000 if head and head[0][1] <= now else 0.0
         return due, oldest
+
+    def flow_limits(self) -> list[tuple[str, str, int, int]]:
+        """(job, limit, configured, in use) for each limit (see flow_probe)."""
+        try:
+            return flow_probe.limits(self._redis, self.w.parts)
+        except redis.RedisError:
+            return []
+
+    def held(self) -> dict[str, int]:
+        """Pending tasks held back by each reason (see flow_probe)."""
+        try:
+            return flow_probe.held(self._redis, self.w.parts)
+        except redis.RedisError:
+            return {}
 
     def loop_age(self) -> float:
         """Seconds since the worker's loop last turned."""
