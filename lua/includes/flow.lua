@@ -70,6 +70,7 @@ end
 -- that publishes limits or pauses drops what it changes): a claim meets the same few
 -- jobs again and again.
 local LIMITS, PAUSED = {}, {}
+local ANY_PAUSE = nil  -- whether anything is paused at all (read once per call)
 
 -- A job's limits: concurrency, group concurrency (0: none), and the ms between two starts
 -- its rate and its group rate allow (0: no rate).
@@ -86,6 +87,8 @@ end
 
 -- The pause that holds a (job, group) back, as a gate name, or false.
 local function pause_of(job, group)
+  if ANY_PAUSE == nil then ANY_PAUSE = redis.call('EXISTS', K.paused()) == 1 end
+  if not ANY_PAUSE then return false end
   local key = job .. '\t' .. group
   local p = PAUSED[key]
   if p == nil then
@@ -198,10 +201,8 @@ local function lane_release(lane)
       redis.call('HDEL', K.flow_running(), name)
     end
   end
-  if #names > 0 and redis.call('EXISTS', K.lane_gate()) == 1 then  -- some lane is parked
-    if g > 0 and group ~= '' then gate_open('g\t' .. gk, 1) end
-    if c > 0 then gate_open('c\t' .. job, 1) end
-  end
+  if g > 0 and group ~= '' then gate_open('g\t' .. gk, 1) end
+  if c > 0 then gate_open('c\t' .. job, 1) end
 end
 
 -- A pending laned task leaves its lane (cancelled); an emptied lane leaves wherever it was.
