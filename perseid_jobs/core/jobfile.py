@@ -73,11 +73,9 @@ def job(
     task); see "Reused task processes" in docs/architecture.md.
     ``max_memory_per_process``: a reused process whose RSS is above this (bytes, or a
     text such as ``"500MB"``) after a task is retired.
-    ``concurrency``: at most this many tasks of the job run at once, over all workers
-    (1: runs never overlap); ``group_concurrency``: at most this many per group (the
-    ``group`` a task was scheduled with). ``rate``: at most this many starts per second,
-    minute or hour (``"10/s"``, ``"30/m"``, ``"100/h"``), spaced evenly, over all
-    workers; ``group_rate``: the same per group. See docs/flow.md.
+    Flow control (docs/flow.md), over all workers: ``concurrency`` (1: runs never
+    overlap) and ``group_concurrency`` (per group) cap the tasks running at once;
+    ``rate`` and ``group_rate`` (``"10/s"``, ``"30/m"``, ``"100/h"``) space starts evenly.
     """
     try:
         max_ms = parse_duration(max_duration)
