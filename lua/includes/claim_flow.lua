@@ -81,10 +81,12 @@ local function laned_job(job)
   return v
 end
 
--- A plain due task of a job that now has a limit or is paused moves into its lane (once).
+-- A plain due task of a job that now has a limit or is paused moves into its lane (once),
+-- at its start (`score`, read if not given).
 local function lane_up(id, job, score)
   if not laned_job(job) then return false end
   local lane = job .. '\t'
+  score = score or redis.call('ZSCORE', K.due(), id)
   redis.call('ZREM', K.due(), id)
   redis.call('HSET', K.task(id), 'lane', lane)
   lane_add(lane, id, score)
