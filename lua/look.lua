@@ -11,12 +11,18 @@
 local inst = ARGV[1]
 local now = now_ms()
 if not lease_ok(inst, now) then return {E_LEASE_LOST} end
-local head = redis.call('ZRANGE', K.due(), 0, 0, 'WITHSCORES')
+-- The earliest of the due set and of every open lane set (see flow): a lane's head is due
+-- as a plain task is.
+local keys = {K.due(), K.lanes()}
+for _, p in ipairs(redis.call('ZRANGE', K.prios(), 0, -1)) do keys[#keys + 1] = K.plane(p) end
 local next_due, due_now = -1, 0
-if #head > 0 then
-  next_due = tonumber(head[2])
-  if next_due <= now then due_now, next_due = 1, now end
+for _, key in ipairs(keys) do
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #head > 0 and (next_due < 0 or tonumber(head[2]) < next_due) then
+    next_due = tonumber(head[2])
+  end
 end
+if next_due >= 0 and next_due <= now then due_now, next_due = 1, now end
 -- As a claim does: a schedule sooner than this wakes the instance.
 if next_due >= 0 then
   redis.call('ZADD', K.sleepers(), next_due, inst)

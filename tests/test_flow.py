@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 import redis
@@ -317,3 +318,15 @@ def test_a_paused_series_makes_no_run_and_resumes_with_its_catch_up_policy(
     assert not client.get_series(first.series).paused
     with pytest.raises(SeriesNotFound):
         client.pause(series="01M8Y4DEA80000000000000099")
+
+
+@pytest.mark.parametrize("options", [{"group": "g"}, {"priority": 5}])
+def test_a_look_sees_a_due_laned_task(client: Client, options: dict[str, Any]) -> None:
+    """An idle worker over several partitions looks before it claims (fanout.py): a task
+    due in a lane must count as due there, as one in the due set does."""
+    jobs = {"hello": msgspec.json.encode(client.job_definition("hello")).decode()}
+    client.scripts.register("i1", ttl_ms=60_000, slots=4, host="h", pid=1, version="t", jobs=jobs)
+    assert client.scripts.look("i1").due_now == 0
+    client.schedule("hello", **options)
+    looked = client.scripts.look("i1")
+    assert (looked.due_now, looked.next_due) == (1, looked.now)
