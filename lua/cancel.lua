@@ -29,6 +29,7 @@ local function end_series()
   if redis.call('HGET', sk, 'status') ~= 'active' then return end
   local s = redis.call('HMGET', sk, 'current', 'key')
   redis.call('HSET', sk, 'status', 'cancelled')
+  redis.call('HDEL', K.paused_series(), sid)  -- an ended series holds nothing back
   if s[2] and s[2] ~= '' and redis.call('HGET', K.idem(), s[2]) == sid then
     redis.call('HDEL', K.idem(), s[2])
   end

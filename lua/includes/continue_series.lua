@@ -8,6 +8,7 @@ local function next_series_run(sid, start, skipped, now)
   local sk = K.series(sid)
   if not start then
     redis.call('HSET', sk, 'status', 'ended', 'current', '')
+    redis.call('HDEL', K.paused_series(), sid)
     emit('series_ended', sid, {})
     end_followers(sid)
     return nil
