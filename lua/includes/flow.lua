@@ -147,15 +147,23 @@ local function gate_open(gate, n)
   return #popped / 2
 end
 
+-- A job with a concurrency limit and room under it lets the next lane its gate holds go
+-- (a lane that a freed unit reopened may not use it: a pause or its group's limit holds
+-- it, or it emptied).
+local function pass_unit_on(job)
+  local c = limits_of(job)
+  if c > 0 and job_has_room(job) then gate_open('c\t' .. job, 1) end
+end
+
 -- A gate holds the lane back: out of its open set, into the gate's set (by priority, then
--- by when). A lane that a job's freed unit had reopened and a pause now holds passes that
--- unit on.
+-- by when). A lane that a job's freed unit had reopened and a pause or its group's limit
+-- now holds passes that unit on to the next lane the job's gate holds.
 local function lane_park(lane, gate, now)
   local job, _, prio = lane_parts(lane)
   lane_close(lane)
   redis.call('ZADD', K.gate(gate), (100 - prio) * 1e13 + now, lane)
   redis.call('HSET', K.lane_gate(), lane, gate)
-  if string.sub(gate, 1, 1) == 'p' and job_has_room(job) then gate_open('c\t' .. job, 1) end
+  if string.sub(gate, 1, 1) ~= 'c' then pass_unit_on(job) end
 end
 
 -- Advance the next start a rate allows, for `name` (a job, or a job and group).
@@ -206,6 +214,7 @@ local function lane_release(lane)
 end
 
 -- A pending laned task leaves its lane (cancelled); an emptied lane leaves wherever it was.
+-- An emptied open lane may hold the unit a freed one reopened it with: it passes it on.
 local function lane_drop(lane, id)
   redis.call('ZREM', K.lane(lane), id)
   redis.call('ZREM', K.held(), id)
@@ -216,6 +225,7 @@ local function lane_drop(lane, id)
     redis.call('ZREM', K.gate(gate), lane)
     redis.call('HDEL', K.lane_gate(), lane)
   end
+  pass_unit_on(lane_parts(lane))
 end
 
 -- The ms between two starts a rate text allows ("10/s", "30/m", "100/h"; 0: none).
