@@ -371,3 +371,18 @@ def test_cancelling_the_task_a_freed_unit_went_to_passes_the_unit_on(m: FlowMode
     reopened = m.r.zrange(m.k.lanes, 0, -1)[0]
     m.cancel(which=m.tasks.index(m.r.zrange(m.k.lane(reopened), 0, 0)[0]))
     m.check_everything()  # the last lane waits in the gate, nothing of c1 running
+
+
+def test_a_unit_a_group_limit_turns_down_goes_to_the_next_lane(m: FlowModel) -> None:
+    m.republish(inst=0, job=sorted(SLOTS).index("g2"), variant=1)  # group 1, concurrency 3
+    for group in ("B", "C", ""):
+        m.schedule(job="g2", group=group, prio=0, when="now")
+    m.claim(inst=0, n=3, cap=-1)  # the job is full
+    for group, prio in (("A", 0), ("A", 0), ("A", 7), ("", -5)):
+        m.schedule(job="g2", group=group, prio=prio, when="now")
+    m.claim(inst=0, n=8, cap=-1)  # A7, A, and the -5 lane wait in the job's gate
+    for group in ("C", "B"):  # a unit to A7, which runs; one to A, which A7 holds back
+        m.finish(which=[m.task(t).get("group", "") for t in m.running()].index(group),
+                 status="completed", refill=0)  # fmt: skip
+        m.claim(inst=0, n=1, cap=-1)
+    m.check_everything()  # the -5 lane waits in the job's gate, the job at 2 of 3
