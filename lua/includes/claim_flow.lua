@@ -56,16 +56,25 @@ local function due_and_lanes(window, now, out)
   end
 end
 
--- Every candidate of one pass, in the order the claim takes them ({score, id, lane}).
-local function candidates(window, now)
+-- The priorities to claim from, in order: those above 0, highest first, then 0 (the due
+-- set with the lanes of priority 0), then those below.
+local function levels_in_order()
   local out, levels = {}, priorities()
   for _, p in ipairs(levels) do
-    if p > 0 then lanes_at(p, window, now, out) end
+    if p > 0 then out[#out + 1] = p end
   end
-  due_and_lanes(window, now, out)
+  out[#out + 1] = 0
   for _, p in ipairs(levels) do
-    if p < 0 then lanes_at(p, window, now, out) end
+    if p < 0 then out[#out + 1] = p end
   end
+  return out
+end
+
+-- The candidates of one pass at priority `p`, in the order the claim takes them
+-- ({score, id, lane}).
+local function candidates(p, window, now)
+  local out = {}
+  if p == 0 then due_and_lanes(window, now, out) else lanes_at(p, window, now, out) end
   return out
 end
 
@@ -144,18 +153,22 @@ local function try(inst, jobs_key, st, c, now, out)
   return #out >= st.max or st.free <= 0
 end
 
--- Claim where lanes exist, candidates in order (see candidates), each lane through its
--- gates; a lane taken from is scored `now` and may be read again by a later pass.
+-- Claim where lanes exist, priority by priority (see levels_in_order), each lane through
+-- its gates; a lane taken from is scored `now` and may be read again by a later pass.
 -- Returns the slots taken, whether it passed over anything due, and whether it moved
 -- plain tasks into lanes (then more may be due behind them: the caller says so).
 local function claim_flow(inst, jobs_key, max_count, free, now, out)
   local st = new_state(max_count, free)
-  for _ = 1, 4 do
-    st.progressed = false
-    for _, c in ipairs(candidates(math.min(SCAN_LIMIT, max_count - #out + 16), now)) do
-      if try(inst, jobs_key, st, c, now, out) then return st.took, st.passed, st.moved end
+  -- Each priority to the end of its passes before the next: a lane taken from is read
+  -- again before any lower priority is.
+  for _, p in ipairs(levels_in_order()) do
+    for _ = 1, 4 do
+      st.progressed = false
+      for _, c in ipairs(candidates(p, math.min(SCAN_LIMIT, max_count - #out + 16), now)) do
+        if try(inst, jobs_key, st, c, now, out) then return st.took, st.passed, st.moved end
+      end
+      if not (st.progressed or st.moved) then break end
     end
-    if not (st.progressed or st.moved) then break end
   end
   return st.took, st.passed, st.moved
 end

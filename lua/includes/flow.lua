@@ -236,8 +236,9 @@ local function rate_interval(text)
   return RATE_WINDOWS[unit] / tonumber(n)
 end
 
--- Count the running laned tasks of `job` again, per job and per group: a limit that was
--- not there did not count them (lane_took), one that goes away leaves no count behind.
+-- Count the running tasks of `job` again, per job and per group: a limit that was not
+-- there did not count them (lane_took), one that goes away leaves no count behind. A
+-- plain task running now joins its lane, so that its end is counted (lane_release).
 local function recount(job, c, g)
   redis.call('HDEL', K.flow_running(), job)
   local prefix = job .. '\t'
@@ -246,7 +247,11 @@ local function recount(job, c, g)
   end
   for _, id in ipairs(redis.call('ZRANGE', K.running(), 0, -1)) do
     local t = redis.call('HMGET', K.task(id), 'job', 'lane')
-    if t[1] == job and t[2] and t[2] ~= '' then
+    if t[1] == job then
+      if not t[2] or t[2] == '' then
+        t[2] = group_key(job, '')
+        redis.call('HSET', K.task(id), 'lane', t[2])
+      end
       local _, group = lane_parts(t[2])
       if c > 0 then redis.call('HINCRBY', K.flow_running(), job, 1) end
       if g > 0 and group ~= '' then
