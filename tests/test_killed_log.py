@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from perseid_jobs import Client, TaskStatus
@@ -52,3 +53,31 @@ def test_a_task_killed_at_shutdown_log_ends_with_why(client: Client, start_worke
     assert client.get(task.id).status is TaskStatus.FAILED
     doc = last_line(client, task.id)
     assert (doc["level"], doc["msg"]) == (50, "killed: worker shutdown")
+
+
+def test_a_task_claimed_by_a_worker_that_died_before_starting_it_gets_a_log(
+    client: Client, start_worker
+) -> None:
+    """An instance claims a task and dies before any process ran it (no log anywhere):
+    the worker that reaps it writes its one-line log after the grace (orphan_logs.py)."""
+    task = client.schedule("hello", at="+1h")
+    jobs = {"hello": msgspec.json.encode(client.job_definition("hello")).decode()}
+    client.scripts.register("doomed", ttl_ms=60_000, slots=4, host="h", pid=1, version="t",
+                            jobs=jobs)  # fmt: skip
+    client.redis.zadd(client.keys.due, {task.id: 0})  # due now
+    claimed = client.scripts.claim("doomed", 1)
+    assert [t.id for t in claimed.tasks] == [task.id]  # type: ignore[union-attr]
+    client.redis.zadd(client.keys.instances, {"doomed": 0})  # its lease lapses: it died
+    start_worker(2)
+    wait_workers(client, 1)
+    failed = client.wait(task.id, 15)
+    assert (failed.status, failed.reason) == (TaskStatus.FAILED, "instance doomed lost")
+    url = wait_until(lambda: client.get(task.id).log_url, 20, "the reaper's log of it")
+    assert isinstance(url, str)
+    (line,) = Path(url.removeprefix("file://")).read_bytes().splitlines()
+    doc = orjson.loads(line)
+    assert (doc["task"], doc["level"], doc["msg"]) == (
+        task.id,
+        50,
+        "killed: the worker process exited before the task started",
+    )

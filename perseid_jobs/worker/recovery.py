@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.models import TaskStatus
+from . import orphan_logs
 from .outcome import TASK_FIELDS, ClaimedTask, Outcome, given_next_starts, run_key
 
 if TYPE_CHECKING:
@@ -196,6 +197,13 @@ def reap(w: Worker) -> None:
         reply = w.scripts.reap(given_next_starts(reply.needs, reply.now))
     for task_id in reply.reaped:
         log.warning("reaped task %s", task_id)
+    w.orphans.reaped(reply.reaped)
+    due = w.orphans.take_due()
+    if due and w.shipper is not None and w.spool is not None:
+        keys_of = lambda t: w.parts.of_id(t) or w.keys  # noqa: E731
+        written = orphan_logs.write_missing(due, w.redis, keys_of, w.log_path, w.shipper)
+        if written:
+            log.info("wrote the one-line log of %d reaped task(s) that never started", written)
     if w.metrics and reply.reaped:
         jobs = (w.redis.hget((w.parts.of_id(t) or w.keys).task(t), "job") for t in reply.reaped)
         w.metrics.reaped(str(job) for job in jobs)

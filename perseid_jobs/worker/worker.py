@@ -4,9 +4,9 @@ One thread runs the loop below; the heartbeat has its own thread and
 connection; the log shipper uploads in the background. The loop waits on
 three things at once: the zygote's event pipe (a task started or ended), the
 instance's wake-up list in Redis (a ``BLPOP`` left outstanding on its own
-connection), and a self-pipe (signals, heartbeat news). Its timeout is the nearest
-of: the next due task, a task's kill deadline, the next reap, log URLs to record,
-the lease deadline, the next retry of Redis.
+connection), and a self-pipe (signals, heartbeat news). Its timeout is the nearest of:
+the next due task, a kill deadline, the next reap, log URLs to record, the lease
+deadline, the next retry of Redis.
 
 Faults (see docs/faults.md):
 
@@ -49,6 +49,7 @@ from .fanout import PartitionedScripts
 from .heartbeat import Heartbeat, Lease
 from .jobscan import JobsWatch
 from .log_urls import LogUrls
+from .orphan_logs import OrphanLogs
 from .outcome import ClaimedTask
 from .reports import Reports
 from .running_set import RunningSet
@@ -82,12 +83,12 @@ class Worker:
         self.partitions_bound = False
         self.lease = Lease(settings.instance_id or recovery.new_instance_id(), settings.lease_ttl_s)
         self.backoff = Backoff(cap=max(0.5, min(2.0, settings.heartbeat_s)))
-        # The state's owners: what runs (and the slots it takes), what waits to be
-        # reported, and when to claim next (and Redis's time).
+        # The state's owners: what runs, what waits to be reported, when to claim next.
         self.running = RunningSet()
         self.reports = Reports()
         self.clock = ClaimClock()
         self.log_urls = LogUrls()
+        self.orphans = OrphanLogs()  # reaped tasks that may never get a log (orphan_logs)
         self.reconcile_due = False
         self.drain_marked = False
         self.next_reap = 0.0
@@ -97,8 +98,8 @@ class Worker:
         self.drain_deadline: float | None = None
         self.cancels: set[str] = set()
         self._poke_r, self._poke_w = os.pipe()
-        os.set_blocking(self._poke_r, False)
-        os.set_blocking(self._poke_w, False)
+        for fd in (self._poke_r, self._poke_w):
+            os.set_blocking(fd, False)
         self.zygote: ZygoteClient | None = zygote
         self.jobs = JobsWatch(settings.jobs_dir, settings.jobs_rescan_s)
         self.shipper: LogShipper | None = None
