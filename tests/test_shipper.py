@@ -161,6 +161,25 @@ def test_leftover_logs_are_uploaded_first_even_if_unreadable(
     assert "/_unknown/" in broken and bucket.read(broken) == b"not json at all"
 
 
+def test_an_empty_leftover_log_is_stored_with_a_line_saying_why(
+    tmp_path: Path, logs_dir: Path
+) -> None:
+    (logs_dir / "01HEMPTY.log").write_bytes(b"")  # made, then its zygote died before a line
+    recorder = Recorder()
+    bucket = open_bucket(str(tmp_path / "bucket"))
+    shipper = LogShipper(logs_dir, bucket, on_uploaded=recorder)
+    shipper.start()
+    wait_until(lambda: shipper.pending() == 0, what="the empty leftover")
+    shipper.stop()
+    (line,) = bucket.read(dict(recorder.calls)["01HEMPTY"]).splitlines()
+    doc = orjson.loads(line)
+    assert (doc["task"], doc["level"], doc["msg"]) == (
+        "01HEMPTY",
+        50,
+        "killed: the worker process exited before the task wrote its log",
+    )
+
+
 def test_a_failing_callback_does_not_stop_the_shipper(tmp_path: Path, logs_dir: Path) -> None:
     uploaded: list[str] = []
 

@@ -8,6 +8,7 @@ next worker to start on the same logs directory (see :mod:`perseid_jobs.logs.spo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import msgspec
 
 from perseid_jobs.logs.bucket import Bucket, BucketError, object_key, upload_many
+from perseid_jobs.logs.pino import append_last, closing_line
 from perseid_jobs.logs.spool import DeadSpools
 
 __all__ = ["LogShipper", "Shipped"]
@@ -65,8 +67,21 @@ class _FirstLine(msgspec.Struct, rename="camel"):
     started_at: int
 
 
+EMPTY_LEFTOVER = "killed: the worker process exited before the task wrote its log"
+
+
 def _read_leftover(path: Path) -> _Pending:
-    """Job and start time of a log left in the spool, from its first line."""
+    """Job and start time of a log left in the spool, from its first line.
+
+    An empty one (its zygote died between making the file and the task's first line)
+    gets that one line first, so no log is stored empty.
+    """
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            line = closing_line(
+                50, EMPTY_LEFTOVER, pid=os.getpid(), task=path.stem, job=UNKNOWN_JOB
+            )
+            append_last(path, line)
     try:
         with path.open("rb") as file:
             # Bounded: a damaged file may hold no newline at all.
