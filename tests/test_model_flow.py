@@ -337,7 +337,7 @@ def test_flow_control_keeps_its_invariants(redis_server: RedisServer) -> None:
     )
 
 
-# -- Defects the model found, kept as examples (they fail until the product is fixed) --------
+# -- Defects the model found (all fixed), kept as regression tests ----------------------------
 @pytest.fixture
 def m(redis_server: RedisServer) -> Iterator[FlowModel]:
     """The model, its end-of-example run included in the teardown."""
