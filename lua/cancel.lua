@@ -30,6 +30,7 @@ local function end_series()
   local s = redis.call('HMGET', sk, 'current', 'key')
   redis.call('HSET', sk, 'status', 'cancelled')
   redis.call('HDEL', K.paused_series(), sid)  -- an ended series holds nothing back
+  redis.call('HDEL', sk, 'paused')
   if s[2] and s[2] ~= '' and redis.call('HGET', K.idem(), s[2]) == sid then
     redis.call('HDEL', K.idem(), s[2])
   end

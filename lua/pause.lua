@@ -34,13 +34,14 @@ local function hold_run(sid, hold)
     redis.call('ZADD', K.held(), t[3], cur)
   else
     redis.call('ZREM', K.held(), cur)
-    index_task(cur, tonumber(t[3]), '', now, t[2] or '')
+    index_task(cur, tonumber(t[3]), '', now, t[2] or '', '')  -- resumed: not held
   end
 end
 
 if kind == 'series' then
   local status = redis.call('HGET', K.series(name), 'status')
   if not status then return {E_NOT_FOUND} end
+  if status ~= 'active' then return {OK, 0, 0, 0} end  -- an ended series has nothing to hold
   local changed
   if pause then
     changed = redis.call('HSETNX', K.paused_series(), name, now)

@@ -142,14 +142,14 @@ if closed then
   close_task(id, 'cancelled', 'dependency ' .. after .. ' ' .. pstatus, '', now)
   if sid then redis.call('HSET', K.series(sid), 'current', '') end
 elseif pstatus == 'completed' then
-  index_task(id, start, '', now, lane)
+  index_task(id, start, '', now, lane, '')  -- a new series is not paused
   emit('released', id, {'after', after})
 elseif remote ~= '' then
   -- Its parent's partition learns of it through the outbox (and settles it from there).
   redis.call('ZADD', K.blocked(), now, id)
   outbox_put('follow', remote, after, id, PART, now)
 else
-  index_task(id, start, after, now, lane)
+  index_task(id, start, after, now, lane, '')
 end
 
 -- Following a series from a run that had already ended: that run was settled above, and

@@ -25,8 +25,8 @@ local function claim_due(inst, max_count, now, cap)
   local ids = {}
   -- Open lanes take the flow path; without any, the due set alone, but where a limit or a
   -- pause exists a plain task of its job first moves into its lane (see lane_up).
-  local flow = redis.call('EXISTS', K.lanes(), K.prios()) > 0
-  local limited = flow or redis.call('EXISTS', K.flow(), K.paused()) > 0
+  local limited = redis.call('EXISTS', K.lanes(), K.prios(), K.flow(), K.paused()) > 0
+  local flow = limited and redis.call('EXISTS', K.lanes(), K.prios()) > 0
   local passed, moved = false, false
   if flow and max_count > 0 and free > 0 and ifields[3] ~= '1' then
     took, passed, moved = claim_flow(inst, K.instance_jobs(inst), max_count, free, now, out)
@@ -36,23 +36,22 @@ local function claim_due(inst, max_count, now, cap)
     local window = math.min(SCAN_LIMIT, max_count + 16)
     ids = redis.call('ZRANGEBYSCORE', K.due(), '-inf', now, 'LIMIT', 0, window)
     local jobs_key = K.instance_jobs(inst)
-    local kept = 0  -- ids read that stay due (not moved into a lane)
+    local moves = 0  -- ids read that moved into their lane
     for _, id in ipairs(ids) do
       local f = read_task(id)
       local slots = tonumber(f[1])
       if limited and lane_up(id, f[2]) then
-        moved = true
+        moves = moves + 1
       elseif slots <= free and redis.call('SISMEMBER', jobs_key, f[2]) == 1 then
         redis.call('ZREM', K.due(), id)
         take(inst, id, f, now, out)
         free = free - slots
         took = took + slots
         if #out >= max_count or free <= 0 then break end
-      else
-        kept = kept + 1
       end
     end
-    passed = kept > 0 or (#ids > #out and not moved)
+    moved = moves > 0
+    passed = #ids > #out + moves  -- what it read and neither took nor moved is still due
     if took > 0 then redis.call('HINCRBY', ih, 'slots_used', took) end
   end
   -- More is due than this instance took if it passed over any due task it read (they

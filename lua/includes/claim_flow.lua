@@ -78,22 +78,10 @@ local function candidates(p, window, now)
   return out
 end
 
--- Whether a plain task of `job` belongs in a lane now (its job got a limit or a pause).
-local LANED_JOB = {}
-local function laned_job(job)
-  local v = LANED_JOB[job]
-  if v == nil then
-    v = redis.call('HEXISTS', K.flow(), job) == 1
-      or redis.call('HEXISTS', K.paused(), 'job\t' .. job) == 1
-    LANED_JOB[job] = v
-  end
-  return v
-end
-
 -- A plain due task of a job that now has a limit or is paused moves into its lane (once),
 -- at its start (`score`, read if not given).
 local function lane_up(id, job, score)
-  if not laned_job(job) then return false end
+  if not job_laned(job) then return false end
   local lane = job .. '\t'
   score = score or redis.call('ZSCORE', K.due(), id)
   redis.call('ZREM', K.due(), id)

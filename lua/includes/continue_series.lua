@@ -8,7 +8,8 @@ local function next_series_run(sid, start, skipped, now)
   local sk = K.series(sid)
   if not start then
     redis.call('HSET', sk, 'status', 'ended', 'current', '')
-    redis.call('HDEL', K.paused_series(), sid)
+    redis.call('HDEL', K.paused_series(), sid)  -- an ended series holds nothing back
+    redis.call('HDEL', sk, 'paused')
     emit('series_ended', sid, {})
     end_followers(sid)
     return nil
@@ -20,7 +21,7 @@ local function next_series_run(sid, start, skipped, now)
     {'series', sid, 'last_completed_at', s[5] or '', 'skipped_runs', skipped, 'key', s[6] or '',
      'retries', s[7] or 0, 'backoff_ms', s[8] or 1000, 'group', s[9] or '',
      'priority', s[10] or 0})
-  index_task(id, start, '', now, lane)
+  index_task(id, start, '', now, lane, sid)
   redis.call('HSET', sk, 'current', id, 'next_start', start)
   if skipped > 0 then
     redis.call('HINCRBY', sk, 'skipped', skipped)

@@ -41,20 +41,6 @@ local function lane_close(lane)
   redis.call('ZREM', open_key(prio), lane)
 end
 
--- The lane of a new task of `job` in `group` at `prio`, or '' for a plain task (in the
--- due set).
-local function lane_of(job, group, prio)
-  local lane = group_key(job, group)
-  if prio ~= 0 then return lane .. '\t' .. prio end
-  if group ~= '' then return lane end
-  if redis.call('EXISTS', K.flow(), K.paused()) == 0 then return '' end
-  if redis.call('HEXISTS', K.flow(), job) == 1
-      or redis.call('HEXISTS', K.paused(), 'job\t' .. job) == 1 then
-    return lane
-  end
-  return ''
-end
-
 -- A pending task enters its lane (and the held index, which lists the pending tasks that
 -- are not in the due set); the lane opens unless a gate holds it.
 local function lane_add(lane, id, start)
@@ -99,6 +85,22 @@ local function pause_of(job, group)
     PAUSED[key] = p
   end
   return p
+end
+
+-- Whether a job's plain tasks belong in a lane: it has a limit, or it is paused.
+local function job_laned(job)
+  local c, g, r, gr = limits_of(job)
+  return c > 0 or g > 0 or r > 0 or gr > 0 or pause_of(job, '') ~= false
+end
+
+-- The lane of a new task of `job` in `group` at `prio`, or '' for a plain task (in the
+-- due set).
+local function lane_of(job, group, prio)
+  local lane = group_key(job, group)
+  if prio ~= 0 then return lane .. '\t' .. prio end
+  if group ~= '' then return lane end
+  if redis.call('EXISTS', K.flow(), K.paused()) == 0 or not job_laned(job) then return '' end
+  return lane
 end
 
 -- Whether the job's concurrency has room for one more.

@@ -21,7 +21,7 @@ local function retry_task(id, reason, code, now)
   lane_release(f[8])
   redis.call('HSET', tk, 'status', 'pending', 'start_at', start, 'last_error', reason,
     'last_exit_code', code)
-  index_task(id, start, '', now, f[8] or '')
+  index_task(id, start, '', now, f[8] or '', f[7] or '')
   emit('retry', id, {'attempt', attempt, 'reason', reason})
   return true
 end

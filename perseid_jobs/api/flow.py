@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from ..core.errors import InvalidArgs, SeriesNotFound
 from ..core.jobfile import validate_job_name
-from ..core.models import Task, TaskStatus, ms_to_dt
+from ..core.models import Instance, Task, TaskStatus, ms_to_dt
 from ..core.timefmt import format_time
 from ..store.keys import Keys
 from ..store.script_io import NotFound
@@ -72,8 +72,12 @@ class FlowControls(Partitioned):
         raw = self.redis.hgetall(self.keys.paused)
         return {k.replace("\t", " ", 1): dt for k, v in raw.items() if (dt := ms_to_dt(v))}
 
-    def waiting(self, task: Task) -> str | None:
-        """Why a pending task is not running yet (None for a task that is not pending)."""
+    def waiting(self, task: Task, live: list[Instance] | None = None) -> str | None:
+        """Why a pending task is not running yet (None for a task that is not pending).
+
+        ``live``: the live instances, when the caller has read them (``tasks`` asks for
+        many tasks' reasons, and reads them once).
+        """
         if task.status is not TaskStatus.PENDING:
             return None
         keys = self.keys_of(task.id)
@@ -93,11 +97,12 @@ class FlowControls(Partitioned):
             start_ms = int(task.start_at.timestamp() * 1000)
             if start_ms > self.now_ms():  # type: ignore[attr-defined]
                 return f"due at {format_time(task.start_at)}"
-        return self._capacity_wait(task)
+        return self._capacity_wait(task, live)
 
-    def _capacity_wait(self, task: Task) -> str:
+    def _capacity_wait(self, task: Task, live: list[Instance] | None) -> str:
         """Why a due task that nothing holds back has not started: slots, or no instance."""
-        live = self.workers()  # type: ignore[attr-defined]
+        if live is None:
+            live = self.workers()  # type: ignore[attr-defined]
         biggest = max((w.slots_total for w in live), default=0)
         if not live:
             return "no live instance"

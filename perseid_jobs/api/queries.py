@@ -110,8 +110,9 @@ class Queries(Partitioned):
             if (st is None or t.status == st) and (job is None or t.job == job)
         ]
         if waiting is not None:
+            live = self.workers()
             for t in out:
-                t.waiting = self.waiting(t)  # type: ignore[attr-defined]
+                t.waiting = self.waiting(t, live)  # type: ignore[attr-defined]
             out = [t for t in out if waiting in (t.waiting or "")]
         return out[:limit]
 

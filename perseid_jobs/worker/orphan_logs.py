@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..logs.shipper import LogShipper
 from ..logs.taskoutput import TaskOutput
+from ..store.keys import Keys
 
 GRACE_S = 5.0
 """How long after a reap the reaping worker waits for a log to be uploaded by others."""
@@ -30,7 +33,7 @@ NEVER_STARTED = "killed: the worker process exited before the task started"
 class OrphanLogs:
     """Reaped tasks to look at again once their grace is over."""
 
-    def __init__(self, now: Any = time.monotonic) -> None:
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now
         self._waiting: list[tuple[float, str]] = []
 
@@ -48,7 +51,11 @@ class OrphanLogs:
 
 
 def write_missing(
-    task_ids: list[str], redis: Any, keys_of: Any, spool_path: Any, shipper: Any
+    task_ids: list[str],
+    redis: Any,
+    keys_of: Callable[[str], Keys],
+    spool_path: Callable[[str], Path],
+    shipper: LogShipper,
 ) -> int:
     """Give each ended task of ``task_ids`` that has no log yet a one-line log, shipped
     like any other; returns how many it wrote. ``keys_of``: a task id's partition keys;
@@ -60,7 +67,7 @@ def write_missing(
         status, log_url, job, started_at = fields
         if status in (None, "pending", "running") or log_url:
             continue  # trimmed, retried (its next attempt logs), or it has its log
-        path: Path = spool_path(task_id)
+        path = spool_path(task_id)
         if path.exists():
             continue  # this worker's own log of it, on its way
         try:
