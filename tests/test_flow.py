@@ -200,13 +200,19 @@ def test_a_bad_limit_is_a_one_line_error(options: dict[str, Any], message: str) 
         job(max_duration="1m", **options)
 
 
-@pytest.mark.parametrize("group", ["", "x" * 129, "a\tb", "new\nline"])
-def test_a_bad_group_is_refused_with_nothing_written(
-    client: Client, raw_redis: redis.Redis, group: str
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        *(({"group": g}, "--group") for g in ("", "x" * 129, "a\tb", "new\nline")),
+        *(({"priority": p}, "--priority") for p in (101, -101)),
+    ],
+)
+def test_a_bad_group_or_priority_is_refused_with_nothing_written(
+    client: Client, raw_redis: redis.Redis, options: dict[str, Any], option: str
 ) -> None:
     before = raw_redis.dbsize()
-    with pytest.raises(InvalidArgs, match="--group"):
-        client.schedule("hello", group=group)
+    with pytest.raises(InvalidArgs, match=option):
+        client.schedule("hello", **options)
     assert raw_redis.dbsize() == before
 
 
@@ -261,6 +267,23 @@ def test_a_rate_spaces_starts_evenly_over_all_workers_and_none_early(
     assert all(b - a >= 50 for a, b in itertools.pairwise(starts)), starts
 
 
+def test_a_group_rate_spaces_each_groups_starts_and_leaves_groups_apart(
+    client: Client, start_worker
+) -> None:
+    start_worker(8)
+    wait_workers(client, 1)
+    by_group = {g: [client.schedule("flow_group_rated", group=g) for _ in range(8)] for g in "ab"}
+    starts = {
+        g: sorted(ms(t.started_at) for t in wait_all(client, ts)) for g, ts in by_group.items()
+    }
+    # 10/s per group: each group's starts 100 ms apart on Redis time, none early ...
+    for group_starts in starts.values():
+        assert all(b - a >= 100 for a, b in itertools.pairwise(group_starts)), starts
+    # ... and the other group's starts fall between them: the rate is per group.
+    merged = sorted(starts["a"] + starts["b"])
+    assert min(b - a for a, b in itertools.pairwise(merged)) < 100, starts
+
+
 def test_a_high_priority_task_scheduled_last_starts_next_and_a_low_one_last(
     client: Client, start_worker
 ) -> None:
@@ -276,16 +299,6 @@ def test_a_high_priority_task_scheduled_last_starts_next_and_a_low_one_last(
     # Higher priority first; equal priority in due order.
     assert order == [high.id, *(t.id for t in backlog), low.id]
     assert client.get(high.id).priority == 10
-
-
-@pytest.mark.parametrize("priority", [101, -101])
-def test_a_priority_out_of_range_is_refused_with_nothing_written(
-    client: Client, raw_redis: redis.Redis, priority: int
-) -> None:
-    before = raw_redis.dbsize()
-    with pytest.raises(InvalidArgs, match="--priority"):
-        client.schedule("hello", priority=priority)
-    assert raw_redis.dbsize() == before
 
 
 def test_a_paused_series_makes_no_run_and_resumes_with_its_catch_up_policy(

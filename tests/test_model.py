@@ -31,7 +31,6 @@ default 100 examples of the suite.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -39,14 +38,12 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
 from perseid_jobs.api.scheduling import fingerprint
@@ -67,6 +64,8 @@ from perseid_jobs.store.script_io import (
 )
 from perseid_jobs.store.scripts import Scripts
 from perseid_jobs.worker.outcome import Outcome, given_next_starts, next_from_spec
+
+from .model_support import run_model
 
 JOBS = {"a": 1, "b": 2}  # job name -> slots
 TTL_MS = 600_000
@@ -437,16 +436,7 @@ class ScriptsModel(RuleBasedStateMachine):
 
 
 def test_scripts_keep_their_invariants_under_random_sequences(redis_server: RedisServer) -> None:
-    ScriptsModel.url = redis_server.url
-    run_state_machine_as_test(
-        ScriptsModel,
-        settings=settings(
-            max_examples=int(os.environ.get("PERSEID_MODEL_EXAMPLES", "100")),
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_model(ScriptsModel, redis_server.url, steps=40)
 
 
 # -- Lua defects the model found, kept as regression tests -----------------------------------

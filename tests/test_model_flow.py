@@ -19,7 +19,6 @@ everything resumed and run: every due task must run.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,14 +26,12 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
 from perseid_jobs.core.errors import Code
@@ -56,6 +53,7 @@ from perseid_jobs.worker.outcome import Outcome, given_next_starts, next_from_sp
 
 from . import model_flow_checks as checks
 from .model_flow_checks import GROUPS, PRIOS, SLOTS, TERMINAL, VARIANTS, definition
+from .model_support import run_model
 
 TTL_MS = 600_000  # nothing lapses by itself; a lapse moves the lease into the past
 HOURLY = msgspec.json.encode(make_recurrence(every="1h")).decode()
@@ -261,6 +259,11 @@ class FlowModel(RuleBasedStateMachine, checks.FlowChecks):
         sid = self.choose(self.series, which)
         reply = self.s.pause("series", sid, pause=pause)
         assert isinstance(reply, Paused)
+        if self.r.hget(self.k.series(sid), "status") != "active":
+            # An ended series is paused no more, and cannot be paused again.
+            assert reply.changed == 0 and not self.r.hexists(self.k.paused_series, sid), sid
+            self.paused_series.discard(sid)
+            return
         assert reply.changed == int((sid in self.paused_series) != pause), (sid, reply)
         if pause:
             self.paused_series.add(sid)
@@ -325,16 +328,7 @@ class FlowModel(RuleBasedStateMachine, checks.FlowChecks):
 
 
 def test_flow_control_keeps_its_invariants(redis_server: RedisServer) -> None:
-    FlowModel.url = redis_server.url
-    run_state_machine_as_test(
-        FlowModel,
-        settings=settings(
-            max_examples=int(os.environ.get("PERSEID_MODEL_EXAMPLES", "100")),
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_model(FlowModel, redis_server.url, steps=40)
 
 
 # -- Defects the model found (all fixed), kept as regression tests ----------------------------

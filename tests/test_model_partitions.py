@@ -20,13 +20,11 @@ and every task whose parent ended is settled as that end says.
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
 import msgspec
 import redis
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -34,7 +32,6 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
 from perseid_jobs.api.client import Client
@@ -58,6 +55,7 @@ from perseid_jobs.worker.outcome import Outcome
 
 from . import model_partitions_checks as checks
 from .model_partitions_checks import TERMINAL, Recorded
+from .model_support import run_model
 
 P = 3
 JOBS = {"a": 1, "b": 2}  # job name -> slots
@@ -380,13 +378,4 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
 
 
 def test_partitions_and_the_outbox_keep_their_invariants(redis_server: RedisServer) -> None:
-    PartitionsModel.url = redis_server.url
-    run_state_machine_as_test(
-        PartitionsModel,
-        settings=settings(
-            max_examples=int(os.environ.get("PERSEID_MODEL_EXAMPLES", "100")),
-            stateful_step_count=60,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_model(PartitionsModel, redis_server.url, steps=60)
