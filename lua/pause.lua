@@ -6,7 +6,7 @@
 -- ARGV[3]  "1" to pause, "0" to resume
 -- ARGV[4]  most lanes a resume reopens in this call (the caller repeats while any are left)
 -- Returns  {0, changed (0|1: it was not already so), lanes reopened, lanes still held}
--- Errors   {-2} a series this partition does not have
+-- Errors   {-2} a series this partition does not have; {-3, status} a series that ended
 -- Events   paused, resumed (when changed)
 -- The caller checked that a job exists (in the catalog, or as a file of its jobs directory).
 -- A paused job's or group's tasks are laned (see flow): its open lanes are parked by the
@@ -41,7 +41,7 @@ end
 if kind == 'series' then
   local status = redis.call('HGET', K.series(name), 'status')
   if not status then return {E_NOT_FOUND} end
-  if status ~= 'active' then return {OK, 0, 0, 0} end  -- an ended series has nothing to hold
+  if status ~= 'active' then return {E_ALREADY_ENDED, status} end  -- nothing to hold
   local changed
   if pause then
     changed = redis.call('HSETNX', K.paused_series(), name, now)

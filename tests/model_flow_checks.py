@@ -28,7 +28,7 @@ import msgspec
 
 from perseid_jobs.core.models import JobDefinition, TaskStatus
 from perseid_jobs.store.keys import Keys
-from perseid_jobs.store.script_io import Claimed, ClaimedTask, Paused
+from perseid_jobs.store.script_io import AlreadyEnded, Claimed, ClaimedTask, Paused
 from perseid_jobs.store.scripts import Scripts
 from perseid_jobs.worker.outcome import Outcome
 
@@ -334,7 +334,9 @@ class FlowChecks:
             reply = self.s.pause(kind, name, pause=False)
             assert isinstance(reply, Paused) and reply.held == 0, (field, reply)
         for sid in sorted(self.paused_series):
-            assert isinstance(self.s.pause("series", sid, pause=False), Paused)
+            ended = self.r.hget(self.k.series(sid), "status") != "active"
+            reply = self.s.pause("series", sid, pause=False)
+            assert isinstance(reply, AlreadyEnded if ended else Paused), (sid, reply)
         self.paused, self.paused_series = set(), set()
 
     def run_to_end(self, instances: list[str]) -> None:

@@ -17,7 +17,13 @@ import redis
 
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.api.client import CapacityWarning
-from perseid_jobs.core.errors import InvalidArgs, JobDefinitionError, SeriesNotFound, UnknownJob
+from perseid_jobs.core.errors import (
+    InvalidArgs,
+    JobDefinitionError,
+    SeriesEnded,
+    SeriesNotFound,
+    UnknownJob,
+)
 from perseid_jobs.core.jobfile import job
 from perseid_jobs.core.models import Task
 from perseid_jobs.store.redisproc import RedisServer
@@ -331,6 +337,11 @@ def test_a_paused_series_makes_no_run_and_resumes_with_its_catch_up_policy(
     assert not client.get_series(first.series).paused
     with pytest.raises(SeriesNotFound):
         client.pause(series="01M8Y4DEA80000000000000099")
+    client.pause(series=first.series)
+    client.cancel_series(first.series)  # an ended series is paused no more
+    assert not client.get_series(first.series).paused
+    with pytest.raises(SeriesEnded, match="has ended"):
+        client.resume(series=first.series)
 
 
 @pytest.mark.parametrize("options", [{"group": "g"}, {"priority": 5}])

@@ -258,12 +258,13 @@ class FlowModel(RuleBasedStateMachine, checks.FlowChecks):
         self.unchecked = True
         sid = self.choose(self.series, which)
         reply = self.s.pause("series", sid, pause=pause)
-        assert isinstance(reply, Paused)
         if self.r.hget(self.k.series(sid), "status") != "active":
             # An ended series is paused no more, and cannot be paused again.
-            assert reply.changed == 0 and not self.r.hexists(self.k.paused_series, sid), sid
+            assert isinstance(reply, AlreadyEnded), (sid, reply)
+            assert not self.r.hexists(self.k.paused_series, sid), sid
             self.paused_series.discard(sid)
             return
+        assert isinstance(reply, Paused)
         assert reply.changed == int((sid in self.paused_series) != pause), (sid, reply)
         if pause:
             self.paused_series.add(sid)

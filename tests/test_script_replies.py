@@ -192,7 +192,7 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "deliver": ([io.Delivered], []),
     "look": ([io.Looked], [io.LeaseLapsed]),
     "outbox_ack": ([io.Acked], []),
-    "pause": ([io.Paused], [io.NotFound]),
+    "pause": ([io.Paused], [io.NotFound, io.AlreadyEnded]),
 }
 
 

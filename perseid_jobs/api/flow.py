@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from ..core.errors import InvalidArgs, SeriesNotFound
+from ..core.errors import InvalidArgs, SeriesEnded, SeriesNotFound
 from ..core.jobfile import validate_job_name
 from ..core.models import Instance, Task, TaskStatus, ms_to_dt
 from ..core.timefmt import format_time
 from ..store.keys import Keys
-from ..store.script_io import NotFound
+from ..store.script_io import AlreadyEnded, NotFound
 from .partitioned import Partitioned
 from .scheduling import check_group
 
@@ -33,7 +33,8 @@ class FlowControls(Partitioned):
         """Hold back the pending tasks of a job, a group or a series (running ones run on).
 
         Returns False if it was paused already. Raises UnknownJob for a job neither the
-        catalog nor the client's jobs directory has, SeriesNotFound for an unknown series.
+        catalog nor the client's jobs directory has, SeriesNotFound for an unknown series,
+        SeriesEnded for one that ended.
         """
         kind, name = _target(job, group, series)
         if kind == "job":
@@ -62,6 +63,8 @@ class FlowControls(Partitioned):
                 reply = scripts.pause(kind, name, pause=pause)
                 if isinstance(reply, NotFound):
                     raise SeriesNotFound(name)
+                if isinstance(reply, AlreadyEnded):
+                    raise SeriesEnded(name, reply.status)
                 changed = changed or bool(reply.changed)
                 if pause or reply.held == 0:
                     break

@@ -115,6 +115,15 @@ class WaitTimeout(PerseidError, TimeoutError):
         self.timeout_s = timeout_s
 
 
+class SeriesEnded(PerseidError):
+    """A series that ended (or was cancelled) cannot be paused or resumed."""
+
+    def __init__(self, series_id: str, status: str) -> None:
+        super().__init__(f"series {series_id} has ended ({status}): nothing to pause or resume")
+        self.series_id = series_id
+        self.status = status
+
+
 class TaskAlreadyEnded(PerseidError):
     """The task is in a terminal state; nothing to do."""
 

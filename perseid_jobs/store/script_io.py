@@ -262,4 +262,4 @@ ScheduleReply = Scheduled | ParentUnknown | KeyHeld
 ClaimReply = Claimed | LeaseLapsed
 CancelReply = Cancelled | NotFound | AlreadyEnded
 SeriesCancelReply = SeriesCancelled | NotFound | AlreadyEnded
-PauseReply = Paused | NotFound
+PauseReply = Paused | NotFound | AlreadyEnded
