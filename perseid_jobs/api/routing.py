@@ -9,15 +9,14 @@ the key's partition cannot read it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from ..core.errors import ConfigError, ParentNotFound
 from ..core.models import JobDefinition, TaskStatus
 from ..store.keys import Keys
 from ..store.partitions import partition_of_id
-
-if TYPE_CHECKING:
-    from .client import Client
+from .calls import Op, cmd
+from .partitioned import Partitioned
 
 _TERMINAL = {s.value for s in TaskStatus if s.terminal}
 
@@ -40,18 +39,18 @@ def limit_of(job: str, group: str, definition: JobDefinition) -> str:
     return ""
 
 
-def route(client: Client, *, key: str, after: str, request: str, limit: str = "") -> Route:
+def route(client: Partitioned, *, key: str, after: str, request: str, limit: str = "") -> Op[Route]:
     """The partition for a schedule request; raises ParentNotFound or ConfigError first,
     so a refused request records nothing."""
-    if after and client.partitions().of_id(after) is None:
+    if after and (yield from client._partitions()).of_id(after) is None:
         raise ParentNotFound(after)
-    parts = client.partitions(record=True)
+    parts = yield from client._partitions(record=True)
     if limit or key:
         home = parts.for_limit(limit) if limit else parts.for_idempotency_key(key)
         parent = partition_of_id(after) if after else None
         if parent is not None and parent != home:
             why = f"a task of a limited job ({limit})" if limit else f"--key {key!r}"
-            status = _remote_parent(client, parts.keys[parent], after, why, len(parts))
+            status = yield from _remote_parent(parts.keys[parent], after, why, len(parts))
             return Route(parts.keys[home], parent, status)
         return Route(parts.keys[home])
     if after:
@@ -61,12 +60,12 @@ def route(client: Client, *, key: str, after: str, request: str, limit: str = ""
     return Route(parts.keys[parts.spread(request)])
 
 
-def _remote_parent(client: Client, keys: Keys, after: str, why: str, count: int) -> str:
+def _remote_parent(keys: Keys, after: str, why: str, count: int) -> Op[str]:
     """Check a parent in another partition; its status if it already ended, else ""."""
-    status, series = client.redis.hmget(keys.task(after), ["status", "series"])
+    status, series = yield cmd("hmget", keys.task(after), ["status", "series"])
     if status is None:
         raise ParentNotFound(after)
-    if series and client.redis.hget(keys.series(series), "status") == "active":
+    if series and (yield cmd("hget", keys.series(series), "status")) == "active":
         raise ConfigError(
             f"{why} with --after {after}, a run of an active series: in a namespace"
             f" of {count} partitions the follower series cannot live in its own partition;"
