@@ -46,7 +46,8 @@ class Partitioned:
 
     def _keys_of(self, some_id: str) -> Op[Keys | None]:
         """The partition a task or series id names (None: not an id of this namespace)."""
-        return (yield from self._partitions()).of_id(some_id)
+        parts = self._parts  # known once recorded: no generator on the hot path
+        return (parts if parts is not None else (yield from self._partitions())).of_id(some_id)
 
     def _first_keys(self) -> Op[Keys]:
         """The keys of the first partition (the only one when the namespace has one)."""
