@@ -11,9 +11,11 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis.asyncio as aioredis
 
 from perseid_jobs import AsyncClient, Client, PastStartWarning, WaitTimeout
 from perseid_jobs.api.aio_connection import connect_async
@@ -33,6 +35,7 @@ from perseid_jobs.core.errors import (
 from perseid_jobs.core.models import TaskStatus
 from perseid_jobs.store.redisproc import RedisServer
 
+from .chaos.servers import ClusterSetup, SentinelSetup
 from .conftest import JOBS, WorkerProc, wait_workers
 
 T = TypeVar("T")
@@ -315,3 +318,64 @@ def test_an_async_client_on_a_connection_of_its_own(
         await c.close()
 
     run(main)
+
+
+# -- a 3-primary Cluster and Sentinel ------------------------------------------------------
+def test_on_a_three_primary_cluster(tmp_path: Path) -> None:
+    cluster = ClusterSetup(tmp_path / "cluster").start()
+    worker = WorkerProc(cluster.url, "acl", tmp_path, 4)
+    sync = Client.from_url(cluster.url, namespace="acl", jobs_dir=JOBS)
+    try:
+        wait_workers(sync, 1)
+        run(lambda: on_a_cluster(cluster, sync))
+    finally:
+        worker.kill9()
+        worker._stderr.close()
+        sync.close()
+        cluster.stop()
+
+
+async def on_a_cluster(cluster: ClusterSetup, sync: Client) -> None:
+    # A plain URL naming one node is detected as a cluster, as by the sync client.
+    async with AsyncClient.from_url(cluster.url, namespace="acl", jobs_dir=JOBS) as c:
+        assert isinstance(c.redis, aioredis.RedisCluster)
+        parts = await c.partitions()
+        assert len(parts) == 12  # 4 per primary
+        made = [await c.schedule("hello", {"n": n}, at="+1h", key=f"k{n}") for n in range(40)]
+        assert {parts.keys.index(await c.keys_of(t.id)) for t in made} == set(range(12))  # type: ignore[arg-type]
+        assert {t.id for t in await c.tasks(status="pending")} == {t.id for t in made}
+        assert await c.tasks() == sync.tasks()
+        quick = [await c.schedule("hello") for _ in range(6)]
+        done = await asyncio.gather(*(c.wait(t.id, 20) for t in quick))
+        assert {t.status for t in done} == {TaskStatus.COMPLETED}
+        [w] = await c.workers()
+        assert w.slots_total == 4
+        # The durable WAIT goes to the partition's primary, which has no replica here.
+        with pytest.raises(NotDurable):
+            await c.schedule("hello", at="+1h", durable=True, durable_timeout=0.1)
+        assert await c.pause(job="hello") is True
+        assert list(await c.paused()) == ["job hello"] == list(sync.paused())
+        assert await c.resume(job="hello") is True
+        parent = made[0]
+        home = parts.keys.index(await c.keys_of(parent.id))  # type: ignore[arg-type]
+        key = next(k for n in range(100) if parts.for_idempotency_key(k := f"c{n}") != home)
+        child = await c.schedule("hello", after=parent.id, key=key)
+        await c.cancel(parent.id)  # the child, in another primary's partition, learns at once
+        assert (await c.get(child.id)).status is TaskStatus.CANCELLED
+        async with AsyncClient.from_url(cluster.cluster_url, namespace="acl") as named:
+            assert await named.get(child.id) == await c.get(child.id)  # the URL naming all
+
+
+def test_behind_sentinel_a_durable_schedule_is_confirmed(tmp_path: Path) -> None:
+    setup = SentinelSetup(tmp_path / "sentinel").start()
+
+    async def main() -> None:
+        async with AsyncClient.from_url(setup.url, namespace="asn", jobs_dir=JOBS) as c:
+            task = await c.schedule("hello", at="+1h", durable=True)  # the replica has it
+            assert (await c.get(task.id)).status is TaskStatus.PENDING
+            assert [t.id for t in await c.tasks()] == [task.id]
+
+    try:
+        run(main)
+    finally:
+        setup.stop()

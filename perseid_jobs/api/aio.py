@@ -142,8 +142,11 @@ class AsyncClient(ClientOps):
         assert node is not None  # a cluster client serves every slot, or raises
         own = self._nodes.get(node.name)
         if own is None:
-            kw = {k: v for k, v in node.connection_kwargs.items() if k != "connection_class"}
-            own = self._nodes[node.name] = aioredis.Redis(**kw)
+            # A pool of the node's own connection class and options (TLS, credentials).
+            pool = aioredis.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+            own = self._nodes[node.name] = aioredis.Redis.from_pool(pool)  # closes the pool
         return AsyncScripts(own, keys)
 
     def scripts_in(self, keys: Keys) -> AsyncScripts:
