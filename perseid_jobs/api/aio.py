@@ -21,7 +21,7 @@ from ..store.connection import DEFAULT_REDIS_URL
 from ..store.keys import DEFAULT_NAMESPACE, Keys, validate_namespace
 from ..store.partitions import Partitions, check_count, default_count
 from ..store.scripts import AsyncScripts
-from .aio_connection import connect_async
+from .aio_connection import close_async, connect_async
 from .calls import Batch, Call, Cmd, Eval, EvalWait, Op, queue
 from .client import ClientOps
 
@@ -102,7 +102,7 @@ class AsyncClient(ClientOps):
             await node.aclose()
         self._nodes.clear()
         if self.redis is not None:
-            await self.redis.aclose()
+            await close_async(self.redis)
 
     async def _connected(self) -> Any:
         async with self._connecting:  # concurrent first calls make one connection

@@ -127,8 +127,16 @@ async def connect_async(url: str, *, socket_timeout: float | None = 10.0, retrie
     try:
         return await _checked(client, url, options)
     except BaseException:
-        await client.aclose()  # no connection left open behind the error
+        await close_async(client)  # no connection left open behind the error
         raise
+
+
+async def close_async(client: Any) -> None:
+    """Close an asyncio client of :func:`connect_async`, with the sentinels it asked."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in manager.sentinels if manager is not None else []:
+        await sentinel.aclose()
 
 
 async def _checked(client: Any, url: str, options: dict[str, Any]) -> Any:
