@@ -144,7 +144,9 @@ class ClientOps(QueryOps, FlowOps):
         yield from warn_if_not_served(self, job)
         request = request or uuid.uuid4().hex
         limit = routing.limit_of(job, group, definition)
-        where = yield from routing.route(self, key=key, after=after, request=request, limit=limit)
+        where = yield from routing.route_op(
+            self, key=key, after=after, request=request, limit=limit
+        )
         call = ScheduleArgs(
             job=job,
             args=req.args,

@@ -16,7 +16,7 @@ from ..core.models import JobDefinition, TaskStatus
 from ..store.keys import Keys
 from ..store.partitions import partition_of_id
 from .calls import Op, cmd
-from .partitioned import Partitioned
+from .partitioned import Partitioned, SyncPartitioned
 
 _TERMINAL = {s.value for s in TaskStatus if s.terminal}
 
@@ -39,7 +39,14 @@ def limit_of(job: str, group: str, definition: JobDefinition) -> str:
     return ""
 
 
-def route(client: Partitioned, *, key: str, after: str, request: str, limit: str = "") -> Op[Route]:
+def route(client: SyncPartitioned, *, key: str, after: str, request: str, limit: str = "") -> Route:
+    """:func:`route_op` on a sync client (for callers outside an operation)."""
+    return client._run(route_op(client, key=key, after=after, request=request, limit=limit))
+
+
+def route_op(
+    client: Partitioned, *, key: str, after: str, request: str, limit: str = ""
+) -> Op[Route]:
     """The partition for a schedule request; raises ParentNotFound or ConfigError first,
     so a refused request records nothing."""
     if after and (yield from client._partitions()).of_id(after) is None:
