@@ -1,5 +1,5 @@
 -- bulk: retry or cancel those of the given tasks that match, one bounded batch per call (the
--- caller reads the ids from the state's index and sends at most 100 a call, so a bulk action
+-- caller reads the ids from the state's index and sends at most 50 a call, so a bulk action
 -- over 100,000 tasks never holds Redis for long). Each task is judged here, atomically, so a
 -- task that changed since it was read is judged as it is now, and a repeated action finds
 -- nothing left to do: a retried task records `retried_by`, a cancelled one has ended.

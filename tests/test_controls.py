@@ -262,10 +262,13 @@ def test_bulk_actions_send_bounded_batches(client: Client) -> None:
             return super().call(name, *args, client=client)
 
     client._scripts_by_tag[client.keys.tag] = Counting(client.redis, client.keys)
-    for n in range(250):
+    for n in range(120):
         client.schedule("hello", {"n": n})
-    assert client.cancel_many(job="hello") == 250
-    assert sent == [controls.BULK_BATCH, controls.BULK_BATCH, 50]
+    assert client.cancel_many(job="hello") == 120
+    assert sent == [50, 50, 20] and controls.BULK_BATCH["cancel"] == 50
+    sent.clear()
+    assert client.retry_many(job="hello", status="cancelled") == 120
+    assert sent == [25] * 4 + [20] and controls.BULK_BATCH["retry"] == 25
 
 
 def test_bulk_bad_input_is_refused_writing_nothing(client: Client, snapshot: Snapshot) -> None:
