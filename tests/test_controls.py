@@ -67,10 +67,16 @@ def snapshot(raw_redis: redis.Redis) -> Snapshot:
     return take
 
 
-def fail_pending(c: Client, reason: str = "exit code 1: boom") -> int:
-    """Claim every due task of every partition and report it failed, as a worker does."""
+def finish_due(
+    c: Client,
+    status: TaskStatus = TaskStatus.FAILED,
+    reason: str = "exit code 1: boom",
+    next_start: str = "",
+) -> int:
+    """Claim every due task of every partition and report it ended so, as a worker does
+    (``next_start``: the next start of a series run, as the worker computes it)."""
     definition = msgspec.json.encode(JobDefinition(slots=1, max_duration_ms=30_000)).decode()
-    failed = 0
+    ended = 0
     for keys in c.partitions():
         s = c.scripts_in(keys)
         s.register("inst", ttl_ms=600_000, slots=100_000, host="h", pid=1, version="t",
@@ -78,13 +84,19 @@ def fail_pending(c: Client, reason: str = "exit code 1: boom") -> int:
         while True:
             claimed = s.claim("inst", 256)
             assert isinstance(claimed, Claimed)
-            tasks = claimed.tasks
-            if not tasks:
+            if not claimed.tasks:
                 break
-            outs = [Outcome(t.id, t.attempt, TaskStatus.FAILED, "1", reason) for t in tasks]
+            code = "0" if status is TaskStatus.COMPLETED else "1"
+            outs = [Outcome(t.id, t.attempt, status, code, reason, next_start)
+                    for t in claimed.tasks]  # fmt: skip
             s.finish("inst", outs, claim_most=0)
-            failed += len(tasks)
-    return failed
+            ended += len(claimed.tasks)
+    return ended
+
+
+def fail_pending(c: Client) -> int:
+    """Every due task reported failed."""
+    return finish_due(c)
 
 
 # -- trigger -------------------------------------------------------------------------------
@@ -228,13 +240,17 @@ def test_bulk_cancel_by_job_and_group_is_idempotent(
     mine = [c.schedule("hello", {"n": n}, group="acme", at="+1h") for n in range(30)]
     theirs = [c.schedule("hello", {"n": n}, group="other") for n in range(5)]
     waits = c.schedule("hello", {"n": "child"}, group="other", after=mine[0].id)
+    # Under a key a child lives in the key's partition: some of these wait across partitions.
+    keyed = [c.schedule("hello", {"k": k}, key=f"child-{k}", after=mine[0].id) for k in range(6)]
+    assert {t.id[10:12] for t in keyed} - {mine[0].id[10:12]}
     assert c.cancel_many(job="hello", group="acme", dry_run=True) == 30
     assert c.cancel_many(job="hello", group="acme") == 30
     assert c.cancel_many(job="hello", group="acme") == 0
     assert {c.get(t.id).status for t in mine} == {TaskStatus.CANCELLED}
     assert {c.get(t.id).status for t in theirs} == {TaskStatus.PENDING}
-    child = c.get(waits.id)  # its parent was cancelled, in whichever partition
-    assert child.status is TaskStatus.CANCELLED and mine[0].id in (child.reason or "")
+    for dependent in [waits, *keyed]:  # their parent was cancelled, in whichever partition
+        child = c.get(dependent.id)
+        assert child.status is TaskStatus.CANCELLED and mine[0].id in (child.reason or "")
     c.close()
 
 
@@ -305,11 +321,17 @@ def test_tags_find_tasks_over_every_partition(redis_server: RedisServer, namespa
 
 
 def test_a_series_runs_carry_its_tags(client: Client) -> None:
-    first = client.schedule("hello", every="1h", at="+1h", tags={"kind": "report"})
+    first = client.schedule("hello", every="1h", tags={"kind": "report"})
     assert first.series is not None
     run = client.trigger(first.series)
     assert run.tags == {"kind": "report"}
-    assert {t.id for t in client.tasks(tag="kind=report")} == {first.id, run.id}
+    later = str(client.now_ms() + 3_600_000)
+    assert finish_due(client, TaskStatus.COMPLETED, "", next_start=later) == 2
+    series = client.get_series(first.series)
+    assert series.current not in (None, first.id, run.id)
+    assert client.get(str(series.current)).tags == {"kind": "report"}  # the next grid run
+    tagged = {t.id for t in client.tasks(tag="kind=report")}
+    assert tagged == {first.id, run.id, series.current}
 
 
 def test_tag_indexes_are_trimmed_with_the_tasks(client: Client) -> None:
