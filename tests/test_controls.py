@@ -402,3 +402,12 @@ def test_the_command_line(redis_server: RedisServer, namespace: str, snapshot: S
     assert ended.returncode == 1 and len(ended.stderr.splitlines()) == 1
     assert "nothing to trigger" in ended.stderr
     series.close()
+
+
+def test_a_tag_filter_combines_with_the_others(client: Client) -> None:
+    later = client.schedule("hello", {"order": "L-1"}, tags={"customer": "acme"}, at="+1h")
+    now = client.schedule("hello", {"order": "N-1"}, tags={"customer": "acme"})
+    client.schedule("hello", {"order": "L-2"}, at="+1h")
+    assert [t.id for t in client.tasks(tag="customer=acme", waiting="due at")] == [later.id]
+    assert [t.id for t in client.tasks(tag="customer=acme", args_contains="N-1")] == [now.id]
+    assert client.tasks(tag="customer=acme", job="fail") == []

@@ -104,7 +104,18 @@ class Queries(Partitioned):
         scan = scan_bound(limit) if filtered or tags else limit
         if tags:
             ids = tagged_ids(self.redis, self.partitions(), tags[0], scan)
-            return _matching(self._tasks_by_id(ids), st, job, tags, args_contains)[:limit]
+        else:
+            ids = self._ids_by_state(st, scan)
+        out = _matching(self._tasks_by_id(ids), st, job, tags, args_contains)
+        if waiting is not None:
+            live = self.workers()
+            for t in out:
+                t.waiting = self.waiting(t, live)  # type: ignore[attr-defined]
+            out = [t for t in out if waiting in (t.waiting or "")]
+        return out[:limit]
+
+    def _ids_by_state(self, st: TaskStatus | None, scan: int) -> list[str]:
+        """The first ``scan`` ids of each state's index (all states for None), per partition."""
         # Read in the order tasks move through the sets (blocked -> held -> due -> running
         # -> finished), so one that moves meanwhile is seen twice rather than not at all.
         sets: list[tuple[str, bool]] = []
@@ -116,14 +127,7 @@ class Queries(Partitioned):
             sets.append(("finished", True))
         found = dict(zip((name for name, _ in sets), self.merged_ranges(sets, scan), strict=True))
         shown = ("running", "due", "held", "blocked", "finished")  # running, pending, ended
-        ids = list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
-        out = _matching(self._tasks_by_id(ids), st, job, [], args_contains)
-        if waiting is not None:
-            live = self.workers()
-            for t in out:
-                t.waiting = self.waiting(t, live)  # type: ignore[attr-defined]
-            out = [t for t in out if waiting in (t.waiting or "")]
-        return out[:limit]
+        return list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
 
     def wait(self, task_id: str, timeout: float | None = 30.0) -> Task:
         """Block until the task reaches a terminal state; return it.

@@ -75,7 +75,8 @@ def retry(
     status: Annotated[
         str | None,
         typer.Option(
-            metavar="STATUS", help="Bulk: retry tasks that ended so: failed (default), cancelled."
+            metavar="STATUS",
+            help="Bulk: retry tasks that ended so: failed (default), cancelled, completed.",
         ),
     ] = None,
     job: Annotated[str | None, typer.Option(metavar="JOB", help="Bulk: tasks of this job.")] = None,
