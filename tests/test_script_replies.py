@@ -92,6 +92,9 @@ def every_reply_shape(c: Client) -> None:
         c.schedule("hello", key="k", args={"n": 2})
     with pytest.raises(ParentNotFound):
         c.schedule("hello", after=NO_SUCH_ID)
+    twice = io.ScheduleArgs(job="hello", args="{}", slots=1, max_ms=1000, after=one.id,
+                            more_parents=f"{one.id}:0")  # fmt: skip
+    assert isinstance(s.schedule(twice), io.BadParents)  # the client refuses it first
     series = c.schedule("hello", every="1h")
     assert isinstance(s.look("i1"), io.Looked)
     claimed = s.claim("i1", 1)
@@ -177,7 +180,7 @@ def test_every_reply_has_exactly_the_elements_of_its_struct(c: Client) -> None:
 # Per script, in the order its header shows them: the Structs its "Returns" and its
 # "Errors" lines describe (a nested record documented in the header counts too).
 DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct]]]] = {
-    "schedule": ([io.Scheduled], [io.ParentUnknown, io.KeyHeld]),
+    "schedule": ([io.Scheduled], [io.ParentUnknown, io.BadParents, io.KeyHeld]),
     "claim": ([io.Claimed, io.ClaimedTask], [io.LeaseLapsed]),
     "finish": ([io.Finished], []),
     "heartbeat": ([io.Renewed], [io.LeaseLapsed]),
