@@ -99,6 +99,7 @@ def every_reply_shape(c: Client) -> None:
     assert isinstance(s.look("i1"), io.Looked)
     claimed = s.claim("i1", 1)
     assert isinstance(claimed, io.Claimed) and [t.id for t in claimed.tasks] == [one.id]
+    assert s.progress([(one.id, "1", 0.5, "half")]).recorded == 1
     c.cancel(one.id)  # running: flagged, so the heartbeat names it
     assert isinstance(s.heartbeat("i1", 60_000), io.Renewed)
     done = Outcome(one.id, "1", TaskStatus.CANCELLED, "0", "")
@@ -146,6 +147,7 @@ REPLIES: dict[str, type[Any]] = {
     "cancel": io.CancelReply,  # or, for a series id, io.SeriesCancelReply
     "reap": io.Reaped,
     "set_log_url": io.LogUrlsSet,
+    "progress": io.ProgressSet,
     "republish": io.Republished | io.LeaseLapsed,
     "served": io.Served,
     "deliver": io.Delivered,
@@ -190,6 +192,7 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "cancel": ([io.Cancelled, io.SeriesCancelled], [io.NotFound, io.AlreadyEnded]),
     "reap": ([io.Reaped, io.Need], []),
     "set_log_url": ([io.LogUrlsSet], []),
+    "progress": ([io.ProgressSet], []),
     "republish": ([io.Republished], [io.LeaseLapsed]),
     "served": ([io.Served], []),
     "deliver": ([io.Delivered], []),

@@ -206,6 +206,12 @@ class LogUrlsSet(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     recorded: int
 
 
+class ProgressSet(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """progress.lua's reply."""
+
+    recorded: int
+
+
 class Served(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     """served.lua's reply."""
 
