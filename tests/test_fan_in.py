@@ -11,8 +11,10 @@ import pytest
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.api.scheduling import MAX_PARENTS, DependencyEndedWarning
 from perseid_jobs.core.errors import InvalidParents
+from perseid_jobs.store.redisproc import RedisServer
 
-from .conftest import WorkerProc, wait_workers
+from .conftest import JOBS, WorkerProc, wait_workers
+from .test_cli import cli
 
 
 def events_of(c: Client, task_id: str, event: str) -> int:
@@ -103,3 +105,40 @@ def test_bad_parents_are_refused_and_write_nothing(client: Client, how: str) -> 
     with pytest.raises(InvalidParents, match=pattern):
         client.schedule("hello", after=parents)
     assert sorted(client.redis.scan_iter(match="*")) == before
+
+
+@pytest.mark.parametrize("how", ["twice", "too many"])
+def test_the_command_refuses_bad_parents_in_one_line_writing_nothing(
+    client: Client, redis_server: RedisServer, namespace: str, how: str
+) -> None:
+    a = client.schedule("hello", at="+1h")
+    ids = [a.id, a.id] if how == "twice" else [a.id] * (MAX_PARENTS + 1)
+    before = sorted(client.redis.scan_iter(match="*"))
+    argv = ["schedule", "hello", "--jobs", str(JOBS), "--redis", redis_server.url,
+            "--namespace", namespace]  # fmt: skip
+    for parent in ids:
+        argv += ["--after", parent]
+    proc = cli(*argv, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    cause = f"--after {a.id} given twice" if how == "twice" else "a task waits on at most 100"
+    assert len(lines) == 1 and cause in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(client.redis.scan_iter(match="*")) == before
+
+
+def test_a_fan_in_after_runs_of_series_waits_for_those_runs(
+    client: Client, start_worker: Callable[..., WorkerProc]
+) -> None:
+    first = client.schedule("hello", every="1h", at="+2s")  # a run of an active series
+    other = client.schedule("hello", every="1h", at="+1h")
+    c = client.schedule("hello", after=[first.id, other.id])
+    assert c.series is None and c.waiting_on == [first.id, other.id]  # no follower series
+    start_worker(4)
+    wait_workers(client, 1)
+    client.wait(first.id, 20)
+    assert client.get(c.id).waiting_on == [other.id]
+    client.cancel(other.id)  # its pending run: the series ends, the run is cancelled
+    ended = client.get(c.id)
+    assert ended.status is TaskStatus.CANCELLED
+    assert ended.reason == f"dependency {other.id} cancelled"
