@@ -11,6 +11,7 @@ import pytest
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.api.scheduling import MAX_PARENTS, DependencyEndedWarning
 from perseid_jobs.core.errors import InvalidParents
+from perseid_jobs.store.partitions import partition_of_id
 from perseid_jobs.store.redisproc import RedisServer
 
 from .conftest import JOBS, WorkerProc, wait_workers
@@ -142,3 +143,35 @@ def test_a_fan_in_after_runs_of_series_waits_for_those_runs(
     ended = client.get(c.id)
     assert ended.status is TaskStatus.CANCELLED
     assert ended.reason == f"dependency {other.id} cancelled"
+
+
+def test_a_keyed_fan_in_whose_parents_all_live_elsewhere_settles_through_the_outbox(
+    redis_server: RedisServer, namespace: str, start_worker: Callable[..., WorkerProc]
+) -> None:
+    pc = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS, partitions=4)
+    parts = pc.partitions()
+    a = pc.schedule("hello", {"n": 1}, at="+1h")
+    b = next(t for n in range(50) if partition_of_id(
+        (t := pc.schedule("hello", {"n": n}, at="+1h")).id) != partition_of_id(a.id))  # fmt: skip
+    homes = {partition_of_id(a.id), partition_of_id(b.id)}
+    key = next(k for n in range(100) if parts.for_idempotency_key(k := f"k{n}") not in homes)
+    c = pc.schedule("hello", after=[a.id, b.id], key=key)
+    assert partition_of_id(c.id) not in homes and c.waiting_on == [a.id, b.id]
+    again = pc.schedule("hello", after=[a.id, b.id], key=key)
+    assert again.existed and again.id == c.id  # the same request under the key
+    start_worker(4, "--partitions", "4")
+    wait_workers(pc, 1)
+    pc.cancel(a.id)
+    ended = pc.wait(c.id, 15)
+    assert ended.status is TaskStatus.CANCELLED and ended.reason == f"dependency {a.id} cancelled"
+    pc.cancel(b.id)  # its settle reaches a child already cancelled: no change
+    assert pc.get(c.id).reason == f"dependency {a.id} cancelled"
+    # Both parents complete elsewhere: the child runs once, after both.
+    d, e = pc.schedule("sleep", {"seconds": 0.5}), pc.schedule("hello", {"n": "e"})
+    f = pc.schedule("hello", after=[d.id, e.id], key=key + "f")
+    done = pc.wait(f.id, 15)
+    assert done.status is TaskStatus.COMPLETED and done.attempt == 1
+    d_end = pc.get(d.id).ended_at
+    assert d_end is not None and done.started_at is not None and d_end <= done.started_at
+    assert events_of(pc, f.id, "released") == 1
+    pc.close()
