@@ -9,10 +9,11 @@ import orjson
 import pytest
 
 from perseid_jobs import Client, TaskStatus
-from perseid_jobs.store.redisproc import RedisServer
+from perseid_jobs.store.redisproc import RedisServer, free_port
 
-from .conftest import WorkerProc, wait_workers
+from .conftest import WorkerProc, wait_until, wait_workers
 from .test_cli import cli
+from .test_metrics import get, samples
 
 JOBS_OF = {"fresh": "dataflow_fresh", "reused": "dataflow_reused"}
 
@@ -112,3 +113,34 @@ def test_ten_thousand_progress_calls_make_a_few_writes_a_second_and_the_last_sho
     tight = client.wait(client.schedule(job, {"mode": "progress", "calls": 10_000}).id, 30)
     assert len(progress_events(client, tight.id)) <= 10 * tight.result["seconds"] + 2
     assert tight.progress == 1.0
+
+
+def test_progress_shows_in_the_metrics_show_and_tasks(
+    client: Client,
+    start_worker: Callable[..., WorkerProc],
+    redis_server: RedisServer,
+    namespace: str,
+) -> None:
+    port = free_port()
+    start_worker(4, "--metrics-port", str(port))
+    wait_workers(client, 1)
+    task = client.schedule("dataflow_fresh", {"mode": "progress", "calls": 40, "pause": 0.1})
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def running_progress() -> float | None:
+        found = samples(get(url)[1]).get(
+            ("perseid_jobs_task_progress", (("job_name", "dataflow_fresh"), ("task_id", task.id)))
+        )
+        return found if found and 0 < found < 1 else None
+
+    assert wait_until(running_progress, 15, "a running task's progress in the metrics")
+    common = ("--redis", redis_server.url, "--namespace", namespace)
+    shown = cli("show", task.id, *common).stdout
+    assert "progress" in shown and "% step " in shown
+    assert "% step " in cli("tasks", "--status", "running", *common).stdout
+    client.wait(task.id, 20)
+    after = samples(get(url)[1])
+    key = ("perseid_jobs_task_progress_updates_total", (("job_name", "dataflow_fresh"),))
+    assert after[key] >= 2
+    assert not any(name == "perseid_jobs_task_progress" for name, _ in after)  # it ended
+    assert "100% step 40 of 40" in cli("show", task.id, *common).stdout
