@@ -31,8 +31,9 @@
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
 --          already ended when this ran (else "")}
--- Errors   {-4} parent unknown; {-18} fan-in parents repeated or too many (nothing written); {-5, task holding the key, its fingerprint, its series or ""}
---          the key is held by a live task made by a different request (nothing written)
+-- Errors   {-4} parent unknown; {-18} fan-in parents repeated or too many (nothing
+--          written); {-5, task holding the key, its fingerprint, its series or ""} the key
+--          is held by a live task made by a different request (nothing written)
 -- Events   scheduled; cancelled, when the --after task had already failed or been cancelled
 -- include: now, is_terminal, emit, new_id, create_task, index_task, close_task, outbox_put
 -- include: fan_in
