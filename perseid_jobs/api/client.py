@@ -125,7 +125,7 @@ class Client(Queries, FlowControls, Controls):
         every: str | int | None = None,
         cron: str | None = None,
         tz: str | None = None,
-        after: str | None = None,
+        after: str | list[str] | None = None,
         key: str | None = None,
         catch_up: str = "skip",
         catch_up_window: str | int | None = None,
@@ -141,10 +141,10 @@ class Client(Queries, FlowControls, Controls):
         ``at`` is an aware datetime, an ISO-8601 text with offset, ``+10m``
         (relative to Redis time) or None for now; one in the past runs now, with a
         :class:`~perseid_jobs.api.scheduling.PastStartWarning`. ``every``/``cron`` make
-        a series (``every`` at least 1 s). ``after`` waits for another task; if that
-        one already ended, the new task is settled as its end would have: due now
-        after a completed one, created cancelled after a failed or cancelled one
-        (with a :class:`~perseid_jobs.api.scheduling.DependencyEndedWarning`).
+        a series (``every`` at least 1 s). ``after`` waits for another task (a list: for
+        all, docs/dataflow.md); one that already ended settles the new task as its end
+        would have: due now after a completed one, created cancelled after a failed or
+        cancelled one (with a :class:`~perseid_jobs.api.scheduling.DependencyEndedWarning`).
         ``key`` makes it idempotent: the same request (job, args, recurrence,
         ``at``, ``after``) under a key held by a live task or series returns that
         one (``existed=True``); a different one raises :class:`KeyConflict`.
@@ -160,15 +160,15 @@ class Client(Queries, FlowControls, Controls):
         :class:`NotDurable` if none confirmed it (the task is on the primary).
         On a Cluster the ``WAIT`` goes to the primary that owns the task's partition.
 
-        ``group``: the task's group (a customer, a tenant), for the job's group limits
-        and fairness between groups; ``priority``: -100 to 100, higher first among due
-        tasks (docs/flow.md). ``tags``: ``{"key": "value"}`` labels (docs/controls.md).
+        ``group`` (a customer, a tenant: group limits and fairness), ``priority`` (-100 to
+        100, higher first; docs/flow.md), ``tags`` (``{"key": "value"}``; docs/controls.md).
         """
         _check_durable_timeout(durable, durable_timeout)
         group = scheduling.check_group(group)
         priority = scheduling.check_priority(priority)
         req = scheduling.prepare(
-            job, args, at=at, every=every, cron=cron, tz=tz, after=after, catch_up=catch_up,
+            job, args, at=at, every=every, cron=cron, tz=tz, catch_up=catch_up,
+            after=(after := scheduling.parents_text(after)),  # fan-in: "A,B"
             catch_up_window=catch_up_window, now_ms=self.now_ms,
         )  # fmt: skip
         wait_s = durable_timeout if durable else None
@@ -196,8 +196,7 @@ class Client(Queries, FlowControls, Controls):
         warn_if_not_served(self, job)
         request = request or uuid.uuid4().hex
         limit = routing.limit_of(job, group, definition)
-        where = routing.route(self, key=key, after=after, request=request, limit=limit)
-        scripts = self.scripts_in(where.keys)
+        where = routing.route(self, key=key, after=after.split(","), request=request, limit=limit)
         call = ScheduleArgs(
             job=job,
             args=req.args,
@@ -206,27 +205,28 @@ class Client(Queries, FlowControls, Controls):
             at_ms=req.when.at_ms,
             delay_ms=req.when.delay_ms,
             key=key,
-            after=after,
+            after=after.split(",")[0],
             spec=req.spec,
             origin=req.origin,
             retries=definition.retries,
             backoff_ms=definition.backoff_ms,
             request_id=request,
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
-            # Kept with the key, to tell requests apart (a group is a part only when given,
-            # so the fingerprints of keys held from before groups existed still match).
+            # Kept with the key to tell requests apart (a group counts only when given: keys
+            # held from before groups existed still match).
             fingerprint=scheduling.with_flow(req.fingerprint, group, priority) if key else "",
             parent_partition=where.parent_partition,
             group=group,
             priority=priority,
             tags=tags,
+            more_parents=where.more_parents,
         )
         if wait_s is not None:
-            reply, acked = self._schedule_durably(scripts, call, wait_s)
+            reply, acked = self._schedule_durably(self.scripts_in(where.keys), call, wait_s)
         else:
-            reply, acked = scripts.schedule(call), None
+            reply, acked = self.scripts_in(where.keys).schedule(call), None
         reply = scheduling.check_reply(reply, key=key, req=req, after=after)
-        if where.parent_partition is not None and not reply.existed:
+        if where.crosses and not reply.existed:
             reply = self._settle_remote(reply, where)
         scheduling.notify(reply, req=req, after=after)
         if acked is not None and acked < 1:
@@ -244,7 +244,10 @@ class Client(Queries, FlowControls, Controls):
         self.drain_outboxes([self.partitions().keys.index(where.keys)])
         raw = self.redis.hgetall(where.keys.task(reply.task_id))
         fields = [x for pair in raw.items() for x in pair]
-        return msgspec.structs.replace(reply, task_hash=fields, parent_status=where.parent_status)
+        status = where.parent_status
+        if where.more_parents and raw.get("status") == "cancelled":  # a remote parent had ended
+            status = str(raw.get("reason", "")).rpartition(" ")[2]
+        return msgspec.structs.replace(reply, task_hash=fields, parent_status=status)
 
     def _schedule_durably(
         self, scripts: Scripts, call: ScheduleArgs, timeout: float

@@ -94,6 +94,8 @@ class FlowControls(Partitioned):
         rated = _rate_wait(self.redis, keys, lane, task, self.now_ms())  # type: ignore[attr-defined]
         if rated:
             return rated
+        if task.waiting_on and task.start_at is None:  # a fan-in: the parents not completed
+            return f"after {', '.join(task.waiting_on)}"
         if task.start_after and task.start_at is None:
             return f"after {task.start_after}"
         if task.start_at is not None:

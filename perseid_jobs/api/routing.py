@@ -28,6 +28,13 @@ class Route(NamedTuple):
     keys: Keys
     parent_partition: int | None = None
     parent_status: str = ""  # the remote parent's status if it had already ended
+    more_parents: str = ""  # a fan-in's parents after the first, "id:partition" each
+    fan_in_crosses: bool = False  # a fan-in with a parent in another partition
+
+    @property
+    def crosses(self) -> bool:
+        """Whether a parent lives in another partition: its end comes through the outbox."""
+        return self.parent_partition is not None or self.fan_in_crosses
 
 
 def limit_of(job: str, group: str, definition: JobDefinition) -> str:
@@ -40,9 +47,15 @@ def limit_of(job: str, group: str, definition: JobDefinition) -> str:
     return ""
 
 
-def route(client: Client, *, key: str, after: str, request: str, limit: str = "") -> Route:
+def route(
+    client: Client, *, key: str, after: str | list[str], request: str, limit: str = ""
+) -> Route:
     """The partition for a schedule request; raises ParentNotFound or ConfigError first,
-    so a refused request records nothing."""
+    so a refused request records nothing. ``after``: one parent, or a fan-in's list."""
+    parents = [after] if isinstance(after, str) else list(after)
+    if len(parents) > 1:
+        return _route_fan_in(client, parents, key=key, limit=limit)
+    after = parents[0] if parents else ""
     if after and client.partitions().of_id(after) is None:
         raise ParentNotFound(after)
     parts = client.partitions(record=True)
@@ -59,6 +72,30 @@ def route(client: Client, *, key: str, after: str, request: str, limit: str = ""
         assert found is not None  # checked above
         return Route(found)
     return Route(parts.keys[parts.spread(request)])
+
+
+def _route_fan_in(client: Client, parents: list[str], *, key: str, limit: str) -> Route:
+    """A task after several parents: in the first parent's partition (its key's or limit's,
+    if it has one); each parent elsewhere is checked here (the script cannot read it) and
+    tells the task of its end through the outbox."""
+    for parent in parents:
+        if client.partitions().of_id(parent) is None:
+            raise ParentNotFound(parent)
+    parts = client.partitions(record=True)
+    first = partition_of_id(parents[0])
+    assert first is not None  # checked above
+    if limit or key:
+        home = parts.for_limit(limit) if limit else parts.for_idempotency_key(key)
+    else:
+        home = first
+    where = [partition_of_id(p) for p in parents]
+    for parent, index in zip(parents, where, strict=True):
+        assert index is not None  # checked above
+        if index != home and not client.redis.hexists(parts.keys[index].task(parent), "status"):
+            raise ParentNotFound(parent)
+    more = ",".join(f"{p}:{i}" for p, i in zip(parents[1:], where[1:], strict=True))
+    crosses = any(i != home for i in where)
+    return Route(parts.keys[home], first if first != home else None, "", more, crosses)
 
 
 def _remote_parent(client: Client, keys: Keys, after: str, why: str, count: int) -> str:

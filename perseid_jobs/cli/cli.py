@@ -44,7 +44,11 @@ TzOpt = Annotated[
     str | None, typer.Option(metavar="ZONE", help="Time zone of --cron (default UTC).")
 ]
 AfterOpt = Annotated[
-    str | None, typer.Option(metavar="TASK", help="Start after this task completes.")
+    list[str] | None,
+    typer.Option(
+        metavar="TASK",
+        help="Start after this task completes; repeat for several (fan-in, at most 100).",
+    ),
 ]
 KeyOpt = Annotated[str | None, typer.Option(metavar="KEY", help="Idempotency key.")]
 GroupOpt = Annotated[
@@ -123,7 +127,7 @@ def schedule(
         every=every,
         cron=cron,
         tz=tz,
-        after=after,
+        after=after[0] if after and len(after) == 1 else after,
         key=key,
         catch_up=catch_up,
         catch_up_window=catch_up_window,

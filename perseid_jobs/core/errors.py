@@ -24,6 +24,7 @@ class Code(IntEnum):
     KEY_CONFLICT = -5
     STALE = -6
     NOT_ENDED = -7
+    BAD_PARENTS = -18  # fan-in parents repeated or too many (issue 18: far from others' codes)
 
 
 class PerseidError(Exception):
@@ -168,6 +169,10 @@ class ParentNotFound(ConfigError):
 
     def __init__(self, task_id: str) -> None:
         super().__init__(f"--after {task_id}: no such task; check the id with `perseid-jobs tasks`")
+
+
+class InvalidParents(ConfigError):
+    """``--after`` given the same task twice, or more parents than a fan-in allows."""
 
 
 class KeyConflict(ConfigError):

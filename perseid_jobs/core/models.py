@@ -52,6 +52,13 @@ class Task(msgspec.Struct, kw_only=True):
     existed: bool = False
     group: str | None = None
     priority: int = 0
+    # Data flow (docs/dataflow.md): a fan-in's parents and those not yet completed, what the
+    # job returned (JSON), its last progress.
+    parents: list[str] | None = None
+    waiting_on: list[str] | None = None
+    result: Any = None
+    progress: float | None = None
+    progress_message: str | None = None
     # Why a pending task is not running yet, as shown by `show` (see Client.waiting).
     waiting: str | None = None
     # Operator controls (docs/controls.md): tags, and the links between a task and its retry.
@@ -198,7 +205,17 @@ def task_from_hash(task_id: str, h: dict[str, str]) -> Task:
         tags=tags_from_text(h.get("tags")),
         retry_of=_text(h.get("retry_of")),
         retried_by=_text(h.get("retried_by")),
+        parents=_ids(h.get("parents")),
+        waiting_on=_ids(h.get("wait_on")) if h.get("parents") else None,
+        result=orjson.loads(h["result"]) if h.get("result") else None,
+        progress=float(h["progress"]) if h.get("progress") else None,
+        progress_message=_text(h.get("progress_msg")),
     )
+
+
+def _ids(text: str | None) -> list[str] | None:
+    """A comma-separated list of task ids as stored (None: the field is absent)."""
+    return None if text is None else [i for i in text.split(",") if i]
 
 
 _json_encoder = msgspec.json.Encoder()

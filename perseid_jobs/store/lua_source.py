@@ -36,6 +36,7 @@ SCRIPT_NAMES = (
     "cancel",
     "reap",
     "set_log_url",
+    "progress",
     "republish",
     "served",
     "pause",

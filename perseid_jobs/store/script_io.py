@@ -83,6 +83,12 @@ class ParentUnknown(Refusal, tag=int(Code.PARENT_NOT_FOUND)):
     code = Code.PARENT_NOT_FOUND
 
 
+class BadParents(Refusal, tag=int(Code.BAD_PARENTS)):
+    """{-18}: fan-in parents repeated or too many (the client checks first)."""
+
+    code = Code.BAD_PARENTS
+
+
 class KeyHeld(Refusal, tag=int(Code.KEY_CONFLICT)):
     """{-5, holder, its fingerprint, its series or ""}: the key stands for another request."""
 
@@ -207,6 +213,12 @@ class LogUrlsSet(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     recorded: int
 
 
+class ProgressSet(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """progress.lua's reply."""
+
+    recorded: int
+
+
 class Served(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     """served.lua's reply."""
 
@@ -276,6 +288,7 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
     group: str = ""
     priority: int = 0
     tags: str = ""  # "key=value" lines, sorted; "" for none
+    more_parents: str = ""  # fan-in: the parents after `after`, "id:partition" comma-separated
 
     def argv(self) -> list[str | int]:
         """In the order of schedule.lua's header."""
@@ -284,10 +297,10 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
                 self.after, self.spec, self.origin, self.retries, self.backoff_ms,
                 self.request_id, "1" if self.with_hash else "0", self.fingerprint,
                 "" if self.parent_partition is None else self.parent_partition,
-                self.group, self.priority, self.tags]  # fmt: skip
+                self.group, self.priority, self.tags, self.more_parents]  # fmt: skip
 
 
-ScheduleReply = Scheduled | ParentUnknown | KeyHeld
+ScheduleReply = Scheduled | ParentUnknown | KeyHeld | BadParents
 ClaimReply = Claimed | LeaseLapsed
 CancelReply = Cancelled | NotFound | AlreadyEnded
 SeriesCancelReply = SeriesCancelled | NotFound | AlreadyEnded

@@ -35,6 +35,7 @@ from .script_io import (
     LookReply,
     NextStart,
     PauseReply,
+    ProgressSet,
     Reaped,
     Registered,
     Renewed,
@@ -119,7 +120,8 @@ class Scripts:
         """Record how tasks ended, then claim up to ``claim_most`` (0: none) within ``free``."""
         argv: list[str | int] = [instance, claim_most, free, len(outcomes)]
         for o in outcomes:
-            argv += [o.id, o.token, o.status.value, o.exit_code, o.reason, o.next_start, o.skipped]
+            argv += [o.id, o.token, o.status.value, o.exit_code, o.reason, o.next_start, o.skipped,
+                     o.result]  # fmt: skip
         return decode(self.call("finish", *argv), Finished)
 
     def heartbeat(self, instance: str, ttl_ms: int) -> Renewed | LeaseLapsed:
@@ -174,6 +176,11 @@ class Scripts:
         """Record (task id, log URL) pairs, for the tasks that still exist."""
         argv = [field for pair in urls for field in pair]
         return decode(self.call("set_log_url", *argv), LogUrlsSet)
+
+    def progress(self, items: Iterable[tuple[str, str, float, str]]) -> ProgressSet:
+        """Record (task id, attempt, fraction, message) of running tasks."""
+        argv = [field for item in items for field in item]
+        return decode(self.call("progress", *argv), ProgressSet)
 
     def deliver(self, items: Sequence[tuple[str, str, str, str]]) -> Delivered:
         """Apply deliveries (kind, a, b, c) from other partitions' outboxes to this one."""
