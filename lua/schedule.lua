@@ -25,13 +25,20 @@
 -- ARGV[17] group (a customer, a tenant: see docs/flow.md), or ""; a series' runs keep it
 -- ARGV[18] priority, -100 to 100 (higher first among due tasks; "" or 0: none); a series'
 --          runs keep it
+-- ARGV[19] tags: "key=value" lines, sorted (checked by the caller), or ""; a series' runs
+--          keep them
+-- ARGV[20] the parents after the first (ARGV[8]) of a fan-in task, as "id:partition index"
+--          items, comma-separated, or "": the task is due once every parent completed
+--          (see includes/fan_in.lua; a run of a series among them starts no follower series)
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
 --          already ended when this ran (else "")}
--- Errors   {-4} parent unknown; {-5, task holding the key, its fingerprint, its series or ""}
---          the key is held by a live task made by a different request (nothing written)
+-- Errors   {-4} parent unknown; {-18} fan-in parents repeated or too many (nothing
+--          written); {-5, task holding the key, its fingerprint, its series or ""} the key
+--          is held by a live task made by a different request (nothing written)
 -- Events   scheduled; cancelled, when the --after task had already failed or been cancelled
 -- include: now, is_terminal, emit, new_id, create_task, index_task, close_task, outbox_put
+-- include: fan_in
 
 local job, args, slots, max_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local key, after, spec = ARGV[7], ARGV[8], ARGV[9]
@@ -40,6 +47,7 @@ local request = ARGV[13] or ''
 local fp = ARGV[15] or ''
 local group = ARGV[17] or ''
 local priority = tonumber(ARGV[18]) or 0
+local tags = ARGV[19] or ''
 local now = now_ms()
 local REQUEST_TTL_MS = 120000   -- how long a schedule request id is remembered, for retries
 
@@ -87,7 +95,13 @@ end
 -- A run of an active series: the new task starts a follower series (`follows`).
 local follows, pstatus = nil, ''
 local remote = ARGV[16] or ''
-if after ~= '' and remote == '' then
+local fan = nil
+if (ARGV[20] or '') ~= '' then
+  fan = fan_in_read(after, remote, ARGV[20])
+  if fan.err then return {fan.err} end
+  pstatus = fan.fstatus or ''
+  if not fan.failed and #fan.left == 0 then pstatus = 'completed' end
+elseif after ~= '' and remote == '' then
   local p = redis.call('HMGET', K.task(after), 'status', 'series')
   if not p[1] then return {E_PARENT_NOT_FOUND} end
   if is_terminal(p[1]) then pstatus = p[1] end
@@ -96,6 +110,8 @@ if after ~= '' and remote == '' then
   end
 end
 local closed = pstatus == 'failed' or pstatus == 'cancelled'
+local named = after  -- the parent a settled-at-once task names
+if fan and fan.failed then named = fan.failed end
 
 local start = now + (tonumber(ARGV[6]) or 0)
 if ARGV[5] ~= '' then start = tonumber(ARGV[5]) end
@@ -104,7 +120,15 @@ if pstatus == 'completed' then start = now end
 
 local id = new_id(now)
 local fields = {'key', key, 'start_after', after, 'retries', retries, 'backoff_ms', backoff,
-  'group', group, 'priority', priority}
+  'group', group, 'priority', priority, 'tags', tags}
+if fan then
+  local all = {}
+  for _, p in ipairs(fan.list) do all[#all + 1] = p[1] end
+  fields[#fields + 1] = 'parents'
+  fields[#fields + 1] = table.concat(all, ',')
+  fields[#fields + 1] = 'wait_on'
+  fields[#fields + 1] = table.concat(fan.left, ',')
+end
 local sid = nil
 if spec ~= '' then
   sid = new_id(now)
@@ -132,6 +156,7 @@ else
   fields[#fields + 1] = 'fp'
   fields[#fields + 1] = fp
 end
+if sid and tags ~= '' then redis.call('HSET', K.series(sid), 'tags', tags) end
 if sid then
   fields[#fields + 1] = 'series'
   fields[#fields + 1] = sid
@@ -139,11 +164,13 @@ end
 local lane = create_task(id, job, args, slots, max_ms, start, now, fields)
 emit('scheduled', id, {'job', job})
 if closed then
-  close_task(id, 'cancelled', 'dependency ' .. after .. ' ' .. pstatus, '', now)
+  close_task(id, 'cancelled', 'dependency ' .. named .. ' ' .. pstatus, '', now)
   if sid then redis.call('HSET', K.series(sid), 'current', '') end
 elseif pstatus == 'completed' then
   index_task(id, start, '', now, lane, '')  -- a new series is not paused
   emit('released', id, {'after', after})
+elseif fan then
+  fan_in_wait(id, fan, now)
 elseif remote ~= '' then
   -- Its parent's partition learns of it through the outbox (and settles it from there).
   redis.call('ZADD', K.blocked(), now, id)
@@ -161,7 +188,7 @@ if follows and pstatus ~= '' then
     local nid = new_id(now)
     create_task(nid, job, args, slots, max_ms, -1, now, {'series', sid, 'start_after', cur,
       'key', key, 'retries', retries, 'backoff_ms', backoff, 'group', group,
-      'priority', priority})
+      'priority', priority, 'tags', tags})
     index_task(nid, -1, cur, now)
     redis.call('HSET', K.series(sid), 'current', nid)
     emit('scheduled', nid, {'series', sid, 'after', cur})

@@ -21,6 +21,8 @@ from perseid_jobs import AsyncClient, Client, PastStartWarning, WaitTimeout
 from perseid_jobs.api.aio_connection import connect_async
 from perseid_jobs.core.errors import (
     InvalidArgs,
+    InvalidTag,
+    InvalidTime,
     KeyConflict,
     NotDurable,
     RedisUnavailable,
@@ -28,15 +30,20 @@ from perseid_jobs.core.errors import (
     SeriesEnded,
     SeriesNotFound,
     TaskAlreadyEnded,
+    TaskNotEnded,
     TaskNotFound,
+    TriggerEnded,
     UnknownId,
     UnknownJob,
 )
 from perseid_jobs.core.models import TaskStatus
+from perseid_jobs.store.partitions import partition_of_id
 from perseid_jobs.store.redisproc import RedisServer
 
 from .chaos.servers import ClusterSetup, SentinelSetup
 from .conftest import JOBS, WorkerProc, wait_workers
+from .test_controls import Snapshot, fail_pending
+from .test_controls import snapshot as snapshot  # the fixture, shared
 
 T = TypeVar("T")
 
@@ -318,6 +325,174 @@ def test_an_async_client_on_a_connection_of_its_own(
         await c.close()
 
     run(main)
+
+
+# -- operator controls, tags and fan-in (docs/controls.md, docs/dataflow.md) ---------------
+def test_trigger_starts_a_run_now_and_refuses_an_ended_series(
+    aclient: Callable[..., AsyncClient], client: Client
+) -> None:
+    async def main() -> None:
+        async with aclient() as c:
+            first = await c.schedule("hello", every="1h", at="+1h", tags={"kind": "report"})
+            assert first.series is not None
+            now = await c.trigger(first.series)
+            assert now.metadata["triggered"] is True and now.series == first.series
+            assert now.status is TaskStatus.PENDING and now.tags == {"kind": "report"}
+            assert client.get(now.id) == await c.get(now.id)  # the sync client reads the same
+            series = await c.get_series(first.series)
+            assert series.current == first.id and series.skipped == 0  # the grid did not move
+            with pytest.raises(SeriesNotFound):
+                await c.trigger("0" * 26)
+            await c.cancel_series(first.series)
+            with pytest.raises(TriggerEnded, match="nothing to trigger"):
+                await c.trigger(first.series)
+
+    run(main)
+
+
+def test_retry_links_the_new_task_and_refuses_a_pending_one(
+    aclient: Callable[..., AsyncClient], client: Client
+) -> None:
+    failed = client.schedule("hello", {"n": 1}, tags={"team": "ops"})
+    assert fail_pending(client) == 1  # reported failed by the real finish script
+
+    async def main() -> None:
+        async with aclient() as c:
+            again = await c.retry(failed.id)
+            assert again.retry_of == failed.id and again.args == {"n": 1}
+            assert again.tags == {"team": "ops"} and again.status is TaskStatus.PENDING
+            assert not again.existed
+            old = await c.get(failed.id)
+            assert old.status is TaskStatus.FAILED and old.retried_by == again.id
+            same = await c.retry(failed.id)  # retried already: that retry, nothing new
+            assert same.id == again.id and same.existed
+            with pytest.raises(TaskNotEnded, match="is pending, not ended"):
+                await c.retry(again.id)
+            with pytest.raises(TaskNotFound):
+                await c.retry("0" * 26)
+
+    run(main)
+    assert len(client.tasks(status="pending")) == 1
+
+
+def test_retry_many_and_cancel_many_over_three_partitions(
+    aclient: Callable[..., AsyncClient], namespace: str, redis_server: RedisServer
+) -> None:
+    sync = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS, partitions=3)
+    made = [sync.schedule("hello", {"n": n}) for n in range(40)]
+    assert {partition_of_id(t.id) for t in made} == {0, 1, 2}
+    assert fail_pending(sync) == 40
+
+    async def main() -> None:
+        async with aclient(partitions=3) as c:
+            assert await c.retry_many(job="hello", dry_run=True) == 40
+            assert await c.tasks(status="pending") == []  # a dry run writes nothing
+            assert await c.retry_many(job="hello", since=3600) == 40
+            assert await c.retry_many(job="hello") == 0  # each was retried once
+            pending = await c.tasks(status="pending", limit=100)
+            assert {t.retry_of for t in pending} == {t.id for t in made}
+            held = [await c.schedule("hello", {"g": n}, group="acme", at="+1h") for n in range(7)]
+            assert await c.cancel_many(group="acme", dry_run=True) == 7
+            assert await c.cancel_many(job="hello", group="acme") == 7
+            assert await c.cancel_many(job="hello", group="acme") == 0
+            assert {(await c.get(t.id)).status for t in held} == {TaskStatus.CANCELLED}
+            assert len(await c.tasks(status="pending", limit=100)) == 40  # the others stay
+            with pytest.raises(InvalidArgs, match="--status 'failed'"):
+                await c.cancel_many(job="hello", status="failed")
+            with pytest.raises(InvalidArgs, match="--status 'pending'"):
+                await c.retry_many(job="hello", status="pending")
+
+    try:
+        run(main)
+    finally:
+        sync.close()
+
+
+def test_bulk_bad_input_writes_nothing(
+    aclient: Callable[..., AsyncClient], client: Client, snapshot: Snapshot
+) -> None:
+    client.schedule("hello")
+    before = snapshot(client.namespace)
+
+    async def main() -> None:
+        async with aclient() as c:
+            with pytest.raises(InvalidTime, match="--since 0"):
+                await c.retry_many(job="hello", since=0)
+            with pytest.raises(InvalidTag, match="the key is not a name"):
+                await c.schedule("hello", tags={"bad key": "x"})
+
+    run(main)
+    assert snapshot(client.namespace) == before
+
+
+def test_tasks_by_tag_and_args_contains_over_three_partitions(
+    aclient: Callable[..., AsyncClient], namespace: str, redis_server: RedisServer
+) -> None:
+    sync = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS, partitions=3)
+
+    async def main() -> None:
+        async with aclient(partitions=3) as c:
+            tags = {"customer": "acme"}
+            acme = [await c.schedule("hello", {"order": f"A-{n}"}, tags=tags) for n in range(9)]
+            prod = await c.schedule("hello", {"order": "B-1"}, tags={**tags, "env": "prod"})
+            await c.schedule("hello", {"order": "C-1"}, tags={"customer": "zeta"})
+            assert {partition_of_id(t.id) for t in acme} == {0, 1, 2}
+            found = await c.tasks(tag="customer=acme")
+            assert {t.id for t in found} == {t.id for t in [*acme, prod]}
+            assert found == sync.tasks(tag="customer=acme")  # newest first, as the sync one
+            assert [t.id for t in await c.tasks(tag=["customer=acme", "env=prod"])] == [prod.id]
+            assert await c.tasks(tag="customer=nobody") == []
+            assert [t.id for t in await c.tasks(args_contains="B-1")] == [prod.id]
+            assert [t.id for t in await c.tasks(tag="customer=acme", args_contains="A-3")] == [
+                acme[3].id
+            ]
+            assert len(await c.tasks(tag="customer=acme", limit=3)) == 3
+            assert (await c.get(prod.id)).tags == {"customer": "acme", "env": "prod"}
+
+    try:
+        run(main)
+    finally:
+        sync.close()
+
+
+def test_a_fan_in_child_runs_after_both_parents_and_returns_its_result(
+    aclient: Callable[..., AsyncClient],
+    namespace: str,
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProc],
+) -> None:
+    sync = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS, partitions=3)
+
+    async def main() -> None:
+        async with aclient(partitions=3) as c:
+            # No worker yet: the parents stay pending while the child is made.
+            a = await c.schedule("total", {"numbers": [1, 2]})
+            b = await c.schedule("total", {"numbers": [0]})
+            for n in range(1, 50):  # a second parent in another partition than the first
+                if partition_of_id(b.id) != partition_of_id(a.id):
+                    break
+                b = await c.schedule("total", {"numbers": [n]})
+            child = await c.schedule("total", {"numbers": [100]}, after=[a.id, b.id])
+            assert child.waiting_on == [a.id, b.id] and child.parents == [a.id, b.id]
+            assert await c.waiting(child) == f"after {a.id}, {b.id}"
+            start_worker(4, "--partitions", "3")
+            done = await c.wait(child.id, timeout=20)
+            assert done.status is TaskStatus.COMPLETED
+            b_total = sum((await c.get(b.id)).args["numbers"])
+            # The job adds its parents' results (task.parent_results) to its own numbers.
+            assert done.result == {"total": 100 + 3 + b_total}
+            assert [(await c.get(p.id)).result for p in (a, b)] == [
+                {"total": 3},
+                {"total": b_total},
+            ]
+            ended = [await c.get(p.id) for p in (a, b)]
+            assert all(p.ended_at and done.started_at and p.ended_at <= done.started_at
+                       for p in ended)  # fmt: skip
+
+    try:
+        run(main)
+    finally:
+        sync.close()
 
 
 # -- a 3-primary Cluster and Sentinel ------------------------------------------------------

@@ -13,6 +13,9 @@ expiry through :class:`perseid_jobs.store.scripts.Scripts` against the session's
 - a terminal task never changes (status, end, reason, exit code);
 - a task waiting on another (``start_after``) waits on a live task; one scheduled
   after a task that already ended is settled at once (due, or cancelled naming it);
+- a fan-in task (several parents) waits exactly on its parents not yet completed, every
+  other one completed; it is released only once all completed, cancelled naming one that
+  failed or was cancelled; one scheduled after parents that ended is settled at once;
 - a key held by a live task answers the request that made it with that task and
   refuses any other without writing anything;
 - an active series has exactly one live run (pending or running), its ``current``;
@@ -203,6 +206,29 @@ class ScriptsModel(RuleBasedStateMachine):
             assert reply.parent_status == pstatus
         else:
             assert reply.parent_status == "" and h["status"] == "pending", h
+
+    @rule(parents=st.lists(pick, min_size=2, max_size=3))
+    def fan_in(self, parents: list[int]) -> None:
+        chosen = list(dict.fromkeys(p for i in parents if (p := self.choose(self.tasks, i))))
+        if len(chosen) < 2:
+            return
+        before = {p: self.task(p)["status"] for p in chosen}
+        more = ",".join(f"{p}:0" for p in chosen[1:])
+        reply = self.s.schedule(ScheduleArgs(job="a", args="{}", slots=1, max_ms=60_000,
+                                             after=chosen[0], more_parents=more))  # fmt: skip
+        assert isinstance(reply, Scheduled)
+        self.tasks.append(reply.task_id)
+        h = self.task(reply.task_id)
+        ended = [p for p in chosen if before[p] in ("failed", "cancelled")]
+        if ended:  # the first of them, in the order given
+            assert (h["status"], h["reason"]) == (
+                "cancelled", f"dependency {ended[0]} {before[ended[0]]}"
+            ), h  # fmt: skip
+        elif all(before[p] == "completed" for p in chosen):
+            assert h["status"] == "pending" and self.r.zscore(self.k.due, reply.task_id), h
+        else:
+            assert self.r.zscore(self.k.blocked, reply.task_id) is not None, h
+            assert h["wait_on"].split(",") == [p for p in chosen if before[p] != "completed"]
 
     def key_fingerprint(self, key: str) -> str:
         """The fingerprint kept with a key: in its series, or its one-off task."""
@@ -407,8 +433,31 @@ class ScriptsModel(RuleBasedStateMachine):
     @invariant()
     def waiting_tasks_wait_on_live_tasks(self) -> None:
         for task_id in self.r.zrange(self.k.blocked, 0, -1):
-            parent = self.task(task_id)["start_after"]
-            assert self.task(parent)["status"] not in TERMINAL, (task_id, parent)
+            h = self.task(task_id)
+            if not h.get("parents"):
+                parent = h["start_after"]
+                assert self.task(parent)["status"] not in TERMINAL, (task_id, parent)
+                continue
+            left = h["wait_on"].split(",")
+            assert left and left != [""], h  # released once none is left
+            for parent in h["parents"].split(","):
+                status = self.task(parent)["status"]
+                assert (status not in TERMINAL) if parent in left else status == "completed"
+
+    @invariant()
+    def a_fan_in_task_ran_after_all_or_was_cancelled_naming_one(self) -> None:
+        self.discover()
+        for task_id in self.tasks:
+            h = self.task(task_id)
+            if not h.get("parents") or self.r.zscore(self.k.blocked, task_id) is not None:
+                continue
+            parents = h["parents"].split(",")
+            reason = h.get("reason", "")
+            if h["status"] == "cancelled" and reason.startswith("dependency "):
+                _, named, how = reason.split(" ")
+                assert named in parents and self.task(named)["status"] == how, h
+            elif h["status"] != "cancelled":  # released: every parent completed
+                assert all(self.task(p)["status"] == "completed" for p in parents), h
 
     @invariant()
     def a_series_has_one_live_run(self) -> None:
@@ -482,3 +531,18 @@ def test_a_follower_of_a_follower_ends_and_runs_with_it(m: ScriptsModel) -> None
         m.r.hget(m.k.series(sid), "status") != "active"
         for sid in m.r.zrange(m.k.series_index, 0, -1)
     )
+
+
+def test_a_fan_in_task_waits_for_its_last_parent(m: ScriptsModel) -> None:
+    for _ in range(2):
+        m.schedule(job="a", later=False, series=False, key="", after=None, retries=0)
+    m.fan_in(parents=[0, 1])
+    m.claim(inst=0, n=1)  # the first parent only
+    m.finish(which=0, status="completed")
+    m.waiting_tasks_wait_on_live_tasks()
+    m.a_fan_in_task_ran_after_all_or_was_cancelled_naming_one()
+    assert m.r.zscore(m.k.blocked, m.tasks[2]) is not None  # the second parent still pending
+    m.claim(inst=0, n=1)
+    m.finish(which=0, status="failed")
+    m.a_fan_in_task_ran_after_all_or_was_cancelled_naming_one()
+    assert m.task(m.tasks[2])["reason"] == f"dependency {m.tasks[1]} failed"

@@ -92,10 +92,14 @@ def every_reply_shape(c: Client) -> None:
         c.schedule("hello", key="k", args={"n": 2})
     with pytest.raises(ParentNotFound):
         c.schedule("hello", after=NO_SUCH_ID)
+    twice = io.ScheduleArgs(job="hello", args="{}", slots=1, max_ms=1000, after=one.id,
+                            more_parents=f"{one.id}:0")  # fmt: skip
+    assert isinstance(s.schedule(twice), io.BadParents)  # the client refuses it first
     series = c.schedule("hello", every="1h")
     assert isinstance(s.look("i1"), io.Looked)
     claimed = s.claim("i1", 1)
     assert isinstance(claimed, io.Claimed) and [t.id for t in claimed.tasks] == [one.id]
+    assert s.progress([(one.id, "1", 0.5, "half")]).recorded == 1
     c.cancel(one.id)  # running: flagged, so the heartbeat names it
     assert isinstance(s.heartbeat("i1", 60_000), io.Renewed)
     done = Outcome(one.id, "1", TaskStatus.CANCELLED, "0", "")
@@ -130,6 +134,14 @@ def every_reply_shape(c: Client) -> None:
     assert isinstance(s.pause("series", NO_SUCH_ID, pause=True), io.NotFound)
     assert isinstance(s.pause("group", "g", pause=True), io.Paused)
     assert isinstance(s.pause("group", "g", pause=False), io.Paused)
+    live = c.schedule("hello", every="1h")
+    assert live.series is not None and isinstance(s.trigger(live.series), io.Triggered)
+    assert isinstance(s.trigger(series.series), io.AlreadyEnded)
+    assert isinstance(s.trigger(NO_SUCH_ID), io.NotFound)
+    assert isinstance(s.retry(one.id), io.Retried)
+    assert isinstance(s.retry(live.id), io.NotEnded)
+    assert isinstance(s.retry(NO_SUCH_ID), io.NotFound)
+    assert s.bulk("cancel", [live.id], status="pending", dry_run=True) == io.BulkDone(1)
 
 
 REPLIES: dict[str, type[Any]] = {
@@ -143,12 +155,16 @@ REPLIES: dict[str, type[Any]] = {
     "cancel": io.CancelReply,  # or, for a series id, io.SeriesCancelReply
     "reap": io.Reaped,
     "set_log_url": io.LogUrlsSet,
+    "progress": io.ProgressSet,
     "republish": io.Republished | io.LeaseLapsed,
     "served": io.Served,
     "deliver": io.Delivered,
     "look": io.LookReply,
     "outbox_ack": io.Acked,
     "pause": io.PauseReply,
+    "trigger": io.TriggerReply,
+    "retry": io.RetryReply,
+    "bulk": io.BulkDone,
 }
 
 
@@ -177,7 +193,7 @@ def test_every_reply_has_exactly_the_elements_of_its_struct(c: Client) -> None:
 # Per script, in the order its header shows them: the Structs its "Returns" and its
 # "Errors" lines describe (a nested record documented in the header counts too).
 DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct]]]] = {
-    "schedule": ([io.Scheduled], [io.ParentUnknown, io.KeyHeld]),
+    "schedule": ([io.Scheduled], [io.ParentUnknown, io.BadParents, io.KeyHeld]),
     "claim": ([io.Claimed, io.ClaimedTask], [io.LeaseLapsed]),
     "finish": ([io.Finished], []),
     "heartbeat": ([io.Renewed], [io.LeaseLapsed]),
@@ -187,12 +203,16 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "cancel": ([io.Cancelled, io.SeriesCancelled], [io.NotFound, io.AlreadyEnded]),
     "reap": ([io.Reaped, io.Need], []),
     "set_log_url": ([io.LogUrlsSet], []),
+    "progress": ([io.ProgressSet], []),
     "republish": ([io.Republished], [io.LeaseLapsed]),
     "served": ([io.Served], []),
     "deliver": ([io.Delivered], []),
     "look": ([io.Looked], [io.LeaseLapsed]),
     "outbox_ack": ([io.Acked], []),
     "pause": ([io.Paused], [io.NotFound, io.AlreadyEnded]),
+    "trigger": ([io.Triggered], [io.NotFound, io.AlreadyEnded]),
+    "retry": ([io.Retried], [io.NotFound, io.NotEnded]),
+    "bulk": ([io.BulkDone], []),
 }
 
 

@@ -2,10 +2,15 @@
 -- partition and ended with `pstatus` (delivered through the outbox); settle the child as
 -- settle_dependents would: completed -> due now; else cancelled, naming the parent.
 -- Idempotent: a child no longer blocked on that parent is left as it is.
--- include: release_task, close_task, settle_dependents
+-- A child of several parents is settled by fan_in_settle.
+-- include: release_task, close_task, settle_dependents, fan_in
 
 local function remote_settle(child, parent, pstatus, now)
-  local f = redis.call('HMGET', K.task(child), 'status', 'start_after')
+  local f = redis.call('HMGET', K.task(child), 'status', 'start_after', 'parents')
+  if f[3] and f[3] ~= '' then
+    if fan_in_settle(child, parent, pstatus, now) then settle_dependents(child, 'cancelled', now) end
+    return
+  end
   if f[1] ~= 'pending' or f[2] ~= parent or not redis.call('ZSCORE', K.blocked(), child) then
     return
   end

@@ -1,6 +1,7 @@
 -- settle_dependents(id, status, now): release or cancel the tasks waiting on `id`, all the
 -- way down the chain; those waiting in another partition get a settle through the outbox.
--- include: release_task, close_task, outbox_put
+-- A dependent of several parents (fan_in) is settled by fan_in_settle.
+-- include: release_task, close_task, outbox_put, fan_in
 
 local function settle_dependents(id, status, now)
   local stack = {{id, status}}
@@ -18,7 +19,10 @@ local function settle_dependents(id, status, now)
     end
     redis.call('DEL', rk)
     for _, dep in ipairs(deps) do
-      if redis.call('HGET', K.task(dep), 'status') == 'pending' then
+      local d = redis.call('HMGET', K.task(dep), 'status', 'parents')
+      if d[1] == 'pending' and d[2] and d[2] ~= '' then
+        if fan_in_settle(dep, parent, pstatus, now) then stack[#stack + 1] = {dep, 'cancelled'} end
+      elseif d[1] == 'pending' then
         if pstatus == 'completed' then
           release_task(dep, parent, now)
         else

@@ -9,6 +9,7 @@ It has no logic of its own: each method drives the operation the sync
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -191,7 +192,7 @@ class AsyncClient(ClientOps):
         every: str | int | None = None,
         cron: str | None = None,
         tz: str | None = None,
-        after: str | None = None,
+        after: str | list[str] | None = None,
         key: str | None = None,
         catch_up: str = "skip",
         catch_up_window: str | int | None = None,
@@ -200,12 +201,14 @@ class AsyncClient(ClientOps):
         durable_timeout: float = 1.0,
         group: str | None = None,
         priority: int = 0,
+        tags: Mapping[str, str] | None = None,
     ) -> Task:
         """As :meth:`perseid_jobs.Client.schedule` (the same arguments, warnings and errors)."""
         return await self._run(self._schedule(
             job, args, at=at, every=every, cron=cron, tz=tz, after=after, key=key,
             catch_up=catch_up, catch_up_window=catch_up_window, request_id=request_id,
             durable=durable, durable_timeout=durable_timeout, group=group, priority=priority,
+            tags=tags,
         ))  # fmt: skip
 
     async def cancel(self, task_id: str, *, series: bool = False) -> Task:
@@ -215,6 +218,41 @@ class AsyncClient(ClientOps):
     async def cancel_series(self, series_id: str) -> Series:
         """As :meth:`perseid_jobs.Client.cancel_series`."""
         return await self._run(self._cancel_series(series_id))
+
+    # -- operator controls ----------------------------------------------------------------
+    async def trigger(self, series_id: str) -> Task:
+        """As :meth:`perseid_jobs.Client.trigger`."""
+        return await self._run(self._trigger(series_id))
+
+    async def retry(self, task_id: str) -> Task:
+        """As :meth:`perseid_jobs.Client.retry`."""
+        return await self._run(self._retry(task_id))
+
+    async def retry_many(
+        self,
+        *,
+        job: str | None = None,
+        status: str = "failed",
+        since: float | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """As :meth:`perseid_jobs.Client.retry_many`."""
+        return await self._run(
+            self._retry_many(job=job, status=status, since=since, dry_run=dry_run)
+        )
+
+    async def cancel_many(
+        self,
+        *,
+        job: str | None = None,
+        status: str = "pending",
+        group: str | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """As :meth:`perseid_jobs.Client.cancel_many`."""
+        return await self._run(
+            self._cancel_many(job=job, status=status, group=group, dry_run=dry_run)
+        )
 
     # -- reads -----------------------------------------------------------------------------
     async def now_ms(self) -> int:
@@ -235,9 +273,11 @@ class AsyncClient(ClientOps):
         job: str | None = None,
         limit: int = 100,
         waiting: str | None = None,
+        tag: str | Iterable[str] | None = None,
+        args_contains: str | None = None,
     ) -> list[Task]:
         """As :meth:`perseid_jobs.Client.tasks`."""
-        return await self._run(self._tasks(status, job, limit, waiting))
+        return await self._run(self._tasks(status, job, limit, waiting, tag, args_contains))
 
     async def wait(self, task_id: str, timeout: float | None = 30.0) -> Task:
         """As :meth:`perseid_jobs.Client.wait`: awaits the task's end (the event loop runs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,12 @@ from ..store.script_io import (
 from ..store.scripts import cancel_argv, cancel_series_argv, decode
 from . import routing, scheduling
 from .calls import Eval, EvalWait, Op, cmd
+from .controls import ControlOps, Controls
 from .flow import FlowControls, FlowOps
 from .queries import Queries, QueryOps, definition_decoder
 from .served import STACKLEVEL, warn_if_not_served
 from .served import NotServedWarning as NotServedWarning
+from .tags import encode_tags
 
 
 class CapacityWarning(UserWarning):
@@ -83,9 +86,20 @@ def _schedule_call(
     return raw, acked
 
 
-class ClientOps(QueryOps, FlowOps):
+def _task_of(reply: Scheduled) -> Task:
+    """The task a schedule reply carries (its hash: no second round trip)."""
+    fields = reply.task_hash
+    if not fields:  # a retried request whose task has since ended and been trimmed
+        raise TaskNotFound(reply.task_id)
+    task = task_from_hash(reply.task_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+    task.existed = bool(reply.existed)
+    return task
+
+
+class ClientOps(QueryOps, FlowOps, ControlOps):
     """The write side of both clients (scheduling and cancelling), as operations
-    (``calls.py``); the read side is :class:`~perseid_jobs.api.queries.QueryOps`."""
+    (``calls.py``); the read side is :class:`~perseid_jobs.api.queries.QueryOps`, trigger,
+    retry and the bulk actions :class:`~perseid_jobs.api.controls.ControlOps`."""
 
     jobs_dir: Path | None
 
@@ -115,6 +129,8 @@ class ClientOps(QueryOps, FlowOps):
         group = scheduling.check_group(kw.pop("group"))
         priority = scheduling.check_priority(kw.pop("priority"))
         key, request_id = kw.pop("key"), kw.pop("request_id")
+        tags = encode_tags(kw.pop("tags"))
+        kw["after"] = scheduling.parents_text(kw["after"])  # fan-in: "A,B"
         try:  # prepare is pure: it asks for Redis's clock only for some series
             req = scheduling.prepare(job, args, now_ms=_clock_not_read, **kw)
         except _NeedsClock:
@@ -123,7 +139,7 @@ class ClientOps(QueryOps, FlowOps):
         wait_s = durable_timeout if durable else None
         return (yield from self._submit(
             job, req, key=key or "", after=kw["after"] or "", request=request_id, wait_s=wait_s,
-            group=group, priority=priority,
+            group=group, priority=priority, tags=tags,
         ))  # fmt: skip
 
     def _submit(
@@ -137,6 +153,7 @@ class ClientOps(QueryOps, FlowOps):
         wait_s: float | None,
         group: str = "",
         priority: int = 0,
+        tags: str = "",
     ) -> Op[Task]:
         """Run the schedule script for a checked request (``wait_s``: durably); the task made."""
         definition = yield from self._job_definition(job)
@@ -145,7 +162,7 @@ class ClientOps(QueryOps, FlowOps):
         request = request or uuid.uuid4().hex
         limit = routing.limit_of(job, group, definition)
         where = yield from routing.route_op(
-            self, key=key, after=after, request=request, limit=limit
+            self, key=key, after=after.split(","), request=request, limit=limit
         )
         call = ScheduleArgs(
             job=job,
@@ -155,36 +172,33 @@ class ClientOps(QueryOps, FlowOps):
             at_ms=req.when.at_ms,
             delay_ms=req.when.delay_ms,
             key=key,
-            after=after,
+            after=after.split(",")[0],
             spec=req.spec,
             origin=req.origin,
             retries=definition.retries,
             backoff_ms=definition.backoff_ms,
             request_id=request,
             with_hash=True,  # the task's hash in the reply: no second round trip to read it back
-            # Kept with the key, to tell requests apart (a group is a part only when given,
-            # so the fingerprints of keys held from before groups existed still match).
+            # Kept with the key to tell requests apart (a group counts only when given: keys
+            # held from before groups existed still match).
             fingerprint=scheduling.with_flow(req.fingerprint, group, priority) if key else "",
             parent_partition=where.parent_partition,
             group=group,
             priority=priority,
+            tags=tags,
+            more_parents=where.more_parents,
         )
         raw, acked = yield from _schedule_call(where.keys, call, wait_s)
         reply = scheduling.check_reply(
             decode(raw, ScheduleReply),  # type: ignore[arg-type]
             key=key, req=req, after=after,
         )  # fmt: skip
-        if where.parent_partition is not None and not reply.existed:
+        if where.crosses and not reply.existed:
             reply = yield from self._settle_remote(reply, where)
         scheduling.notify(reply, req=req, after=after)
         if acked is not None and acked < 1:
             raise NotDurable(reply.task_id, wait_s or 0.0)
-        fields = reply.task_hash
-        if not fields:  # a retried request whose task has since ended and been trimmed
-            raise TaskNotFound(reply.task_id)
-        task = task_from_hash(reply.task_id, dict(zip(fields[::2], fields[1::2], strict=True)))
-        task.existed = bool(reply.existed)
-        return task
+        return _task_of(reply)
 
     def _settle_remote(self, reply: Scheduled, where: routing.Route) -> Op[Scheduled]:
         """A task waiting on a parent in another partition: deliver its follow (and the
@@ -193,7 +207,10 @@ class ClientOps(QueryOps, FlowOps):
         yield from self._drain_outboxes([parts.keys.index(where.keys)])
         raw = yield cmd("hgetall", where.keys.task(reply.task_id))
         fields = [x for pair in raw.items() for x in pair]
-        return msgspec.structs.replace(reply, task_hash=fields, parent_status=where.parent_status)
+        status = where.parent_status
+        if where.more_parents and raw.get("status") == "cancelled":  # a remote parent had ended
+            status = str(raw.get("reason", "")).rpartition(" ")[2]
+        return msgspec.structs.replace(reply, task_hash=fields, parent_status=status)
 
     def _warn_capacity(self, job: str, slots: int) -> Op[None]:
         if slots <= 1:
@@ -241,10 +258,11 @@ class ClientOps(QueryOps, FlowOps):
         return (yield from self._get_series(series_id))
 
 
-class Client(ClientOps, Queries, FlowControls):
+class Client(ClientOps, Queries, FlowControls, Controls):
     """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace).
 
-    The read side (get, tasks, wait, series, workers, jobs) is in :mod:`perseid_jobs.api.queries`.
+    The read side (get, tasks, wait, series, workers, jobs) is in :mod:`perseid_jobs.api.queries`;
+    trigger, retry and the bulk actions in :mod:`perseid_jobs.api.controls`.
     Each method drives one operation of ``ClientOps`` (shared with
     :class:`perseid_jobs.api.aio.AsyncClient`) on ``redis``.
     """
@@ -296,7 +314,7 @@ class Client(ClientOps, Queries, FlowControls):
         every: str | int | None = None,
         cron: str | None = None,
         tz: str | None = None,
-        after: str | None = None,
+        after: str | list[str] | None = None,
         key: str | None = None,
         catch_up: str = "skip",
         catch_up_window: str | int | None = None,
@@ -305,16 +323,17 @@ class Client(ClientOps, Queries, FlowControls):
         durable_timeout: float = 1.0,
         group: str | None = None,
         priority: int = 0,
+        tags: Mapping[str, str] | None = None,
     ) -> Task:
         """Schedule a task (or a recurring series) and return it.
 
         ``at`` is an aware datetime, an ISO-8601 text with offset, ``+10m``
         (relative to Redis time) or None for now; one in the past runs now, with a
         :class:`~perseid_jobs.api.scheduling.PastStartWarning`. ``every``/``cron`` make
-        a series (``every`` at least 1 s). ``after`` waits for another task; if that
-        one already ended, the new task is settled as its end would have: due now
-        after a completed one, created cancelled after a failed or cancelled one
-        (with a :class:`~perseid_jobs.api.scheduling.DependencyEndedWarning`).
+        a series (``every`` at least 1 s). ``after`` waits for another task (a list: for
+        all, docs/dataflow.md); one that already ended settles the new task as its end
+        would have: due now after a completed one, created cancelled after a failed or
+        cancelled one (with a :class:`~perseid_jobs.api.scheduling.DependencyEndedWarning`).
         ``key`` makes it idempotent: the same request (job, args, recurrence,
         ``at``, ``after``) under a key held by a live task or series returns that
         one (``existed=True``); a different one raises :class:`KeyConflict`.
@@ -330,14 +349,14 @@ class Client(ClientOps, Queries, FlowControls):
         :class:`NotDurable` if none confirmed it (the task is on the primary).
         On a Cluster the ``WAIT`` goes to the primary that owns the task's partition.
 
-        ``group``: the task's group (a customer, a tenant), for the job's group limits
-        and fairness between groups; ``priority``: -100 to 100, higher first among due
-        tasks (docs/flow.md).
+        ``group`` (a customer, a tenant: group limits and fairness), ``priority`` (-100 to
+        100, higher first; docs/flow.md), ``tags`` (``{"key": "value"}``; docs/controls.md).
         """
         return self._run(self._schedule(
             job, args, at=at, every=every, cron=cron, tz=tz, after=after, key=key,
             catch_up=catch_up, catch_up_window=catch_up_window, request_id=request_id,
             durable=durable, durable_timeout=durable_timeout, group=group, priority=priority,
+            tags=tags,
         ))  # fmt: skip
 
     def cancel(self, task_id: str, *, series: bool = False) -> Task:

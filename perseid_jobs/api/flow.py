@@ -87,6 +87,8 @@ class FlowOps(Partitioned):
         rated = yield from _rate_wait(keys, lane, task, now_ms)
         if rated:
             return rated
+        if task.waiting_on and task.start_at is None:  # a fan-in: the parents not completed
+            return f"after {', '.join(task.waiting_on)}"
         if task.start_after and task.start_at is None:
             return f"after {task.start_after}"
         if task.start_at is not None:

@@ -9,6 +9,7 @@ side, scheduling and cancelling, is in ``client.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
@@ -27,6 +28,7 @@ from ..core.models import (
 )
 from .calls import Batch, Op, cmd
 from .partitioned import Partitioned, SyncPartitioned
+from .tags import filter_tags, tagged_ids
 
 definition_decoder = msgspec.json.Decoder(JobDefinition)
 
@@ -80,12 +82,32 @@ class QueryOps(Partitioned):
         job: str | None = None,
         limit: int = 100,
         waiting: str | None = None,
+        tag: str | Iterable[str] | None = None,
+        args_contains: str | None = None,
     ) -> Op[list[Task]]:
-        """Tasks by status (pending/running: oldest first; ended: newest first)."""
+        """Tasks by status (pending/running: oldest first; ended: newest first); the filters
+        of :meth:`Queries.tasks`."""
         st = TaskStatus(status) if status is not None else None
         if waiting is not None:
             st = TaskStatus.PENDING
-        scan = limit if job is None and waiting is None else max(limit * 20, 1000)
+        tags = filter_tags(tag)
+        filtered = job is not None or waiting is not None or args_contains is not None
+        scan = scan_bound(limit) if filtered or tags else limit
+        if tags:
+            ids = yield from tagged_ids((yield from self._partitions()), tags[0], scan)
+        else:
+            ids = yield from self._ids_by_state(st, scan)
+        out = _matching((yield from self._tasks_by_id(ids)), st, job, tags, args_contains)
+        if waiting is not None:
+            live = yield from self._workers()
+            for t in out:
+                # FlowOps (flow.py), the clients' other mixin, says why a task waits.
+                t.waiting = yield from self._waiting(t, live)  # type: ignore[attr-defined]
+            out = [t for t in out if waiting in (t.waiting or "")]
+        return out[:limit]
+
+    def _ids_by_state(self, st: TaskStatus | None, scan: int) -> Op[list[str]]:
+        """The first ``scan`` ids of each state's index (all states for None), per partition."""
         # Read in the order tasks move through the sets (blocked -> held -> due -> running
         # -> finished), so one that moves meanwhile is seen twice rather than not at all.
         sets: list[tuple[str, bool]] = []
@@ -98,19 +120,7 @@ class QueryOps(Partitioned):
         ranges = yield from self._merged_ranges(sets, scan)
         found = dict(zip((name for name, _ in sets), ranges, strict=True))
         shown = ("running", "due", "held", "blocked", "finished")  # running, pending, ended
-        ids = list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
-        out = [
-            t
-            for t in (yield from self._tasks_by_id(ids))
-            if (st is None or t.status == st) and (job is None or t.job == job)
-        ]
-        if waiting is not None:
-            live = yield from self._workers()
-            for t in out:
-                # FlowOps (flow.py), the clients' other mixin, says why a task waits.
-                t.waiting = yield from self._waiting(t, live)  # type: ignore[attr-defined]
-            out = [t for t in out if waiting in (t.waiting or "")]
-        return out[:limit]
+        return list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
 
     def _wait(self, task_id: str, timeout: float | None = 30.0) -> Op[Task]:
         """Until the task reaches a terminal state: it (WaitTimeout past ``timeout`` s)."""
@@ -233,13 +243,19 @@ class Queries(QueryOps, SyncPartitioned):
         job: str | None = None,
         limit: int = 100,
         waiting: str | None = None,
+        tag: str | Iterable[str] | None = None,
+        args_contains: str | None = None,
     ) -> list[Task]:
         """Tasks by status (pending/running: oldest first; ended: newest first).
 
         ``waiting``: only pending tasks whose reason to wait (see ``Client.waiting``)
         contains this text, e.g. ``"paused"`` or ``"concurrency"``; each is filled in.
+        ``tag``: ``"key=value"`` (or several, all required): tasks with the tag, newest
+        first, from its index. ``args_contains``: tasks whose args (JSON text) contain the
+        text. A filtered listing looks at no more than :func:`scan_bound` tasks per state
+        (per tag, with ``tag``) and partition: a bounded scan (docs/controls.md).
         """
-        return self._run(self._tasks(status, job, limit, waiting))
+        return self._run(self._tasks(status, job, limit, waiting, tag, args_contains))
 
     def wait(self, task_id: str, timeout: float | None = 30.0) -> Task:
         """Block until the task reaches a terminal state; return it.
@@ -301,6 +317,30 @@ def _job_info(
         running=running.get(name, 0),
         paused=f"job\t{name}" in paused,
     )
+
+
+def scan_bound(limit: int) -> int:
+    """How many tasks of each state (or tag) and partition a filtered ``tasks`` looks at."""
+    return max(limit * 20, 1000)
+
+
+def _matching(
+    found: list[Task],
+    st: TaskStatus | None,
+    job: str | None,
+    tags: list[str],
+    args_contains: str | None,
+) -> list[Task]:
+    """The tasks that pass every filter given (tags: "key=value" texts)."""
+    pairs = [tuple(t.split("=", 1)) for t in tags]
+    return [
+        t
+        for t in found
+        if (st is None or t.status == st)
+        and (job is None or t.job == job)
+        and all(t.tags.get(k) == v for k, v in pairs)
+        and (args_contains is None or args_contains in orjson.dumps(t.args).decode())
+    ]
 
 
 def _instance(inst: str, expiry: int, hashes: list[dict[str, str]], counts: list[int]) -> Instance:

@@ -19,13 +19,16 @@ import msgspec
 import orjson
 
 from ..core.durations import format_duration
-from ..core.errors import InvalidArgs, InvalidTime, KeyConflict, ParentNotFound
+from ..core.errors import InvalidArgs, InvalidParents, InvalidTime, KeyConflict, ParentNotFound
 from ..core.recurrence import RecurrenceError, first_start, make_recurrence
 from ..core.when import When, parse_when
-from ..store.script_io import KeyHeld, ParentUnknown, Scheduled, ScheduleReply
+from ..store.script_io import BadParents, KeyHeld, ParentUnknown, Scheduled, ScheduleReply
 from .served import STACKLEVEL
 
 MAX_ARGS_BYTES = 1024 * 1024
+
+MAX_PARENTS = 100
+"""The most parents a fan-in task waits on (``--after`` given up to this many times)."""
 
 MAX_GROUP_CHARS = 128
 """The longest ``group``: a customer or tenant id, not a payload."""
@@ -107,6 +110,29 @@ def prepare(
     return Request(encoded, when, given, spec, origin, fingerprint(parts))
 
 
+def check_parents(after: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """The parents of ``after`` (one id, or a fan-in's ids), else raise with the fix."""
+    if after is None:
+        return []
+    parents = [after] if isinstance(after, str) else list(after)
+    if not parents or not all(isinstance(p, str) and p for p in parents):
+        raise InvalidParents("--after: give task ids (one or more), e.g. --after A --after B")
+    if len(parents) > MAX_PARENTS:
+        raise InvalidParents(
+            f"--after given {len(parents)} times; a task waits on at most {MAX_PARENTS}"
+            " parents: group them behind intermediate tasks"
+        )
+    twice = next((p for i, p in enumerate(parents) if p in parents[:i]), None)
+    if twice is not None:
+        raise InvalidParents(f"--after {twice} given twice: name each parent once")
+    return parents
+
+
+def parents_text(after: str | list[str] | tuple[str, ...] | None) -> str | None:
+    """The checked parents as the script and the fingerprint take them: comma-separated."""
+    return ",".join(check_parents(after)) or None
+
+
 def check_group(group: str | None) -> str:
     """``group`` as stored ("" for none), else raise with the fix."""
     if group is None:
@@ -165,6 +191,8 @@ def check_reply(reply: ScheduleReply, *, key: str, req: Request, after: str) -> 
         raise KeyConflict(key, reply.holder, reply.series, differs)
     if isinstance(reply, ParentUnknown):
         raise ParentNotFound(after)
+    if isinstance(reply, BadParents):
+        raise InvalidParents(f"--after {after}: parents repeated or more than {MAX_PARENTS}")
     return reply
 
 
@@ -173,6 +201,8 @@ def notify(reply: Scheduled, *, req: Request, after: str) -> None:
     if reply.existed:
         return  # an existing task: this request made nothing
     task_id, now, start, parent = reply.task_id, reply.now, reply.start, reply.parent_status
+    if parent in ("failed", "cancelled") and "," in after:
+        after = named_parent(reply, after)
     if parent in ("failed", "cancelled"):
         ended = "already failed" if parent == "failed" else "was already cancelled"
         warnings.warn(
@@ -191,6 +221,14 @@ def notify(reply: Scheduled, *, req: Request, after: str) -> None:
             PastStartWarning,
             stacklevel=STACKLEVEL,
         )
+
+
+def named_parent(reply: Scheduled, after: str) -> str:
+    """The parent a task created cancelled names (``dependency <id> failed``), else ``after``:
+    of a fan-in's parents, the one that settled it."""
+    fields = dict(zip(reply.task_hash[::2], reply.task_hash[1::2], strict=True))
+    words = str(fields.get("reason", "")).split(" ")
+    return words[1] if len(words) == 3 and words[0] == "dependency" else after
 
 
 def encode_args(args: Any) -> str:

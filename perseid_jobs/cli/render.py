@@ -28,7 +28,9 @@ _t = format_time  # every time printed goes through the one convention
 
 def task_table(tasks: Iterable[Task]) -> Table:
     """Tasks as a table."""
-    table = Table("id", "job", "status", "start at", "started", "ended", "instance", "reason")
+    table = Table(
+        "id", "job", "status", "start at", "started", "ended", "instance", "progress", "reason"
+    )
     for t in tasks:
         table.add_row(
             t.id,
@@ -38,6 +40,7 @@ def task_table(tasks: Iterable[Task]) -> Table:
             _t(t.started_at),
             _t(t.ended_at),
             t.instance or "-",
+            progress_text(t, 40) or "-",
             (t.reason or "")[:80],
         )
     return table
@@ -62,16 +65,39 @@ def task_detail(t: Task) -> Table:
         ("instance", t.instance),
         ("attempt", t.attempt),
         ("series", t.series),
-        ("after", t.start_after),
+        ("after", ", ".join(t.parents) if t.parents else t.start_after),
+        ("waiting on", ", ".join(t.waiting_on) if t.waiting_on else None),
+        ("progress", progress_text(t, 200)),
+        ("result", _result_text(t)),
         ("key", t.key),
         ("group", t.group),
         ("priority", t.priority or None),
+        ("tags", " ".join(f"{k}={v}" for k, v in t.tags.items()) or None),
+        ("triggered", "yes: an extra run (trigger)" if t.metadata.get("triggered") else None),
+        ("retry of", t.retry_of),
+        ("retried by", t.retried_by),
         ("waiting", t.waiting),
         ("log", log),
     ]
     for name, value in rows:
         table.add_row(name, "-" if value is None or value == "" else str(value))
     return table
+
+
+def progress_text(t: Task, width: int) -> str | None:
+    """``42% message`` of a task that reported progress (None if it did not)."""
+    if t.progress is None:
+        return None
+    text = f"{t.progress:.0%}" + (f" {t.progress_message}" if t.progress_message else "")
+    return text[:width]
+
+
+def _result_text(t: Task) -> str | None:
+    """A task's result as JSON, cut for the screen (``show --json`` has all of it)."""
+    if t.result is None:
+        return None
+    text = orjson.dumps(t.result).decode()
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def worker_table(instances: Iterable[Instance]) -> Table:

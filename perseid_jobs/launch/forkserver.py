@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, NoReturn
 from ..core.jobfile import JobSpec
 from ..logs.tasklog import TaskLog, TaskOutput
 from . import forking, spare
+from .dataflow import ResultPipes
 from .protocol import (
     Exited,
     LeaseUntil,
@@ -63,6 +64,7 @@ class Zygote:
         self.pid = os.getpid()
         self.children: dict[int, _Child] = {}  # by pid
         self.pipes: dict[int, TaskOutput] = {}  # captured stdout/stderr read fd -> its log
+        self.frames = ResultPipes(self.send)  # the tasks' result pipes: progress, result
         self.lease_deadline: float | None = None
         self.fenced: set[int] = set()  # children killed because the lease lapsed
         self.retiring = False  # a fresh zygote took over: exit once the children have ended
@@ -124,6 +126,8 @@ class Zygote:
     def watch(self, pid: int, task_id: str, output: TaskOutput | None, result_fd: int = -1) -> None:
         """Hold a running task (``result_fd`` -1: a reused process, which reports otherwise)."""
         self.children[pid] = _Child(task_id, result_fd, output)
+        if result_fd >= 0:  # read as it comes: a result may be more than a pipe holds
+            self.frames.watch(result_fd, task_id, self.poller)
         if output is not None:
             for fd in output.fds:
                 self.pipes[fd] = output
@@ -204,18 +208,15 @@ class Zygote:
                 for fd in child.output.fds:
                     self._forget(fd)
                 child.output.finish(_FENCED if fenced else "")
-            reason = b""
-            with contextlib.suppress(BlockingIOError):
-                reason = os.read(child.result_fd, 65536)
-            os.close(child.result_fd)
-            if fenced:
-                reason = reason or _FENCED_REASON.encode()
+            frames = self.frames.end(child.result_fd)
+            reason = frames.reason or (_FENCED_REASON.encode() if fenced else b"")
             self.send(
                 Exited(
                     id=child.task_id,
                     pid=pid,
                     status=status,
                     reason=reason.decode("utf-8", "replace"),
+                    result=frames.result,
                 )
             )
 
@@ -306,6 +307,8 @@ class Zygote:
                 # One bounded read per pipe and round: a flooding task cannot hold up starts.
                 for fd in ready & self.pipes.keys():
                     self.read_output(fd)
+                for fd in ready & self.frames.fds.keys():
+                    self.frames.read(fd)  # a task's progress (its result, its reason)
                 for fd in ready & self.reuse.by_fd.keys():
                     self.reuse.on_readable(fd)  # a reused process's task ended
                 if self.sig_r in ready:

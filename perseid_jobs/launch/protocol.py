@@ -14,6 +14,9 @@ import msgspec
 
 from ..core.models import JobDefinition
 
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024
+"""The largest result stored, as JSON (``--max-result-bytes``, ``PERSEID_MAX_RESULT_BYTES``)."""
+
 
 class StartRequest(msgspec.Struct, tag="start"):
     """Worker -> zygote: run one task."""
@@ -28,6 +31,8 @@ class StartRequest(msgspec.Struct, tag="start"):
     log_path: str
     max_log_bytes: int
     deadline: float = 0.0  # when the worker times it out (time.monotonic()); 0: not said
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # the cap of its result, as JSON
+    parent_results: str = ""  # JSON object, parent id -> result, of a dependent ("": none)
 
 
 class TaskDone(msgspec.Struct):
@@ -42,6 +47,7 @@ class TaskDone(msgspec.Struct):
     reason: str
     rss: int
     ends: bool = False
+    result: str = ""  # what the job returned, as JSON text ("" for None)
 
 
 class Stop(msgspec.Struct, tag="stop"):
@@ -95,10 +101,19 @@ class Exited(msgspec.Struct, tag="exited"):
     pid: int
     status: int
     reason: str
+    result: str = ""  # what the job returned, as JSON text ("" for None or a failure)
+
+
+class Progress(msgspec.Struct, tag="progress"):
+    """Zygote -> worker: a task's progress (already coalesced by the task: launch.dataflow)."""
+
+    id: str
+    fraction: float
+    message: str | None = None
 
 
 Request = StartRequest | Stop | LeaseUntil | Warm | Retire
-Event = Ready | Started | Exited
+Event = Ready | Started | Exited | Progress
 request_decoder = msgspec.json.Decoder(Request)
 event_decoder = msgspec.json.Decoder(Event)
 encoder = msgspec.json.Encoder()

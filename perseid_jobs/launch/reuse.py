@@ -40,8 +40,9 @@ import msgspec
 from ..core.jobfile import JobSpec
 from ..logs.tasklog import TaskLog, TaskOutput
 from . import forking
-from .protocol import Exited, Started, StartRequest, TaskDone, encoder, request_decoder
-from .runtime import EXIT_FAILED, run_job_ends
+from .dataflow import ProgressReporter, is_frame, progress_of
+from .protocol import Exited, Progress, Started, StartRequest, TaskDone, encoder, request_decoder
+from .runtime import EXIT_FAILED, end_of, run_job_ends
 from .taskproc import task_context
 
 if TYPE_CHECKING:
@@ -161,6 +162,10 @@ class ReusePool:
         proc.buffer += chunk
         while b"\n" in proc.buffer:
             line, proc.buffer = proc.buffer.split(b"\n", 1)
+            if is_frame(line):  # the running task's progress
+                if proc.busy is not None and (value := progress_of(line)) is not None:
+                    self.z.send(Progress(id=proc.busy.task_id, fraction=value[0], message=value[1]))
+                continue
             self._done(proc, _done_decoder.decode(line))
 
     def _done(self, proc: _Proc, done: TaskDone) -> None:
@@ -173,7 +178,11 @@ class ReusePool:
             busy.output.note(why)
         busy.output.finish()
         status = (done.code & 0xFF) << 8  # as waitpid reports an exit with that code
-        self.z.send(Exited(id=busy.task_id, pid=proc.pid, status=status, reason=done.reason))
+        self.z.send(
+            Exited(
+                id=busy.task_id, pid=proc.pid, status=status, reason=done.reason, result=done.result
+            )
+        )
         # Now, before this process can take another task: the worker reads this exit
         # before it would kill the pid for the task (see Worker.read_exits_first).
         self.z.flush()
@@ -270,23 +279,28 @@ def serve(sock: socket.socket, jobs: dict[str, JobSpec]) -> int:
         line, buffer = buffer.split(b"\n", 1)
         req = request_decoder.decode(line)
         assert isinstance(req, StartRequest)
-        done = _run_one(req, jobs.get(req.job), fds)
+        done = _run_one(req, jobs.get(req.job), fds, sock)
         saved.restore(devnull)
         sock.sendall(encoder.encode(done) + b"\n")
         if done.ends:
             return done.code
 
 
-def _run_one(req: StartRequest, spec: JobSpec | None, fds: list[int]) -> TaskDone:
+def _run_one(
+    req: StartRequest, spec: JobSpec | None, fds: list[int], sock: socket.socket
+) -> TaskDone:
     output = TaskOutput.received(fds, task_id=req.id, job=req.job, max_bytes=req.max_log_bytes)
     log = TaskLog.prepare(output)
+    result = ""
     if spec is None:
         code, reason, ends = EXIT_FAILED, f"job {req.job!r} is not loaded on this worker", True
     else:
-        code, reason, ends = run_job_ends(spec, task_context(req, log))
+        task = task_context(req, log, ProgressReporter(sock.sendall))  # frames, then TaskDone
+        code, reason, ends = run_job_ends(spec, task)
+        code, reason, result = end_of(task, code, reason, req.max_result_bytes)
     log.close()
     output.truncated.close()
-    return TaskDone(code=code, reason=reason, rss=_rss(), ends=ends)
+    return TaskDone(code=code, reason=reason, rss=_rss(), ends=ends, result=result)
 
 
 class _State:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from typing import Any, NoReturn
 
 from ..core.jobfile import JobSpec
+from .dataflow import BadResult, ProgressReporter, encode_result
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -38,6 +39,8 @@ class TaskContext:
         metadata: dict[str, Any],
         logger: logging.Logger,
         attempt: int,
+        parent_results: dict[str, Any] | None = None,
+        progress: ProgressReporter | None = None,
     ) -> None:
         self.id = id
         self.job = job
@@ -45,6 +48,17 @@ class TaskContext:
         self.metadata = metadata
         self.logger = logger
         self.attempt = attempt
+        self.parent_results: dict[str, Any] = parent_results or {}  # parent id -> its result
+        self.result: Any = None  # what the job function returned
+        self._progress = progress or ProgressReporter(None)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the task is (0.0 to 1.0), with an optional short message.
+
+        Coalesced: call it as often as you like; at most ~5 writes a second reach Redis,
+        and the last value is written when the task ends.
+        """
+        self._progress.report(fraction, message)
 
     def cancel(self) -> NoReturn:
         """End this task now as cancelled (same as ``sys.exit(100)``)."""
@@ -83,7 +97,8 @@ def run_job_ends(spec: JobSpec, task: TaskContext) -> tuple[int, str, bool]:
             # Imported here: asyncio would double the zygote every task is forked from.
             import asyncio
 
-            asyncio.run(_await(result))
+            result = asyncio.run(_await(result))
+        task.result = result
         return EXIT_COMPLETED, "", False
     except TaskCancelled:
         return EXIT_CANCELLED, "", False
@@ -100,5 +115,20 @@ def run_job_ends(spec: JobSpec, task: TaskContext) -> tuple[int, str, bool]:
         return EXIT_FAILED, short_reason(exc), False
 
 
-async def _await(awaitable: Any) -> None:
-    await awaitable
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def end_of(
+    task: TaskContext, code: int, reason: str, max_result_bytes: int
+) -> tuple[int, str, str]:
+    """(exit code, reason, result JSON) once the job returned: the last progress sent, and a
+    result that cannot be stored fails the task with a reason saying why."""
+    task._progress.flush()
+    if code != EXIT_COMPLETED:
+        return code, reason, ""
+    try:
+        return code, reason, encode_result(task.result, max_result_bytes)
+    except BadResult as exc:
+        task.logger.error("task failed: %s", exc)
+        return EXIT_FAILED, str(exc), ""

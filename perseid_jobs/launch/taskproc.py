@@ -23,8 +23,9 @@ import msgspec
 from ..core.jobfile import JobSpec
 from ..core.models import task_metadata
 from ..logs.tasklog import TaskLog, TaskOutput
+from .dataflow import ProgressReporter, result_frame
 from .protocol import StartRequest, encoder, request_decoder, write_all
-from .runtime import EXIT_FAILED, TaskContext, run_job
+from .runtime import EXIT_FAILED, TaskContext, end_of, run_job
 
 NUDGE = b"\n"
 """Written to a waiting spare ahead of a start request: go through the start once more."""
@@ -100,14 +101,20 @@ def run_task(
         max_bytes=req.max_log_bytes,
         announce=not announced,
     )
-    code, reason = run_job(spec, task_context(req, log))
+    task = task_context(req, log, ProgressReporter(lambda frame: write_all(result_fd, frame)))
+    code, reason = run_job(spec, task)
+    code, reason, result = end_of(task, code, reason, req.max_result_bytes)
+    if result:  # before the reason: the zygote reads frames, then the reason's plain text
+        write_all(result_fd, result_frame(result))
     if reason:
         write_all(result_fd, reason.encode("utf-8", "replace"))
     log.close()
     return code
 
 
-def task_context(req: StartRequest, log: TaskLog) -> TaskContext:
+def task_context(
+    req: StartRequest, log: TaskLog, progress: ProgressReporter | None = None
+) -> TaskContext:
     """The ``task`` object the job receives: made anew for every task."""
     return TaskContext(
         id=req.id,
@@ -116,6 +123,8 @@ def task_context(req: StartRequest, log: TaskLog) -> TaskContext:
         metadata=task_metadata(req.last_completed_at, req.skipped_runs),
         logger=log.logger,
         attempt=req.attempt,
+        parent_results=msgspec.json.decode(req.parent_results) if req.parent_results else None,
+        progress=progress,
     )
 
 

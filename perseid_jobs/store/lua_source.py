@@ -36,9 +36,13 @@ SCRIPT_NAMES = (
     "cancel",
     "reap",
     "set_log_url",
+    "progress",
     "republish",
     "served",
     "pause",
+    "trigger",
+    "retry",
+    "bulk",
 )
 
 _INCLUDE_RE = re.compile(r"^-- include:(.*)$", re.MULTILINE)

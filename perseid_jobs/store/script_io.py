@@ -83,6 +83,12 @@ class ParentUnknown(Refusal, tag=int(Code.PARENT_NOT_FOUND)):
     code = Code.PARENT_NOT_FOUND
 
 
+class BadParents(Refusal, tag=int(Code.BAD_PARENTS)):
+    """{-18}: fan-in parents repeated or too many (the client checks first)."""
+
+    code = Code.BAD_PARENTS
+
+
 class KeyHeld(Refusal, tag=int(Code.KEY_CONFLICT)):
     """{-5, holder, its fingerprint, its series or ""}: the key stands for another request."""
 
@@ -90,6 +96,13 @@ class KeyHeld(Refusal, tag=int(Code.KEY_CONFLICT)):
     holder: str
     fingerprint: str
     series: str
+
+
+class NotEnded(Refusal, tag=int(Code.NOT_ENDED)):
+    """{-7, status}: the task is pending or running (retry.lua)."""
+
+    code = Code.NOT_ENDED
+    status: str
 
 
 class Claimed(msgspec.Struct, array_like=True, tag=int(Code.OK)):
@@ -200,6 +213,12 @@ class LogUrlsSet(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     recorded: int
 
 
+class ProgressSet(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """progress.lua's reply."""
+
+    recorded: int
+
+
 class Served(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     """served.lua's reply."""
 
@@ -226,6 +245,27 @@ class Scheduled(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     parent_status: str  # of the --after task if it had already ended, else ""
 
 
+class Triggered(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """trigger.lua's reply."""
+
+    task_id: str
+    task_hash: list[str]  # flat field/value list
+
+
+class Retried(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """retry.lua's reply."""
+
+    task_id: str
+    existed: int  # 1: the task had been retried already; this is that retry
+    task_hash: list[str]
+
+
+class BulkDone(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """bulk.lua's reply."""
+
+    matched: int  # acted on, or (a dry run) that would be
+
+
 class ScheduleArgs(msgspec.Struct, kw_only=True):
     """schedule.lua's ARGV, by name."""
 
@@ -247,6 +287,8 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
     parent_partition: int | None = None  # the --after task's, when in another partition
     group: str = ""
     priority: int = 0
+    tags: str = ""  # "key=value" lines, sorted; "" for none
+    more_parents: str = ""  # fan-in: the parents after `after`, "id:partition" comma-separated
 
     def argv(self) -> list[str | int]:
         """In the order of schedule.lua's header."""
@@ -255,11 +297,13 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
                 self.after, self.spec, self.origin, self.retries, self.backoff_ms,
                 self.request_id, "1" if self.with_hash else "0", self.fingerprint,
                 "" if self.parent_partition is None else self.parent_partition,
-                self.group, self.priority]  # fmt: skip
+                self.group, self.priority, self.tags, self.more_parents]  # fmt: skip
 
 
-ScheduleReply = Scheduled | ParentUnknown | KeyHeld
+ScheduleReply = Scheduled | ParentUnknown | KeyHeld | BadParents
 ClaimReply = Claimed | LeaseLapsed
 CancelReply = Cancelled | NotFound | AlreadyEnded
 SeriesCancelReply = SeriesCancelled | NotFound | AlreadyEnded
 PauseReply = Paused | NotFound | AlreadyEnded
+TriggerReply = Triggered | NotFound | AlreadyEnded
+RetryReply = Retried | NotFound | NotEnded

@@ -23,6 +23,7 @@ from .lua_source import SCRIPT_NAMES as SCRIPT_NAMES
 from .lua_source import script_source as script_source
 from .script_io import (
     Acked,
+    BulkDone,
     CancelReply,
     ClaimReply,
     Delivered,
@@ -34,14 +35,17 @@ from .script_io import (
     LookReply,
     NextStart,
     PauseReply,
+    ProgressSet,
     Reaped,
     Registered,
     Renewed,
     Republished,
+    RetryReply,
     ScheduleArgs,
     ScheduleReply,
     SeriesCancelReply,
     Served,
+    TriggerReply,
 )
 
 if TYPE_CHECKING:
@@ -87,6 +91,22 @@ def deliver_argv(items: Sequence[tuple[str, str, str, str]]) -> list[str | int]:
     for item in items:
         argv += list(item)
     return argv
+
+
+def bulk_argv(
+    action: str,
+    ids: Sequence[str],
+    *,
+    status: str,
+    job: str = "",
+    group: str = "",
+    since_ms: int | None = None,
+    dry_run: bool = False,
+    reason: str = "",
+) -> list[str | int]:
+    """bulk.lua's ARGV: the action, its filters, then the batch's task ids."""
+    since: str | int = "" if since_ms is None else since_ms
+    return [action, status, job, group, since, "1" if dry_run else "0", reason, *ids]
 
 
 def pause_argv(kind: str, name: str, pause: bool, batch: int = 1000) -> list[str | int]:
@@ -144,7 +164,8 @@ class Scripts:
         """Record how tasks ended, then claim up to ``claim_most`` (0: none) within ``free``."""
         argv: list[str | int] = [instance, claim_most, free, len(outcomes)]
         for o in outcomes:
-            argv += [o.id, o.token, o.status.value, o.exit_code, o.reason, o.next_start, o.skipped]
+            argv += [o.id, o.token, o.status.value, o.exit_code, o.reason, o.next_start, o.skipped,
+                     o.result]  # fmt: skip
         return decode(self.call("finish", *argv), Finished)
 
     def heartbeat(self, instance: str, ttl_ms: int) -> Renewed | LeaseLapsed:
@@ -201,6 +222,11 @@ class Scripts:
         argv = [field for pair in urls for field in pair]
         return decode(self.call("set_log_url", *argv), LogUrlsSet)
 
+    def progress(self, items: Iterable[tuple[str, str, float, str]]) -> ProgressSet:
+        """Record (task id, attempt, fraction, message) of running tasks."""
+        argv = [field for item in items for field in item]
+        return decode(self.call("progress", *argv), ProgressSet)
+
     def deliver(self, items: Sequence[tuple[str, str, str, str]]) -> Delivered:
         """Apply deliveries (kind, a, b, c) from other partitions' outboxes to this one."""
         return decode(self.call("deliver", *deliver_argv(items)), Delivered)
@@ -217,6 +243,34 @@ class Scripts:
     def served(self, job: str) -> Served:
         """Live instances, and how many of them take tasks of ``job``."""
         return decode(self.call("served", job), Served)
+
+    def trigger(self, series_id: str, request_id: str = "") -> TriggerReply:
+        """One extra run of an active series, due now; its grid does not move."""
+        reply = self.call("trigger", series_id, request_id)
+        return decode(reply, TriggerReply)  # type: ignore[arg-type]
+
+    def retry(self, task_id: str, request_id: str = "") -> RetryReply:
+        """A new task like an ended one, linked by ``retry_of`` (its retry, if it had one)."""
+        return decode(self.call("retry", task_id, request_id), RetryReply)  # type: ignore[arg-type]
+
+    def bulk(
+        self,
+        action: str,
+        ids: Sequence[str],
+        *,
+        status: str,
+        job: str = "",
+        group: str = "",
+        since_ms: int | None = None,
+        dry_run: bool = False,
+        reason: str = "",
+    ) -> BulkDone:
+        """Retry or cancel those of ``ids`` that match (one bounded batch); how many did."""
+        argv = bulk_argv(
+            action, ids, status=status, job=job, group=group, since_ms=since_ms,
+            dry_run=dry_run, reason=reason,
+        )  # fmt: skip
+        return decode(self.call("bulk", *argv), BulkDone)
 
 
 class AsyncScripts:

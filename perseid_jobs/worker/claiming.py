@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Code
 from ..core.models import TaskStatus
-from ..launch.protocol import Exited, StartRequest
+from ..launch.protocol import DEFAULT_MAX_RESULT_BYTES, Exited, StartRequest
 from ..launch.runtime import MAX_REASON_CHARS
 from ..logs.pino import append_last, closing_line
 from ..store.connection import REDIS_ERRORS
@@ -114,15 +114,21 @@ def start_task(
     log_path: Path,
     max_log_bytes: int,
     max_s: float | None = None,
+    data: tuple[int, str] = (DEFAULT_MAX_RESULT_BYTES, ""),
 ) -> None:
-    """Hand a claimed task (run under ``instance``, for at most ``max_s``) to the zygote."""
+    """Hand a claimed task (run under ``instance``, for at most ``max_s``) to the zygote;
+    ``data``: the cap of its result, its parents' results (JSON; see worker.dataflow)."""
     run = Running.begin(task, instance, max_s)
     running.add(run)
-    zygote.start(start_request(task, log_path, max_log_bytes, run.deadline_mono))
+    zygote.start(start_request(task, log_path, max_log_bytes, run.deadline_mono, data))
 
 
 def start_request(
-    task: ClaimedTask, log_path: Path, max_log_bytes: int, deadline: float = 0.0
+    task: ClaimedTask,
+    log_path: Path,
+    max_log_bytes: int,
+    deadline: float = 0.0,
+    data: tuple[int, str] = (DEFAULT_MAX_RESULT_BYTES, ""),
 ) -> StartRequest:
     """What the zygote needs to start ``task``'s process (also ``perseid-jobs run``'s)."""
     return StartRequest(
@@ -136,6 +142,8 @@ def start_request(
         log_path=str(log_path),
         max_log_bytes=max_log_bytes,
         deadline=deadline,
+        max_result_bytes=data[0],
+        parent_results=data[1],
     )
 
 
@@ -167,6 +175,7 @@ def outcome_of(run: Running, event: Exited, now_ms: int) -> Outcome:
         reason=reason[:MAX_REASON_CHARS],
         next_start=next_start,
         skipped=skipped,
+        result=event.result if status is TaskStatus.COMPLETED else "",
     )
 
 

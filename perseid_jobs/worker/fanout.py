@@ -149,6 +149,13 @@ class PartitionedScripts:
         recorded = sum(self.each[i].set_log_url(pairs).recorded for i, pairs in groups.items())
         return LogUrlsSet(recorded)
 
+    def progress(self, items: Iterable[tuple[str, str, float, str]]) -> int:
+        """Record running tasks' progress, each in its task's partition; how many were."""
+        if self.one:
+            return self.one.progress(items).recorded
+        groups = self._grouped(items, lambda item: item[0])
+        return sum(self.each[i].progress(group).recorded for i, group in groups.items())
+
     # -- the hot path ----------------------------------------------------------------------
     def claim(self, instance: str, most: int, free: int = -1) -> ClaimReply:
         """Claim in the partitions where work may be due, in turn, within ``most`` and ``free``."""

@@ -37,6 +37,7 @@ class WorkerState(Protocol):
     def held(self) -> dict[str, int]: ...  # pending tasks held back, by reason
     def loop_age(self) -> float: ...  # seconds since the loop last turned
     def readiness(self) -> tuple[bool, str]: ...
+    def progress(self) -> list[tuple[str, str, float]]: ...  # job, task id, fraction (running)
 
 
 class _StateCollector(Collector):
@@ -81,6 +82,14 @@ class _StateCollector(Collector):
             value=age,
         )
         yield from _flow_families(s)
+        progress = GaugeMetricFamily(
+            "perseid_jobs_task_progress",
+            "The last progress (0 to 1) of each task this instance runs that reported one.",
+            labels=["job_name", "task_id"],
+        )
+        for job, task_id, fraction in s.progress():
+            progress.add_metric([job, task_id], fraction)
+        yield progress
 
 
 def _flow_families(s: WorkerState) -> Iterator[GaugeMetricFamily]:
@@ -133,6 +142,12 @@ class WorkerMetrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+        self.progress = Counter(
+            "perseid_jobs_task_progress_updates",
+            "Progress values written for the running tasks (coalesced: docs/dataflow.md).",
+            ["job_name"],
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(state))
         self._server: WSGIServer | None = None
 
@@ -145,6 +160,10 @@ class WorkerMetrics:
         """A task this instance ran ended."""
         self.tasks.labels(job, status).inc()
         self.duration.labels(job).observe(max(0.0, duration_s))
+
+    def progressed(self, job: str) -> None:
+        """A running task's progress was written."""
+        self.progress.labels(job).inc()
 
     def reaped(self, jobs: Iterable[str]) -> None:
         """The reaper failed these tasks (of any instance)."""

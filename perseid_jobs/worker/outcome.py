@@ -30,6 +30,7 @@ class Outcome(msgspec.Struct):
     reason: str
     next_start: str = ""
     skipped: int = 0
+    result: str = ""  # what the job returned, as JSON text ("" for none)
 
 
 def outcome_of_status(wait_status: int) -> tuple[TaskStatus, str, str]:

@@ -79,6 +79,12 @@ class WorkerProbe:
         except redis.RedisError:
             return {}
 
+    def progress(self) -> list[tuple[str, str, float]]:
+        """(job, task id, fraction) of the running tasks that reported progress."""
+        runs = {run.task.id: run.task.job for run in list(self.w.running)}
+        latest = dict(self.w.flow.latest)  # written by the loop's thread: copied first
+        return [(runs[t], t, f) for t, f in latest.items() if t in runs]
+
     def loop_age(self) -> float:
         """Seconds since the worker's loop last turned."""
         return time.monotonic() - self.w.last_loop

@@ -48,6 +48,10 @@ class Reports:
         """The tasks of ``instance`` whose outcome waits to be reported."""
         return {o.id for i, o in self._pending if i == instance}
 
+    def token_of(self, task_id: str) -> str | None:
+        """The fencing token of a task whose outcome waits to be reported (None if none)."""
+        return next((o.token for _, o in self._pending if o.id == task_id), None)
+
     def take(self) -> list[tuple[str, Outcome]]:
         """Every outcome waiting, for a call; :meth:`put_back` what it did not record."""
         taken, self._pending = self._pending, []

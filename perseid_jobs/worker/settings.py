@@ -27,6 +27,7 @@ import msgspec
 
 from ..core.durations import DurationError, parse_duration
 from ..core.errors import ConfigError
+from ..launch.protocol import DEFAULT_MAX_RESULT_BYTES
 from ..logs.taskoutput import DEFAULT_MAX_LOG_BYTES
 from ..store.keys import DEFAULT_NAMESPACE, validate_namespace
 from ..store.partitions import check_count
@@ -182,6 +183,9 @@ SETTINGS: tuple[Setting, ...] = (
             "S3 API endpoint (MinIO and other S3-compatible stores)."),
     Setting("max_log_bytes", "--max-log-bytes", "PERSEID_MAX_LOG_BYTES", "BYTES",
             "A task's log is cut (with a note) beyond this size.", DEFAULT_MAX_LOG_BYTES, int),
+    Setting("max_result_bytes", "--max-result-bytes", "PERSEID_MAX_RESULT_BYTES", "BYTES",
+            "A task whose result is larger, as JSON, fails saying so.", DEFAULT_MAX_RESULT_BYTES,
+            int),
     Setting("metrics_port", "--metrics-port", "PERSEID_METRICS_PORT", "PORT",
             "Serve Prometheus /metrics, /healthz and /readyz on this port (default: off).",
             cli_type=int),
@@ -225,6 +229,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True):
     bucket_url: str = default("bucket_url")
     s3_endpoint_url: str | None = default("s3_endpoint_url")
     max_log_bytes: int = default("max_log_bytes")
+    max_result_bytes: int = default("max_result_bytes")
     metrics_port: int | None = default("metrics_port")
     claim_batch: int = 64  # not an option: how many due tasks one claim call may take
     jobs_rescan_s: float = default("jobs_rescan_s")  # 0: job files are loaded again only on SIGHUP

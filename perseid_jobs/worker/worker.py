@@ -1,29 +1,24 @@
 """The worker instance: register, claim what fits, run each task in its own process.
 
-One thread runs the loop below; the heartbeat has its own thread and
-connection; the log shipper uploads in the background. The loop waits on
-three things at once: the zygote's event pipe (a task started or ended), the
-instance's wake-up list in Redis (a ``BLPOP`` left outstanding on its own
-connection), and a self-pipe (signals, heartbeat news). Its timeout is the nearest of:
-the next due task, a kill deadline, the next reap, log URLs to record, the lease
-deadline, the next retry of Redis.
+One thread runs the loop below; the heartbeat has its own thread and connection; the log shipper
+uploads in the background. The loop waits on three things at once: the zygote's event pipe (a task
+started or ended), the instance's wake-up list in Redis (a ``BLPOP`` left outstanding on its own
+connection), and a self-pipe (signals, heartbeat news). Its timeout is the nearest of: the next
+due task, a kill deadline, the next reap, log URLs to record, the lease deadline, a Redis retry.
 
 Faults (see docs/faults.md):
 
-- Every Redis call of the loop is retried with backoff (:class:`Backoff`);
-  redis-py does not retry on its own here, so the loop knows when a script may
-  have run without its reply reaching us. Tasks keep running meanwhile, and
-  their outcomes wait in ``reports`` until Redis answers.
-- After such a doubt the loop *reconciles*: the instance's task set in Redis
-  is the truth. A task Redis gives us that we do not run was claimed by a call
-  whose reply was lost: we start it. One we already reported (a failover lost
-  the report) is reported again. One we run that Redis no longer gives us is a
-  ghost: killed, never reported.
-- The lease deadline is tracked locally and conservatively (:class:`Lease`). Once
-  it passes, the worker fences: kills its tasks, reports them under the old id
-  (where the fencing token makes late reports change nothing), and registers
-  again under a new id. The zygote enforces the same deadline on its own, so a
-  stopped or hung worker's tasks die too.
+- Every Redis call of the loop is retried with backoff (:class:`Backoff`); redis-py does not retry
+  on its own here, so the loop knows when a script may have run without its reply reaching us.
+  Tasks keep running meanwhile, and their outcomes wait in ``reports`` until Redis answers.
+- After such a doubt the loop *reconciles*: the instance's task set in Redis is the truth. A task
+  Redis gives us that we do not run was claimed by a call whose reply was lost: we start it. One we
+  already reported (a failover lost the report) is reported again. One we run that Redis no longer
+  gives us is a ghost: killed, never reported.
+- The lease deadline is tracked locally and conservatively (:class:`Lease`). Once it passes, the
+  worker fences: kills its tasks, reports them under the old id (where the fencing token makes late
+  reports change nothing), and registers again under a new id. The zygote enforces the same
+  deadline on its own, so a stopped or hung worker's tasks die too.
 """
 
 from __future__ import annotations
@@ -45,6 +40,7 @@ from ..store.keys import Keys
 from ..store.partitions import Partitions
 from . import claiming, lifecycle, recovery
 from .claim_clock import ClaimClock
+from .dataflow import DataFlow, parent_results
 from .fanout import PartitionedScripts
 from .heartbeat import Heartbeat, Lease
 from .jobscan import JobsWatch
@@ -88,6 +84,7 @@ class Worker:
         self.reports = Reports()
         self.clock = ClaimClock()
         self.log_urls = LogUrls()
+        self.flow = DataFlow(settings.max_result_bytes)  # progress; results of parents
         self.orphans = OrphanLogs()  # reaped tasks that may never get a log (orphan_logs)
         self.reconcile_due = False
         self.drain_marked = False
@@ -184,6 +181,7 @@ class Worker:
                 self.reconcile()
             if self.jobs.publish_due and self.registered:
                 self.jobs.publish(self)
+            self.flow.write(self)  # the tasks' progress, before a finish
             if self.reports or (self.clock.asked and self.drain_deadline is None):
                 self.claim()
             while self.log_urls.due():
@@ -223,6 +221,7 @@ class Worker:
             self.fenced = True
             return
         self.on_cancels(claim.cancels)
+        self.flow.inputs = parent_results(self.scripts, claim.tasks)  # of dependents
         for task in claim.tasks:
             if self.metrics:
                 lag_s = (int(task.started_at) - int(task.start_at)) / 1000
@@ -235,8 +234,9 @@ class Worker:
         assert self.zygote is not None
         log_path, limit = self.log_path(task.id), self.s.max_log_bytes
         claiming.start_task(
-            self.running, self.zygote, task, self.instance_id, log_path, limit, max_s
-        )
+            self.running, self.zygote, task, self.instance_id, log_path, limit, max_s,
+            self.flow.start_data(task.id),
+        )  # fmt: skip
 
     def on_exit(self, event: Exited) -> None:
         """A task's process ended: its outcome waits to be reported, its log to be shipped."""

@@ -15,6 +15,7 @@ from ..core.errors import PerseidError
 from ..launch.protocol import (
     Event,
     LeaseUntil,
+    Progress,
     Ready,
     Request,
     Retire,
@@ -80,6 +81,7 @@ class ZygoteClient:
         os.close(req_r)
         os.close(evt_w)
         self._buffer = b""
+        self._progress: list[Progress] = []
         self._write_lock = threading.Lock()  # the heartbeat thread sends lease deadlines
         self._start_timeout = start_timeout
         self._ready: Ready | None = None
@@ -176,7 +178,15 @@ class ZygoteClient:
             return []
         self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
-        return [event_decoder.decode(line) for line in lines]
+        events = [event_decoder.decode(line) for line in lines]
+        # Progress waits here for the loop's next Redis turn (worker.dataflow writes it).
+        self._progress += [e for e in events if isinstance(e, Progress)]
+        return [e for e in events if not isinstance(e, Progress)]
+
+    def take_progress(self) -> list[Progress]:
+        """The tasks' progress read since the last call, oldest first."""
+        taken, self._progress = self._progress, []
+        return taken
 
     def close(self, timeout: float = 5.0) -> None:
         """Tell the zygote to kill its tasks and exit; wait for it."""
