@@ -26,7 +26,7 @@ from ..core.jobfile import validate_job_name
 from ..core.models import Task, TaskStatus, task_from_hash
 from ..store.keys import Keys
 from ..store.script_io import AlreadyEnded, BulkDone, NotEnded, NotFound, RetryReply, TriggerReply
-from ..store.scripts import bulk_argv, decode
+from ..store.scripts import bulk_argv, decode, request_argv
 from .calls import Eval, Op, cmd
 from .partitioned import Partitioned, SyncPartitioned
 from .scheduling import check_group
@@ -68,7 +68,7 @@ class ControlOps(Partitioned):
         keys = yield from self._keys_of(series_id)
         if keys is None:
             raise SeriesNotFound(series_id)
-        raw = yield Eval(keys, "trigger", [series_id, uuid.uuid4().hex])
+        raw = yield Eval(keys, "trigger", request_argv(series_id, uuid.uuid4().hex))
         reply: TriggerReply = decode(raw, TriggerReply)  # type: ignore[arg-type]
         if isinstance(reply, NotFound):
             raise SeriesNotFound(series_id)
@@ -81,7 +81,7 @@ class ControlOps(Partitioned):
         keys = yield from self._keys_of(task_id)
         if keys is None:
             raise TaskNotFound(task_id)
-        raw = yield Eval(keys, "retry", [task_id, uuid.uuid4().hex])
+        raw = yield Eval(keys, "retry", request_argv(task_id, uuid.uuid4().hex))
         reply: RetryReply = decode(raw, RetryReply)  # type: ignore[arg-type]
         if isinstance(reply, NotFound):
             raise TaskNotFound(task_id)

@@ -93,6 +93,12 @@ def deliver_argv(items: Sequence[tuple[str, str, str, str]]) -> list[str | int]:
     return argv
 
 
+def request_argv(some_id: str, request_id: str) -> list[str | int]:
+    """trigger.lua's and retry.lua's ARGV: the series or task id, and the request's id (a
+    repeated request, its reply lost, returns what the first made)."""
+    return [some_id, request_id]
+
+
 def bulk_argv(
     action: str,
     ids: Sequence[str],
@@ -246,12 +252,13 @@ class Scripts:
 
     def trigger(self, series_id: str, request_id: str = "") -> TriggerReply:
         """One extra run of an active series, due now; its grid does not move."""
-        reply = self.call("trigger", series_id, request_id)
+        reply = self.call("trigger", *request_argv(series_id, request_id))
         return decode(reply, TriggerReply)  # type: ignore[arg-type]
 
     def retry(self, task_id: str, request_id: str = "") -> RetryReply:
         """A new task like an ended one, linked by ``retry_of`` (its retry, if it had one)."""
-        return decode(self.call("retry", task_id, request_id), RetryReply)  # type: ignore[arg-type]
+        reply = self.call("retry", *request_argv(task_id, request_id))
+        return decode(reply, RetryReply)  # type: ignore[arg-type]
 
     def bulk(
         self,
