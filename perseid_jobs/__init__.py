@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .core.jobfile import job
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "DependencyEndedWarning",
     "PastStartWarning",
@@ -22,6 +23,10 @@ def __getattr__(name: str) -> object:
         from .api.client import Client
 
         return Client
+    if name == "AsyncClient":
+        from .api.aio import AsyncClient
+
+        return AsyncClient
     if name in ("Task", "TaskStatus"):
         from .core import models
 

@@ -62,6 +62,8 @@ CANNOT_RUN: dict[tuple[str, str], str] = {
     " its own CI step)",
     ("docs/logs.md", "aws s3api put-bucket-lifecycle-configuration --bucket my-bucket \\"): "needs"
     " an AWS account",
+    ("docs/async.md", "# app.py: run with `uvicorn app:app` (pip install fastapi uvicorn)"):
+    "FastAPI is not a dependency; the asyncio block before it runs the same calls",
 }  # fmt: skip
 
 

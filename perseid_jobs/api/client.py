@@ -31,16 +31,25 @@ from ..core.models import (
     task_from_hash,
 )
 from ..store.connection import DEFAULT_REDIS_URL, connect
-from ..store.keys import DEFAULT_NAMESPACE, validate_namespace
+from ..store.keys import DEFAULT_NAMESPACE, Keys, validate_namespace
 from ..store.partitions import check_count
-from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, Scheduled, ScheduleReply
-from ..store.scripts import Scripts
+from ..store.script_io import (
+    AlreadyEnded,
+    CancelReply,
+    NotFound,
+    ScheduleArgs,
+    Scheduled,
+    ScheduleReply,
+    SeriesCancelReply,
+)
+from ..store.scripts import cancel_argv, cancel_series_argv, decode
 from . import routing, scheduling
-from .controls import Controls
-from .flow import FlowControls
-from .queries import Queries, definition_decoder
+from .calls import Eval, EvalWait, Op, cmd
+from .controls import ControlOps, Controls
+from .flow import FlowControls, FlowOps
+from .queries import Queries, QueryOps, definition_decoder
+from .served import STACKLEVEL, warn_if_not_served
 from .served import NotServedWarning as NotServedWarning
-from .served import warn_if_not_served
 from .tags import encode_tags
 
 
@@ -56,11 +65,206 @@ def _check_durable_timeout(durable: bool, timeout: float) -> None:
         )
 
 
-class Client(Queries, FlowControls, Controls):
+class _NeedsClock(Exception):
+    """A request that needs Redis's clock to be checked (a cron, or ``every`` from ``+10m``)."""
+
+
+def _clock_not_read() -> int:
+    raise _NeedsClock
+
+
+def _schedule_call(
+    keys: Keys, call: ScheduleArgs, wait_s: float | None
+) -> Op[tuple[Any, int | None]]:
+    """The schedule script: (raw reply, replicas that have it, or None when not durable).
+
+    Durably, ``WAIT 1`` follows on the same connection (on a Cluster: of the primary that
+    owns the task's partition), up to ``wait_s`` seconds."""
+    if wait_s is None:
+        return (yield Eval(keys, "schedule", call.argv())), None
+    raw, acked = yield EvalWait(keys, "schedule", call.argv(), max(1, int(wait_s * 1000)))
+    return raw, acked
+
+
+def _task_of(reply: Scheduled) -> Task:
+    """The task a schedule reply carries (its hash: no second round trip)."""
+    fields = reply.task_hash
+    if not fields:  # a retried request whose task has since ended and been trimmed
+        raise TaskNotFound(reply.task_id)
+    task = task_from_hash(reply.task_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+    task.existed = bool(reply.existed)
+    return task
+
+
+class ClientOps(QueryOps, FlowOps, ControlOps):
+    """The write side of both clients (scheduling and cancelling), as operations
+    (``calls.py``); the read side is :class:`~perseid_jobs.api.queries.QueryOps`, trigger,
+    retry and the bulk actions :class:`~perseid_jobs.api.controls.ControlOps`."""
+
+    jobs_dir: Path | None
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _job_definition(self, job: str) -> Op[JobDefinition]:
+        """The job's definition from the catalog, else from the local jobs directory."""
+        validate_job_name(job)
+        raw = yield cmd("hget", (yield from self._first_keys()).jobs, job)
+        if raw:
+            return definition_decoder.decode(raw)
+        path = find_job_file(self.jobs_dir, job) if self.jobs_dir else None
+        if path is None:
+            where = f" and no file {self.jobs_dir}/{job}.py" if self.jobs_dir else ""
+            raise UnknownJob(
+                f"unknown job {job!r}: no worker published it{where};"
+                " check the name (`perseid-jobs jobs`) or pass --jobs DIR"
+            )
+        try:
+            return load_job_file(path).definition()
+        except JobDefinitionError as exc:
+            raise UnknownJob(f"job {job!r} cannot be loaded: {exc}") from None
+
+    def _schedule(self, job: str, args: dict[str, Any] | None, **kw: Any) -> Op[Task]:
+        """Schedule a task (or a recurring series): :meth:`Client.schedule`'s arguments."""
+        durable, durable_timeout = kw.pop("durable"), kw.pop("durable_timeout")
+        _check_durable_timeout(durable, durable_timeout)
+        group = scheduling.check_group(kw.pop("group"))
+        priority = scheduling.check_priority(kw.pop("priority"))
+        key, request_id = kw.pop("key"), kw.pop("request_id")
+        tags = encode_tags(kw.pop("tags"))
+        kw["after"] = scheduling.parents_text(kw["after"])  # fan-in: "A,B"
+        try:  # prepare is pure: it asks for Redis's clock only for some series
+            req = scheduling.prepare(job, args, now_ms=_clock_not_read, **kw)
+        except _NeedsClock:
+            now = yield from self._now_ms()
+            req = scheduling.prepare(job, args, now_ms=lambda: now, **kw)
+        wait_s = durable_timeout if durable else None
+        return (yield from self._submit(
+            job, req, key=key or "", after=kw["after"] or "", request=request_id, wait_s=wait_s,
+            group=group, priority=priority, tags=tags,
+        ))  # fmt: skip
+
+    def _submit(
+        self,
+        job: str,
+        req: scheduling.Request,
+        *,
+        key: str,
+        after: str,
+        request: str | None,
+        wait_s: float | None,
+        group: str = "",
+        priority: int = 0,
+        tags: str = "",
+    ) -> Op[Task]:
+        """Run the schedule script for a checked request (``wait_s``: durably); the task made."""
+        definition = yield from self._job_definition(job)
+        yield from self._warn_capacity(job, definition.slots)
+        yield from warn_if_not_served(self, job)
+        request = request or uuid.uuid4().hex
+        limit = routing.limit_of(job, group, definition)
+        where = yield from routing.route_op(
+            self, key=key, after=after.split(","), request=request, limit=limit
+        )
+        call = ScheduleArgs(
+            job=job,
+            args=req.args,
+            slots=definition.slots,
+            max_ms=definition.max_duration_ms,
+            at_ms=req.when.at_ms,
+            delay_ms=req.when.delay_ms,
+            key=key,
+            after=after.split(",")[0],
+            spec=req.spec,
+            origin=req.origin,
+            retries=definition.retries,
+            backoff_ms=definition.backoff_ms,
+            request_id=request,
+            with_hash=True,  # the task's hash in the reply: no second round trip to read it back
+            # Kept with the key to tell requests apart (a group counts only when given: keys
+            # held from before groups existed still match).
+            fingerprint=scheduling.with_flow(req.fingerprint, group, priority) if key else "",
+            parent_partition=where.parent_partition,
+            group=group,
+            priority=priority,
+            tags=tags,
+            more_parents=where.more_parents,
+        )
+        raw, acked = yield from _schedule_call(where.keys, call, wait_s)
+        reply = scheduling.check_reply(
+            decode(raw, ScheduleReply),  # type: ignore[arg-type]
+            key=key, req=req, after=after,
+        )  # fmt: skip
+        if where.crosses and not reply.existed:
+            reply = yield from self._settle_remote(reply, where)
+        scheduling.notify(reply, req=req, after=after)
+        if acked is not None and acked < 1:
+            raise NotDurable(reply.task_id, wait_s or 0.0)
+        return _task_of(reply)
+
+    def _settle_remote(self, reply: Scheduled, where: routing.Route) -> Op[Scheduled]:
+        """A task waiting on a parent in another partition: deliver its follow (and the
+        settle it may bring back) now, then read the task as it is."""
+        parts = yield from self._partitions()
+        yield from self._drain_outboxes([parts.keys.index(where.keys)])
+        raw = yield cmd("hgetall", where.keys.task(reply.task_id))
+        fields = [x for pair in raw.items() for x in pair]
+        status = where.parent_status
+        if where.more_parents and raw.get("status") == "cancelled":  # a remote parent had ended
+            status = str(raw.get("reason", "")).rpartition(" ")[2]
+        return msgspec.structs.replace(reply, task_hash=fields, parent_status=status)
+
+    def _warn_capacity(self, job: str, slots: int) -> Op[None]:
+        if slots <= 1:
+            return  # every instance offers at least one slot: no need to list them
+        # With no live instance at all (workers not started yet) there is nothing to compare.
+        biggest = max((i.slots_total for i in (yield from self._workers())), default=0)
+        if biggest and slots > biggest:
+            warnings.warn(
+                f"job {job!r} needs {slots} slots and the largest live instance offers {biggest}:"
+                " the task waits for an instance"
+                f" started with --slots {slots} or more",
+                CapacityWarning,
+                stacklevel=STACKLEVEL,
+            )
+
+    # -- cancelling -----------------------------------------------------------------------
+    def _cancel(self, task_id: str, *, series: bool = False) -> Op[Task]:
+        """Cancel a task; :meth:`Client.cancel`."""
+        if series and (yield from self._get(task_id)).series is None:  # it never changes
+            raise ConfigError(f"task {task_id} belongs to no series: cancel it without --series")
+        keys = yield from self._keys_of(task_id)
+        if keys is None:
+            raise TaskNotFound(task_id)
+        raw = yield Eval(keys, "cancel", cancel_argv(task_id, series, "cancelled by user"))
+        reply: CancelReply = decode(raw, CancelReply)  # type: ignore[arg-type]
+        if isinstance(reply, AlreadyEnded):
+            raise TaskAlreadyEnded(task_id, reply.status)
+        if isinstance(reply, NotFound):
+            raise TaskNotFound(task_id)
+        parts = yield from self._partitions()
+        yield from self._drain_outboxes([parts.keys.index(keys)])  # dependents elsewhere
+        return (yield from self._get(task_id))
+
+    def _cancel_series(self, series_id: str) -> Op[Series]:
+        """End an active series; :meth:`Client.cancel_series`."""
+        keys = yield from self._keys_of(series_id)
+        if keys is None:
+            raise SeriesNotFound(series_id)
+        raw = yield Eval(keys, "cancel", cancel_series_argv(series_id, "cancelled by user"))
+        reply: SeriesCancelReply = decode(raw, SeriesCancelReply)  # type: ignore[arg-type]
+        if isinstance(reply, NotFound):
+            raise SeriesNotFound(series_id)
+        if isinstance(reply, AlreadyEnded):
+            raise SeriesAlreadyEnded(series_id, reply.status)
+        return (yield from self._get_series(series_id))
+
+
+class Client(ClientOps, Queries, FlowControls, Controls):
     """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace).
 
     The read side (get, tasks, wait, series, workers, jobs) is in :mod:`perseid_jobs.api.queries`;
     trigger, retry and the bulk actions in :mod:`perseid_jobs.api.controls`.
+    Each method drives one operation of ``ClientOps`` (shared with
+    :class:`perseid_jobs.api.aio.AsyncClient`) on ``redis``.
     """
 
     def __init__(
@@ -97,24 +301,9 @@ class Client(Queries, FlowControls, Controls):
         """Release the connections."""
         self.redis.close()
 
-    # -- scheduling ------------------------------------------------------------------------
     def job_definition(self, job: str) -> JobDefinition:
         """The job's definition from the catalog, else from the local jobs directory."""
-        validate_job_name(job)
-        raw = self.redis.hget(self.keys.jobs, job)
-        if raw:
-            return definition_decoder.decode(raw)
-        path = find_job_file(self.jobs_dir, job) if self.jobs_dir else None
-        if path is None:
-            where = f" and no file {self.jobs_dir}/{job}.py" if self.jobs_dir else ""
-            raise UnknownJob(
-                f"unknown job {job!r}: no worker published it{where};"
-                " check the name (`perseid-jobs jobs`) or pass --jobs DIR"
-            )
-        try:
-            return load_job_file(path).definition()
-        except JobDefinitionError as exc:
-            raise UnknownJob(f"job {job!r} cannot be loaded: {exc}") from None
+        return self._run(self._job_definition(job))
 
     def schedule(
         self,
@@ -163,121 +352,13 @@ class Client(Queries, FlowControls, Controls):
         ``group`` (a customer, a tenant: group limits and fairness), ``priority`` (-100 to
         100, higher first; docs/flow.md), ``tags`` (``{"key": "value"}``; docs/controls.md).
         """
-        _check_durable_timeout(durable, durable_timeout)
-        group = scheduling.check_group(group)
-        priority = scheduling.check_priority(priority)
-        req = scheduling.prepare(
-            job, args, at=at, every=every, cron=cron, tz=tz, catch_up=catch_up,
-            after=(after := scheduling.parents_text(after)),  # fan-in: "A,B"
-            catch_up_window=catch_up_window, now_ms=self.now_ms,
-        )  # fmt: skip
-        wait_s = durable_timeout if durable else None
-        return self._submit(
-            job, req, key=key or "", after=after or "", request=request_id, wait_s=wait_s,
-            group=group, priority=priority, tags=encode_tags(tags),
-        )  # fmt: skip
-
-    def _submit(
-        self,
-        job: str,
-        req: scheduling.Request,
-        *,
-        key: str,
-        after: str,
-        request: str | None,
-        wait_s: float | None,
-        group: str = "",
-        priority: int = 0,
-        tags: str = "",
-    ) -> Task:
-        """Run the schedule script for a checked request (``wait_s``: durably); the task made."""
-        definition = self.job_definition(job)
-        self._warn_capacity(job, definition.slots)
-        warn_if_not_served(self, job)
-        request = request or uuid.uuid4().hex
-        limit = routing.limit_of(job, group, definition)
-        where = routing.route(self, key=key, after=after.split(","), request=request, limit=limit)
-        call = ScheduleArgs(
-            job=job,
-            args=req.args,
-            slots=definition.slots,
-            max_ms=definition.max_duration_ms,
-            at_ms=req.when.at_ms,
-            delay_ms=req.when.delay_ms,
-            key=key,
-            after=after.split(",")[0],
-            spec=req.spec,
-            origin=req.origin,
-            retries=definition.retries,
-            backoff_ms=definition.backoff_ms,
-            request_id=request,
-            with_hash=True,  # the task's hash in the reply: no second round trip to read it back
-            # Kept with the key to tell requests apart (a group counts only when given: keys
-            # held from before groups existed still match).
-            fingerprint=scheduling.with_flow(req.fingerprint, group, priority) if key else "",
-            parent_partition=where.parent_partition,
-            group=group,
-            priority=priority,
+        return self._run(self._schedule(
+            job, args, at=at, every=every, cron=cron, tz=tz, after=after, key=key,
+            catch_up=catch_up, catch_up_window=catch_up_window, request_id=request_id,
+            durable=durable, durable_timeout=durable_timeout, group=group, priority=priority,
             tags=tags,
-            more_parents=where.more_parents,
-        )
-        if wait_s is not None:
-            reply, acked = self._schedule_durably(self.scripts_in(where.keys), call, wait_s)
-        else:
-            reply, acked = self.scripts_in(where.keys).schedule(call), None
-        reply = scheduling.check_reply(reply, key=key, req=req, after=after)
-        if where.crosses and not reply.existed:
-            reply = self._settle_remote(reply, where)
-        scheduling.notify(reply, req=req, after=after)
-        if acked is not None and acked < 1:
-            raise NotDurable(reply.task_id, wait_s or 0.0)
-        fields = reply.task_hash
-        if not fields:  # a retried request whose task has since ended and been trimmed
-            raise TaskNotFound(reply.task_id)
-        task = task_from_hash(reply.task_id, dict(zip(fields[::2], fields[1::2], strict=True)))
-        task.existed = bool(reply.existed)
-        return task
+        ))  # fmt: skip
 
-    def _settle_remote(self, reply: Scheduled, where: routing.Route) -> Scheduled:
-        """A task waiting on a parent in another partition: deliver its follow (and the
-        settle it may bring back) now, then read the task as it is."""
-        self.drain_outboxes([self.partitions().keys.index(where.keys)])
-        raw = self.redis.hgetall(where.keys.task(reply.task_id))
-        fields = [x for pair in raw.items() for x in pair]
-        status = where.parent_status
-        if where.more_parents and raw.get("status") == "cancelled":  # a remote parent had ended
-            status = str(raw.get("reason", "")).rpartition(" ")[2]
-        return msgspec.structs.replace(reply, task_hash=fields, parent_status=status)
-
-    def _schedule_durably(
-        self, scripts: Scripts, call: ScheduleArgs, timeout: float
-    ) -> tuple[ScheduleReply, int]:
-        """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas).
-
-        On a Cluster both go to the primary that owns the task's partition, on one
-        connection of that node (``WAIT`` counts the replicas of the connection's writes).
-        """
-        timeout_ms = max(1, int(timeout * 1000))
-        if not isinstance(self.redis, redis.RedisCluster):
-            return scripts.schedule_then_wait(call, timeout_ms)
-        node = self.redis.get_node_from_key(scripts.keys.prefix)  # type: ignore[no-untyped-call]
-        return Scripts(node.redis_connection, scripts.keys).schedule_then_wait(call, timeout_ms)
-
-    def _warn_capacity(self, job: str, slots: int) -> None:
-        if slots <= 1:
-            return  # every instance offers at least one slot: no need to list them
-        # With no live instance at all (workers not started yet) there is nothing to compare.
-        biggest = max((i.slots_total for i in self.workers()), default=0)
-        if biggest and slots > biggest:
-            warnings.warn(
-                f"job {job!r} needs {slots} slots and the largest live instance offers {biggest}:"
-                " the task waits for an instance"
-                f" started with --slots {slots} or more",
-                CapacityWarning,
-                stacklevel=4,  # the caller of Client.schedule (via its _submit)
-            )
-
-    # -- cancelling -----------------------------------------------------------------------
     def cancel(self, task_id: str, *, series: bool = False) -> Task:
         """Cancel a task: pending ends at once, running is stopped by its instance.
 
@@ -285,30 +366,9 @@ class Client(Queries, FlowControls, Controls):
         the series whichever run is named (a task of no series: ConfigError,
         nothing cancelled).
         """
-        if series and self.get(task_id).series is None:  # a task's series never changes
-            raise ConfigError(f"task {task_id} belongs to no series: cancel it without --series")
-        keys = self.keys_of(task_id)
-        if keys is None:
-            raise TaskNotFound(task_id)
-        reply = self.scripts_in(keys).cancel(
-            task_id, whole_series=series, reason="cancelled by user"
-        )
-        if isinstance(reply, AlreadyEnded):
-            raise TaskAlreadyEnded(task_id, reply.status)
-        if isinstance(reply, NotFound):
-            raise TaskNotFound(task_id)
-        self.drain_outboxes([self.partitions().keys.index(keys)])  # dependents elsewhere
-        return self.get(task_id)
+        return self._run(self._cancel(task_id, series=series))
 
     def cancel_series(self, series_id: str) -> Series:
         """End an active series: no further runs; its pending run is cancelled, a running
         one finishes. Raises SeriesNotFound, or SeriesAlreadyEnded."""
-        keys = self.keys_of(series_id)
-        if keys is None:
-            raise SeriesNotFound(series_id)
-        reply = self.scripts_in(keys).cancel_series(series_id, reason="cancelled by user")
-        if isinstance(reply, NotFound):
-            raise SeriesNotFound(series_id)
-        if isinstance(reply, AlreadyEnded):
-            raise SeriesAlreadyEnded(series_id, reply.status)
-        return self.get_series(series_id)
+        return self._run(self._cancel_series(series_id))

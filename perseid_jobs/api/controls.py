@@ -1,6 +1,8 @@
 """Operator controls: trigger a series now, retry a task, retry or cancel in bulk.
 
-:class:`Controls` is a mixin of :class:`perseid_jobs.api.client.Client` (docs/controls.md).
+:class:`ControlOps` holds each control once, as an operation (``calls.py``) that both
+clients drive; :class:`Controls` is its sync face on :class:`perseid_jobs.api.client.Client`
+(docs/controls.md).
 A bulk action reads the matching state's index of each partition in pages (``ZRANGE``
 of :data:`READ_PAGE` ids) and hands the ids to ``bulk.lua`` a small batch at a time
 (:data:`BULK_BATCH`), which judges and acts on each atomically: no call holds Redis for
@@ -23,8 +25,10 @@ from ..core.errors import (
 from ..core.jobfile import validate_job_name
 from ..core.models import Task, TaskStatus, task_from_hash
 from ..store.keys import Keys
-from ..store.script_io import AlreadyEnded, NotEnded, NotFound
-from .partitioned import Partitioned
+from ..store.script_io import AlreadyEnded, BulkDone, NotEnded, NotFound, RetryReply, TriggerReply
+from ..store.scripts import bulk_argv, decode, request_argv
+from .calls import Eval, Op, cmd
+from .partitioned import Partitioned, SyncPartitioned
 from .scheduling import check_group
 
 BULK_BATCH = {"retry": 25, "cancel": 50}
@@ -56,10 +60,106 @@ def _status(status: TaskStatus | str, allowed: tuple[str, ...], what: str) -> st
     return value
 
 
-class Controls(Partitioned):
-    """Trigger, retry and the bulk actions over all partitions; needs ``redis``."""
+class ControlOps(Partitioned):
+    """Trigger, retry and the bulk actions over all partitions, as operations."""
 
-    redis: Any
+    def _trigger(self, series_id: str) -> Op[Task]:
+        """One extra run of an active series, now; :meth:`Controls.trigger`."""
+        keys = yield from self._keys_of(series_id)
+        if keys is None:
+            raise SeriesNotFound(series_id)
+        raw = yield Eval(keys, "trigger", request_argv(series_id, uuid.uuid4().hex))
+        reply: TriggerReply = decode(raw, TriggerReply)  # type: ignore[arg-type]
+        if isinstance(reply, NotFound):
+            raise SeriesNotFound(series_id)
+        if isinstance(reply, AlreadyEnded):
+            raise TriggerEnded(series_id, reply.status)
+        return _task(reply.task_id, reply.task_hash)
+
+    def _retry(self, task_id: str) -> Op[Task]:
+        """A new task like an ended one; :meth:`Controls.retry`."""
+        keys = yield from self._keys_of(task_id)
+        if keys is None:
+            raise TaskNotFound(task_id)
+        raw = yield Eval(keys, "retry", request_argv(task_id, uuid.uuid4().hex))
+        reply: RetryReply = decode(raw, RetryReply)  # type: ignore[arg-type]
+        if isinstance(reply, NotFound):
+            raise TaskNotFound(task_id)
+        if isinstance(reply, NotEnded):
+            raise TaskNotEnded(task_id, reply.status)
+        task = _task(reply.task_id, reply.task_hash)
+        task.existed = bool(reply.existed)
+        return task
+
+    def _retry_many(
+        self, *, job: str | None, status: str, since: float | None, dry_run: bool
+    ) -> Op[int]:
+        """Retry the matching ended tasks; :meth:`Controls.retry_many`."""
+        want = _status(status, _RETRYABLE, "retry")
+        if job is not None:
+            validate_job_name(job)
+        if since is not None and not since > 0:
+            raise InvalidTime(f"--since {since!r}: give how far back to look, e.g. 1h or 30m")
+        # QueryOps (queries.py), the clients' other mixin, reads Redis's clock.
+        now = None if since is None else (yield from self._now_ms())  # type: ignore[attr-defined]
+        floor = None if now is None or since is None else now - int(since * 1000)
+        total = 0
+        for keys in (yield from self._partitions()):
+            ids = yield from _read_index(keys, "finished", newest_first=True, floor=floor)
+            total += yield from _in_batches(
+                keys, "retry", ids, status=want, job=job or "", since_ms=floor, dry_run=dry_run
+            )
+        return total
+
+    def _cancel_many(
+        self, *, job: str | None, status: str, group: str | None, dry_run: bool
+    ) -> Op[int]:
+        """Cancel the matching tasks; :meth:`Controls.cancel_many`."""
+        want = _status(status, _CANCELLABLE, "cancel")
+        if job is not None:
+            validate_job_name(job)
+        grp = check_group(group)
+        total = 0
+        parts = yield from self._partitions()
+        for keys in parts:
+            ids: list[str] = []
+            for name in _INDEXES[want]:
+                ids += yield from _read_index(keys, name, newest_first=False)
+            total += yield from _in_batches(
+                keys, "cancel", list(dict.fromkeys(ids)), status=want, job=job or "",
+                group=grp, dry_run=dry_run, reason="cancelled by user (bulk)",
+            )  # fmt: skip
+        if not dry_run:
+            yield from self._drain_outboxes(list(range(len(parts))))  # dependents elsewhere
+        return total
+
+
+def _read_index(
+    keys: Keys, name: str, *, newest_first: bool, floor: int | None = None
+) -> Op[list[str]]:
+    """The ids of one index of a partition, a page per call (down to score ``floor``)."""
+    key, ids, start = getattr(keys, name), [], 0
+    read = "zrevrange" if newest_first else "zrange"
+    while True:
+        page = yield cmd(read, key, start, start + READ_PAGE - 1, withscores=True)
+        ids += [m for m, score in page if floor is None or score >= floor]
+        if len(page) < READ_PAGE or (floor is not None and page[-1][1] < floor):
+            return ids
+        start += READ_PAGE
+
+
+def _in_batches(keys: Keys, action: str, ids: list[str], **how: Any) -> Op[int]:
+    """bulk.lua over ``ids``, :data:`BULK_BATCH` of them a call; how many matched."""
+    done = 0
+    step = BULK_BATCH[action]
+    for i in range(0, len(ids), step):
+        raw = yield Eval(keys, "bulk", bulk_argv(action, ids[i : i + step], **how))
+        done += decode(raw, BulkDone).matched
+    return done
+
+
+class Controls(ControlOps, SyncPartitioned):
+    """Trigger, retry and the bulk actions of :class:`~perseid_jobs.api.client.Client`."""
 
     def trigger(self, series_id: str) -> Task:
         """Start one extra run of an active series now; return it.
@@ -69,15 +169,7 @@ class Controls(Partitioned):
         and a pause of its job or group apply (a pause of the series itself does not hold
         it). Raises SeriesNotFound, or TriggerEnded (a SeriesEnded) for an ended series.
         """
-        keys = self.keys_of(series_id)
-        if keys is None:
-            raise SeriesNotFound(series_id)
-        reply = self.scripts_in(keys).trigger(series_id, uuid.uuid4().hex)
-        if isinstance(reply, NotFound):
-            raise SeriesNotFound(series_id)
-        if isinstance(reply, AlreadyEnded):
-            raise TriggerEnded(series_id, reply.status)
-        return _task(reply.task_id, reply.task_hash)
+        return self._run(self._trigger(series_id))
 
     def retry(self, task_id: str) -> Task:
         """A new task with the ended task's job, args, group, priority and tags, due now.
@@ -87,17 +179,7 @@ class Controls(Partitioned):
         retry (``existed=True``) and makes no other. Raises TaskNotFound, or TaskNotEnded
         for a pending or running task.
         """
-        keys = self.keys_of(task_id)
-        if keys is None:
-            raise TaskNotFound(task_id)
-        reply = self.scripts_in(keys).retry(task_id, uuid.uuid4().hex)
-        if isinstance(reply, NotFound):
-            raise TaskNotFound(task_id)
-        if isinstance(reply, NotEnded):
-            raise TaskNotEnded(task_id, reply.status)
-        task = _task(reply.task_id, reply.task_hash)
-        task.existed = bool(reply.existed)
-        return task
+        return self._run(self._retry(task_id))
 
     def retry_many(
         self,
@@ -113,19 +195,7 @@ class Controls(Partitioned):
 
         Repeating it retries none of those again (each records ``retried_by``).
         """
-        want = _status(status, _RETRYABLE, "retry")
-        if job is not None:
-            validate_job_name(job)
-        if since is not None and not since > 0:
-            raise InvalidTime(f"--since {since!r}: give how far back to look, e.g. 1h or 30m")
-        floor = None if since is None else self.now_ms() - int(since * 1000)  # type: ignore[attr-defined]
-        total = 0
-        for keys in self.partitions():
-            ids = self._read_index(keys, "finished", newest_first=True, floor=floor)
-            total += self._in_batches(
-                keys, "retry", ids, status=want, job=job or "", since_ms=floor, dry_run=dry_run
-            )
-        return total
+        return self._run(self._retry_many(job=job, status=status, since=since, dry_run=dry_run))
 
     def cancel_many(
         self,
@@ -139,41 +209,4 @@ class Controls(Partitioned):
         ``job`` and ``group`` if given; return how many (``dry_run``: would be, writing
         nothing). As with ``cancel``, cancelling a series' pending run ends the series.
         """
-        want = _status(status, _CANCELLABLE, "cancel")
-        if job is not None:
-            validate_job_name(job)
-        grp = check_group(group)
-        total = 0
-        parts = self.partitions()
-        for keys in parts:
-            ids: list[str] = []
-            for name in _INDEXES[want]:
-                ids += self._read_index(keys, name, newest_first=False)
-            total += self._in_batches(
-                keys, "cancel", list(dict.fromkeys(ids)), status=want, job=job or "",
-                group=grp, dry_run=dry_run, reason="cancelled by user (bulk)",
-            )  # fmt: skip
-        if not dry_run:
-            self.drain_outboxes(list(range(len(parts))))  # dependents in other partitions
-        return total
-
-    def _read_index(
-        self, keys: Keys, name: str, *, newest_first: bool, floor: int | None = None
-    ) -> list[str]:
-        """The ids of one index of a partition, a page per call (down to score ``floor``)."""
-        key, ids, start = getattr(keys, name), [], 0
-        read = self.redis.zrevrange if newest_first else self.redis.zrange
-        while True:
-            page = read(key, start, start + READ_PAGE - 1, withscores=True)
-            ids += [m for m, score in page if floor is None or score >= floor]
-            if len(page) < READ_PAGE or (floor is not None and page[-1][1] < floor):
-                return ids
-            start += READ_PAGE
-
-    def _in_batches(self, keys: Keys, action: str, ids: list[str], **how: Any) -> int:
-        scripts = self.scripts_in(keys)
-        done = 0
-        step = BULK_BATCH[action]
-        for i in range(0, len(ids), step):
-            done += scripts.bulk(action, ids[i : i + step], **how).matched
-        return done
+        return self._run(self._cancel_many(job=job, status=status, group=group, dry_run=dry_run))

@@ -9,15 +9,14 @@ the key's partition cannot read it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from ..core.errors import ConfigError, ParentNotFound
 from ..core.models import JobDefinition, TaskStatus
 from ..store.keys import Keys
 from ..store.partitions import partition_of_id
-
-if TYPE_CHECKING:
-    from .client import Client
+from .calls import Op, cmd
+from .partitioned import Partitioned, SyncPartitioned
 
 _TERMINAL = {s.value for s in TaskStatus if s.terminal}
 
@@ -48,23 +47,30 @@ def limit_of(job: str, group: str, definition: JobDefinition) -> str:
 
 
 def route(
-    client: Client, *, key: str, after: str | list[str], request: str, limit: str = ""
+    client: SyncPartitioned, *, key: str, after: str | list[str], request: str, limit: str = ""
 ) -> Route:
+    """:func:`route_op` on a sync client (for callers outside an operation)."""
+    return client._run(route_op(client, key=key, after=after, request=request, limit=limit))
+
+
+def route_op(
+    client: Partitioned, *, key: str, after: str | list[str], request: str, limit: str = ""
+) -> Op[Route]:
     """The partition for a schedule request; raises ParentNotFound or ConfigError first,
     so a refused request records nothing. ``after``: one parent, or a fan-in's list."""
     parents = [after] if isinstance(after, str) else list(after)
     if len(parents) > 1:
-        return _route_fan_in(client, parents, key=key, limit=limit)
+        return (yield from _route_fan_in(client, parents, key=key, limit=limit))
     after = parents[0] if parents else ""
-    if after and client.partitions().of_id(after) is None:
+    if after and (yield from client._partitions()).of_id(after) is None:
         raise ParentNotFound(after)
-    parts = client.partitions(record=True)
+    parts = yield from client._partitions(record=True)
     if limit or key:
         home = parts.for_limit(limit) if limit else parts.for_idempotency_key(key)
         parent = partition_of_id(after) if after else None
         if parent is not None and parent != home:
             why = f"a task of a limited job ({limit})" if limit else f"--key {key!r}"
-            status = _remote_parent(client, parts.keys[parent], after, why, len(parts))
+            status = yield from _remote_parent(parts.keys[parent], after, why, len(parts))
             return Route(parts.keys[home], parent, status)
         return Route(parts.keys[home])
     if after:
@@ -74,14 +80,14 @@ def route(
     return Route(parts.keys[parts.spread(request)])
 
 
-def _route_fan_in(client: Client, parents: list[str], *, key: str, limit: str) -> Route:
+def _route_fan_in(client: Partitioned, parents: list[str], *, key: str, limit: str) -> Op[Route]:
     """A task after several parents: in the first parent's partition (its key's or limit's,
     if it has one); each parent elsewhere is checked here (the script cannot read it) and
     tells the task of its end through the outbox."""
     for parent in parents:
-        if client.partitions().of_id(parent) is None:
+        if (yield from client._partitions()).of_id(parent) is None:
             raise ParentNotFound(parent)
-    parts = client.partitions(record=True)
+    parts = yield from client._partitions(record=True)
     first = partition_of_id(parents[0])
     assert first is not None  # checked above
     if limit or key:
@@ -91,19 +97,19 @@ def _route_fan_in(client: Client, parents: list[str], *, key: str, limit: str) -
     where = [partition_of_id(p) for p in parents]
     for parent, index in zip(parents, where, strict=True):
         assert index is not None  # checked above
-        if index != home and not client.redis.hexists(parts.keys[index].task(parent), "status"):
+        if index != home and not (yield cmd("hexists", parts.keys[index].task(parent), "status")):
             raise ParentNotFound(parent)
     more = ",".join(f"{p}:{i}" for p, i in zip(parents[1:], where[1:], strict=True))
     crosses = any(i != home for i in where)
     return Route(parts.keys[home], first if first != home else None, "", more, crosses)
 
 
-def _remote_parent(client: Client, keys: Keys, after: str, why: str, count: int) -> str:
+def _remote_parent(keys: Keys, after: str, why: str, count: int) -> Op[str]:
     """Check a parent in another partition; its status if it already ended, else ""."""
-    status, series = client.redis.hmget(keys.task(after), ["status", "series"])
+    status, series = yield cmd("hmget", keys.task(after), ["status", "series"])
     if status is None:
         raise ParentNotFound(after)
-    if series and client.redis.hget(keys.series(series), "status") == "active":
+    if series and (yield cmd("hget", keys.series(series), "status")) == "active":
         raise ConfigError(
             f"{why} with --after {after}, a run of an active series: in a namespace"
             f" of {count} partitions the follower series cannot live in its own partition;"

@@ -23,6 +23,7 @@ from ..core.errors import InvalidArgs, InvalidParents, InvalidTime, KeyConflict,
 from ..core.recurrence import RecurrenceError, first_start, make_recurrence
 from ..core.when import When, parse_when
 from ..store.script_io import BadParents, KeyHeld, ParentUnknown, Scheduled, ScheduleReply
+from .served import STACKLEVEL
 
 MAX_ARGS_BYTES = 1024 * 1024
 
@@ -208,7 +209,7 @@ def notify(reply: Scheduled, *, req: Request, after: str) -> None:
             f"--after {after}: that task {ended}, so task {task_id} was created cancelled"
             f" (dependency {after} {parent})",
             DependencyEndedWarning,
-            stacklevel=4,  # the caller of Client.schedule (via its _submit)
+            stacklevel=STACKLEVEL,
         )
     at_ms = req.at.at_ms
     # Judged by the script's clock (Redis's), like every start.
@@ -218,7 +219,7 @@ def notify(reply: Scheduled, *, req: Request, after: str) -> None:
         warnings.warn(
             f"--at {shown.replace('+00:00', 'Z')} is {ago} ago by Redis time; runs now",
             PastStartWarning,
-            stacklevel=4,  # the caller of Client.schedule (via its _submit)
+            stacklevel=STACKLEVEL,
         )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .client import Client
+from ..store.script_io import Served
+from ..store.scripts import decode
+from .calls import Eval, Op
+from .partitioned import Partitioned
 
 QUIET_FOR_S = 5.0
 """After a check found nothing to warn of, the job is not checked again for this long.
@@ -17,7 +18,12 @@ So a loop of ``schedule`` calls pays the check's round trip once in a while,
 not on every call (a schedule stays one script call after the definition's read).
 """
 
-_quiet_until: weakref.WeakKeyDictionary[Client, dict[str, float]] = weakref.WeakKeyDictionary()
+STACKLEVEL = 7
+"""The caller of ``Client.schedule`` (or ``AsyncClient.schedule``) from a warning inside
+``_submit``: through ``_schedule``, the driver (``run_sync`` or ``run_async``), the
+client's ``_run`` and its ``schedule``."""
+
+_quiet_until: weakref.WeakKeyDictionary[Partitioned, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 class NotServedWarning(UserWarning):
@@ -29,7 +35,7 @@ class NotServedWarning(UserWarning):
     """
 
 
-def warn_if_not_served(client: Client, job: str) -> None:
+def warn_if_not_served(client: Partitioned, job: str) -> Op[None]:
     """Warn (:class:`NotServedWarning`) if live instances exist and none takes ``job``.
 
     With no live instance at all nothing is said: workers are often started
@@ -39,7 +45,7 @@ def warn_if_not_served(client: Client, job: str) -> None:
     now = time.monotonic()
     if quiet.get(job, 0.0) > now:
         return
-    reply = client.scripts.served(job)
+    reply = decode((yield Eval((yield from client._first_keys()), "served", [job])), Served)
     live, serving = reply.live, reply.serving
     if not live or serving:
         quiet[job] = now + QUIET_FOR_S
@@ -50,5 +56,5 @@ def warn_if_not_served(client: Client, job: str) -> None:
         " or those that do are draining): the task waits until one does; a worker"
         " loads a new job file within its --jobs-rescan, or at once on SIGHUP",
         NotServedWarning,
-        stacklevel=4,  # the caller of Client.schedule (via its _submit)
+        stacklevel=STACKLEVEL,
     )

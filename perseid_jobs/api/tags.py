@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..core.errors import InvalidTag
+from ..store.keys import Keys
+from .calls import Batch, Op, cmd
 
 MAX_TAGS = 16
 """The most tags one task carries."""
@@ -81,11 +83,9 @@ def filter_tags(tag: str | Iterable[str] | None) -> list[str]:
     return [f"{k}={v}" for k, v in (parse_tag(t) for t in texts)]
 
 
-def tagged_ids(redis: Any, parts: Iterable[Any], tag: str, count: int) -> list[str]:
-    """The ids of the newest ``count`` tasks with ``tag`` over every partition, newest first."""
-    parts = list(parts)
-    pipe = redis.pipeline(transaction=False)
-    for keys in parts:
-        pipe.zrevrange(keys.tagged(tag), 0, count - 1, withscores=True)
-    merged = heapq.merge(*pipe.execute(), key=lambda pair: -pair[1])
+def tagged_ids(parts: Iterable[Keys], tag: str, count: int) -> Op[list[str]]:
+    """The ids of the newest ``count`` tasks with ``tag`` over every partition, newest first
+    (one pipeline of a read per partition)."""
+    cmds = [cmd("zrevrange", keys.tagged(tag), 0, count - 1, withscores=True) for keys in parts]
+    merged = heapq.merge(*(yield Batch(cmds)), key=lambda pair: -pair[1])
     return [member for member, _ in list(merged)[:count]]

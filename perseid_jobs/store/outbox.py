@@ -52,8 +52,13 @@ def pending(redis: Any, keys: Keys, before_ms: float = float("inf")) -> list[Ent
     ids = redis.zrangebyscore(keys.outbox_at, "-inf", _until(before_ms), start=0, num=BATCH)
     if not ids:
         return []
+    return entries(ids, redis.hmget(keys.outbox, ids))
+
+
+def entries(ids: list[str], payloads: list[str | None]) -> list[Entry]:
+    """Deliveries from their ids and payloads (HMGET of the outbox hash), as entries."""
     out: list[Entry] = []
-    for delivery_id, payload in zip(ids, redis.hmget(keys.outbox, ids), strict=True):
+    for delivery_id, payload in zip(ids, payloads, strict=True):
         if payload is None:
             continue  # acked meanwhile by another deliverer
         kind, target, a, b, c = payload.split("\t")

@@ -75,6 +75,51 @@ def given_argv(given: Sequence[NextStart]) -> list[str | int]:
     return argv
 
 
+def cancel_argv(task_id: str, whole_series: bool, reason: str) -> list[str | int]:
+    """cancel.lua's ARGV for a task id."""
+    return [task_id, "1" if whole_series else "0", reason]
+
+
+def cancel_series_argv(series_id: str, reason: str) -> list[str | int]:
+    """cancel.lua's ARGV for a series id."""
+    return [series_id, "s", reason]
+
+
+def deliver_argv(items: Sequence[tuple[str, str, str, str]]) -> list[str | int]:
+    """deliver.lua's ARGV: n, then n deliveries (kind, a, b, c)."""
+    argv: list[str | int] = [len(items)]
+    for item in items:
+        argv += list(item)
+    return argv
+
+
+def request_argv(some_id: str, request_id: str) -> list[str | int]:
+    """trigger.lua's and retry.lua's ARGV: the series or task id, and the request's id (a
+    repeated request, its reply lost, returns what the first made)."""
+    return [some_id, request_id]
+
+
+def bulk_argv(
+    action: str,
+    ids: Sequence[str],
+    *,
+    status: str,
+    job: str = "",
+    group: str = "",
+    since_ms: int | None = None,
+    dry_run: bool = False,
+    reason: str = "",
+) -> list[str | int]:
+    """bulk.lua's ARGV: the action, its filters, then the batch's task ids."""
+    since: str | int = "" if since_ms is None else since_ms
+    return [action, status, job, group, since, "1" if dry_run else "0", reason, *ids]
+
+
+def pause_argv(kind: str, name: str, pause: bool, batch: int = 1000) -> list[str | int]:
+    """pause.lua's ARGV."""
+    return [kind, name, "1" if pause else "0", batch]
+
+
 class Scripts:
     """The scripts bound to one Redis client and one namespace."""
 
@@ -98,11 +143,16 @@ class Scripts:
 
     def schedule_then_wait(self, a: ScheduleArgs, timeout_ms: int) -> tuple[ScheduleReply, int]:
         """The schedule script, then ``WAIT 1`` on the same connection: (reply, replicas)."""
+        reply, acked = self.call_then_wait("schedule", a.argv(), timeout_ms)
+        return decode(reply, ScheduleReply), acked  # type: ignore[arg-type]
+
+    def call_then_wait(self, name: str, argv: list[str | int], timeout_ms: int) -> tuple[Any, int]:
+        """Script ``name``, then ``WAIT 1`` in the same pipeline: (raw reply, replicas)."""
         pipe = self.client.pipeline(transaction=False)
-        self.call("schedule", *a.argv(), client=pipe)
+        self.call(name, *argv, client=pipe)
         pipe.execute_command("WAIT", 1, timeout_ms)  # type: ignore[no-untyped-call]
         reply, acked = pipe.execute()
-        return decode(reply, ScheduleReply), int(acked)  # type: ignore[arg-type]
+        return reply, int(acked)
 
     def claim(self, instance: str, most: int, free: int = -1) -> ClaimReply:
         """Take up to ``most`` due tasks that fit the instance's free slots (at most ``free``,
@@ -161,12 +211,13 @@ class Scripts:
 
     def cancel(self, task_id: str, *, whole_series: bool, reason: str) -> CancelReply:
         """Cancel a task (pending: at once; running: flagged for its instance)."""
-        reply = self.call("cancel", task_id, "1" if whole_series else "0", reason)
+        reply = self.call("cancel", *cancel_argv(task_id, whole_series, reason))
         return decode(reply, CancelReply)  # type: ignore[arg-type]
 
     def cancel_series(self, series_id: str, reason: str) -> SeriesCancelReply:
         """End a series and cancel its pending run."""
-        return decode(self.call("cancel", series_id, "s", reason), SeriesCancelReply)  # type: ignore[arg-type]
+        reply = self.call("cancel", *cancel_series_argv(series_id, reason))
+        return decode(reply, SeriesCancelReply)  # type: ignore[arg-type]
 
     def reap(self, given: Sequence[NextStart] = ()) -> Reaped:
         """Fail the tasks of lapsed instances and those past their hard deadline."""
@@ -184,10 +235,7 @@ class Scripts:
 
     def deliver(self, items: Sequence[tuple[str, str, str, str]]) -> Delivered:
         """Apply deliveries (kind, a, b, c) from other partitions' outboxes to this one."""
-        argv: list[str | int] = [len(items)]
-        for item in items:
-            argv += list(item)
-        return decode(self.call("deliver", *argv), Delivered)
+        return decode(self.call("deliver", *deliver_argv(items)), Delivered)
 
     def outbox_ack(self, ids: Sequence[str]) -> Acked:
         """Remove applied deliveries from this partition's outbox."""
@@ -195,7 +243,7 @@ class Scripts:
 
     def pause(self, kind: str, name: str, *, pause: bool, batch: int = 1000) -> PauseReply:
         """Pause (or resume) the tasks of a job or a group (``kind``: "job" or "group")."""
-        reply = self.call("pause", kind, name, "1" if pause else "0", batch)
+        reply = self.call("pause", *pause_argv(kind, name, pause, batch))
         return decode(reply, PauseReply)  # type: ignore[arg-type]
 
     def served(self, job: str) -> Served:
@@ -204,12 +252,13 @@ class Scripts:
 
     def trigger(self, series_id: str, request_id: str = "") -> TriggerReply:
         """One extra run of an active series, due now; its grid does not move."""
-        reply = self.call("trigger", series_id, request_id)
+        reply = self.call("trigger", *request_argv(series_id, request_id))
         return decode(reply, TriggerReply)  # type: ignore[arg-type]
 
     def retry(self, task_id: str, request_id: str = "") -> RetryReply:
         """A new task like an ended one, linked by ``retry_of`` (its retry, if it had one)."""
-        return decode(self.call("retry", task_id, request_id), RetryReply)  # type: ignore[arg-type]
+        reply = self.call("retry", *request_argv(task_id, request_id))
+        return decode(reply, RetryReply)  # type: ignore[arg-type]
 
     def bulk(
         self,
@@ -224,6 +273,40 @@ class Scripts:
         reason: str = "",
     ) -> BulkDone:
         """Retry or cancel those of ``ids`` that match (one bounded batch); how many did."""
-        since = "" if since_ms is None else since_ms
-        argv = [action, status, job, group, since, "1" if dry_run else "0", reason, *ids]
+        argv = bulk_argv(
+            action, ids, status=status, job=job, group=group, since_ms=since_ms,
+            dry_run=dry_run, reason=reason,
+        )  # fmt: skip
         return decode(self.call("bulk", *argv), BulkDone)
+
+
+class AsyncScripts:
+    """The same scripts, bound to a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``).
+
+    redis-py's :class:`~redis.commands.core.AsyncScript` calls by SHA and loads the script
+    again on ``NOSCRIPT``, as the sync one does; the ARGV and the replies are the sync
+    methods' (built and read by the shared operations, ``perseid_jobs/api/calls.py``).
+    """
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.keys = keys
+        self.client = client
+        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    async def call(self, name: str, *args: Any, client: Any = None) -> Any:
+        """Run script ``name`` with ARGV ``args`` (on ``client``, e.g. a pipeline, if given)."""
+        keys = [self.keys.prefix, self.keys.moving]
+        return await self._scripts[name](keys=keys, args=list(args), client=client)
+
+    async def call_then_wait(
+        self, name: str, argv: list[str | int], timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Script ``name``, then ``WAIT 1`` in the same pipeline: (raw reply, replicas)."""
+        pipe = self.client.pipeline(transaction=False)
+        script = self._scripts[name]
+        pipe.scripts.add(script)  # the pipeline loads it first if the server lacks it
+        keys = [self.keys.prefix, self.keys.moving]
+        pipe.evalsha(script.sha, len(keys), *keys, *argv)
+        pipe.execute_command("WAIT", 1, timeout_ms)
+        reply, acked = await pipe.execute()
+        return reply, int(acked)
