@@ -3,6 +3,7 @@ real workers, in fresh and reused task processes."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 
 from perseid_jobs import Client, TaskStatus
 from perseid_jobs.store.redisproc import RedisServer, free_port
+from perseid_jobs.store.script_io import Claimed
 
 from .conftest import WorkerProc, wait_until, wait_workers
 from .test_cli import cli
@@ -144,3 +146,27 @@ def test_progress_shows_in_the_metrics_show_and_tasks(
     assert after[key] >= 2
     assert not any(name == "perseid_jobs_task_progress" for name, _ in after)  # it ended
     assert "100% step 40 of 40" in cli("show", task.id, *common).stdout
+
+
+def test_an_adopted_child_whose_claim_reply_was_lost_still_sees_its_parents_results(
+    client: Client, start_worker: Callable[..., WorkerProc]
+) -> None:
+    """A claim that ran while its worker never heard back: the worker adopts the task when it
+    reconciles, and starts it with its parents' results as a claim's start would have."""
+    w = start_worker(2, "--instance-id", "adopter", "--lease-ttl", "30s")
+    wait_workers(client, 1)
+    a = client.schedule("dataflow_fresh", {"value": {"from": "a"}})
+    assert client.wait(a.id, 20).status is TaskStatus.COMPLETED
+    w.proc.send_signal(signal.SIGSTOP)  # the worker hears nothing until SIGCONT
+    try:
+        c = client.schedule("dataflow_fresh", {"mode": "parents"}, after=a.id)
+        keys = client.keys_of(c.id)
+        assert keys is not None
+        reply = client.scripts_in(keys).claim("adopter", 1)  # its reply: "lost"
+        assert isinstance(reply, Claimed) and [t.id for t in reply.tasks] == [c.id]
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
+    done = client.wait(c.id, 20)
+    assert "reply was lost" in w.output()
+    assert done.status is TaskStatus.COMPLETED
+    assert done.result == {"saw": {a.id: {"from": "a"}}}

@@ -27,11 +27,20 @@ class DataFlow:
         self.pending: dict[str, tuple[float, str]] = {}  # task id -> newest unwritten value
         self.latest: dict[str, float] = {}  # task id -> last value, while it runs
         self.inputs: dict[str, str] = {}  # task id -> its parents' results, until it starts
+        self.read: set[str] = set()  # the claimed tasks whose parents' results were read
 
-    def start_data(self, task_id: str) -> tuple[int, str]:
+    def read_inputs(self, scripts: PartitionedScripts, tasks: list[ClaimedTask]) -> None:
+        """Read the parents' results of the tasks a claim just gave, in one go."""
+        self.inputs = parent_results(scripts, tasks)
+        self.read = {t.id for t in tasks}
+
+    def start_data(self, scripts: PartitionedScripts, task: ClaimedTask) -> tuple[int, str]:
         """What a start request carries of the task's data: the cap of its result, and its
         parents' results (JSON, "" for none)."""
-        return self.max_result_bytes, self.inputs.pop(task_id, "")
+        if task.id not in self.read:  # adopted (its claim's reply was lost): read it alone
+            return self.max_result_bytes, parent_results(scripts, [task]).get(task.id, "")
+        self.read.discard(task.id)
+        return self.max_result_bytes, self.inputs.pop(task.id, "")
 
     def write(self, w: Worker) -> None:
         """Write the progress the zygotes passed on since the last call, before any finish of

@@ -40,7 +40,7 @@ from ..store.keys import Keys
 from ..store.partitions import Partitions
 from . import claiming, lifecycle, recovery
 from .claim_clock import ClaimClock
-from .dataflow import DataFlow, parent_results
+from .dataflow import DataFlow
 from .fanout import PartitionedScripts
 from .heartbeat import Heartbeat, Lease
 from .jobscan import JobsWatch
@@ -221,7 +221,7 @@ class Worker:
             self.fenced = True
             return
         self.on_cancels(claim.cancels)
-        self.flow.inputs = parent_results(self.scripts, claim.tasks)  # of dependents
+        self.flow.read_inputs(self.scripts, claim.tasks)  # the parents' results of dependents
         for task in claim.tasks:
             if self.metrics:
                 lag_s = (int(task.started_at) - int(task.start_at)) / 1000
@@ -235,7 +235,7 @@ class Worker:
         log_path, limit = self.log_path(task.id), self.s.max_log_bytes
         claiming.start_task(
             self.running, self.zygote, task, self.instance_id, log_path, limit, max_s,
-            self.flow.start_data(task.id),
+            self.flow.start_data(self.scripts, task),
         )  # fmt: skip
 
     def on_exit(self, event: Exited) -> None:
