@@ -160,9 +160,9 @@ def demo(
 
 def register_commands() -> None:
     """Add the commands defined in other modules to ``app`` (they import cli_common, not this)."""
-    from . import cli_flow, cli_run, cli_tasks, cli_wait, cli_worker  # pause/resume; run; ...
+    from . import cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker  # ...
 
-    del cli_flow, cli_run, cli_tasks, cli_wait, cli_worker
+    del cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker
 
 
 def main() -> None:

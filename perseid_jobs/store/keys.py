@@ -45,6 +45,7 @@ stays the only owner of the layout on both sides.
 | ``{ns}:flow_rate``                    | hash   | job, or job\tgroup -> next start a rate allows  |
 | ``{ns}:paused_series``                | hash   | paused series id -> paused at (ms)              |
 | ``{ns}:paused``                       | hash   | "job\t<J>" or "group\t<G>" -> paused at (ms)    |
+| ``{ns}:audit``                        | stream | dashboard actions: who, what, when (capped)     |
 
 Each partition has all of the above under its own tag. The namespace's own tag also
 holds ``{<namespace>}:partitions``, the partition count recorded at first use.
@@ -109,6 +110,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "flow_rate": ("flow_rate", None),
     "paused": ("paused", None),
     "paused_series": ("paused_series", None),
+    "audit": ("audit", None),
 }
 
 
@@ -277,6 +279,11 @@ class Keys:
     def paused_series(self) -> str:
         """Hash: paused series id -> when (ms)."""
         return self._k("paused_series")
+
+    @property
+    def audit(self) -> str:
+        """Stream: the dashboard's actions (who, what, when), capped; first partition only."""
+        return self._k("audit")
 
     def lane(self, lane: str) -> str:
         """Sorted set: one lane's pending tasks by start time."""
