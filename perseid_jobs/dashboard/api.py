@@ -20,7 +20,7 @@ from ..core.errors import InvalidArgs, PerseidError, SeriesNotFound, TaskNotFoun
 from ..core.models import TaskStatus, to_json
 from . import audit
 from .app import Dashboard
-from .auth import NAME_COOKIE, bearer_ok, csrf_ok
+from .auth import NAME_COOKIE, bearer_ok, csrf_ok, form_of
 
 KEEPALIVE_S = 15.0
 
@@ -122,10 +122,7 @@ async def _guard(dash: Dashboard, request: Request) -> Response | None:
         return _error("the dashboard is read-only (--read-only): actions are refused", 403)
     if bearer_ok(dash.auth, request):
         return None
-    form: dict[str, Any] = {}
-    if "form" in request.headers.get("content-type", ""):
-        form = dict(await request.form())
-    if not csrf_ok(dash.auth, request, form):
+    if not csrf_ok(dash.auth, request, await form_of(request)):
         return _error("missing or wrong CSRF token: reload the page and try again", 403)
     return None
 

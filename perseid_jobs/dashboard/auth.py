@@ -15,7 +15,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -78,6 +78,17 @@ def csrf_ok(config: AuthConfig, request: Request, form: dict[str, Any] | None = 
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = request.headers.get("x-csrf-token") or str((form or {}).get("csrf_token", ""))
     return bool(cookie) and hmac.compare_digest(sent.encode(), config.csrf_for(cookie).encode())
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """A urlencoded form's fields (the only kind the dashboard's forms send; parsed here
+    rather than by python-multipart, a dependency for one login form)."""
+    if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
+        return {}
+    body = await request.body()
+    if len(body) > 64 * 1024:
+        return {}
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
 class AuthMiddleware(BaseHTTPMiddleware):

@@ -19,7 +19,7 @@ from ..core.errors import InvalidArgs, PerseidError, TaskNotFound
 from ..core.models import TaskStatus
 from . import audit, listing, overview, taskview
 from .app import Dashboard
-from .auth import NAME_COOKIE, SESSION_COOKIE, csrf_ok
+from .auth import NAME_COOKIE, SESSION_COOKIE, csrf_ok, form_of
 
 PAGE_SIZE = 50
 
@@ -155,13 +155,13 @@ def login(dash: Dashboard, request: Request) -> Response:
 
 
 async def login_post(dash: Dashboard, request: Request) -> Response:
-    form: Any = await request.form()
+    form = await form_of(request)
     nxt = _safe_next(str(form.get("next", "/")))
     given = str(form.get("token", ""))
     token = dash.auth.token
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):
         return dash.page(request, "login.html", 401, next=nxt, failed=True)
-    if not csrf_ok(dash.auth, request, dict(form)):
+    if not csrf_ok(dash.auth, request, form):
         return dash.page(request, "login.html", 403, next=nxt, failed=True)
     response = RedirectResponse(nxt, 303)
     secure = request.url.scheme == "https"
