@@ -25,6 +25,8 @@
 -- ARGV[17] group (a customer, a tenant: see docs/flow.md), or ""; a series' runs keep it
 -- ARGV[18] priority, -100 to 100 (higher first among due tasks; "" or 0: none); a series'
 --          runs keep it
+-- ARGV[19] tags: "key=value" lines, sorted (checked by the caller), or ""; a series' runs
+--          keep them
 -- Returns  {0, task id, existed (0|1), now, start (ms, -1 when waiting or cancelled),
 --          {task hash, flat; empty unless ARGV[14]}, status of the --after task if it had
 --          already ended when this ran (else "")}
@@ -40,6 +42,7 @@ local request = ARGV[13] or ''
 local fp = ARGV[15] or ''
 local group = ARGV[17] or ''
 local priority = tonumber(ARGV[18]) or 0
+local tags = ARGV[19] or ''
 local now = now_ms()
 local REQUEST_TTL_MS = 120000   -- how long a schedule request id is remembered, for retries
 
@@ -104,7 +107,7 @@ if pstatus == 'completed' then start = now end
 
 local id = new_id(now)
 local fields = {'key', key, 'start_after', after, 'retries', retries, 'backoff_ms', backoff,
-  'group', group, 'priority', priority}
+  'group', group, 'priority', priority, 'tags', tags}
 local sid = nil
 if spec ~= '' then
   sid = new_id(now)
@@ -132,6 +135,7 @@ else
   fields[#fields + 1] = 'fp'
   fields[#fields + 1] = fp
 end
+if sid and tags ~= '' then redis.call('HSET', K.series(sid), 'tags', tags) end
 if sid then
   fields[#fields + 1] = 'series'
   fields[#fields + 1] = sid
@@ -161,7 +165,7 @@ if follows and pstatus ~= '' then
     local nid = new_id(now)
     create_task(nid, job, args, slots, max_ms, -1, now, {'series', sid, 'start_after', cur,
       'key', key, 'retries', retries, 'backoff_ms', backoff, 'group', group,
-      'priority', priority})
+      'priority', priority, 'tags', tags})
     index_task(nid, -1, cur, now)
     redis.call('HSET', K.series(sid), 'current', nid)
     emit('scheduled', nid, {'series', sid, 'after', cur})

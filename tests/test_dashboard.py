@@ -242,3 +242,33 @@ def test_fifty_event_streams_cost_one_redis_reader(
     for s in socks:  # every page gets the event, from that one reader
         _read_until(s, task.id.encode())
     assert readers() == 1, raw_redis.client_list()
+
+
+def test_retry_trigger_and_bulk_actions(redis_server: RedisServer, client: Client) -> None:
+    pending = [client.schedule("hello", {"n": n}, at="+1h", tags={"team": "ops"}) for n in range(3)]
+    other = client.schedule("noop", {}, at="+1h")
+    every = client.schedule("sleep", {}, every="1h", key="hourly")
+    with web(client, redis_server.url) as tc:
+        headers = csrf(tc)
+        tagged = tc.get("/tasks", params={"tag": "team=ops"}).text
+        assert all(f'data-task="{t.id}"' in tagged for t in pending)
+        assert f'data-task="{other.id}"' not in tagged
+        confirm = tc.get("/tasks/bulk", params={"action": "cancel", "job": "hello"})
+        assert 'id="bulk-count"' in confirm.text and "<b>3</b>" in confirm.text
+        assert all(client.get(t.id).status is TaskStatus.PENDING for t in pending)  # a dry run
+        form = {"action": "cancel", "job": "hello", "status": "pending"}
+        r = tc.post("/api/tasks/bulk", data=form, headers=headers)
+        assert r.status_code == 200 and r.json()["result"] == {"matched": 3}, r.text
+        assert all(client.get(t.id).status is TaskStatus.CANCELLED for t in pending)
+        assert client.get(other.id).status is TaskStatus.PENDING
+        r = tc.post(f"/api/tasks/{pending[0].id}/retry", headers=headers)
+        assert r.status_code == 200, r.text
+        again = r.json()["result"]
+        assert again["retry_of"] == pending[0].id and again["status"] == "pending"
+        r = tc.post(f"/api/series/{every.series}/trigger", headers=headers)
+        assert r.status_code == 200 and r.json()["result"]["metadata"]["triggered"] is True
+        assert (
+            tc.post("/api/tasks/bulk", data={"action": "drop"}, headers=headers).status_code == 400
+        )
+        audit = tc.get("/audit").text
+        assert "bulk cancel" in audit and "retry" in audit and "trigger" in audit

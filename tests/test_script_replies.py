@@ -130,6 +130,14 @@ def every_reply_shape(c: Client) -> None:
     assert isinstance(s.pause("series", NO_SUCH_ID, pause=True), io.NotFound)
     assert isinstance(s.pause("group", "g", pause=True), io.Paused)
     assert isinstance(s.pause("group", "g", pause=False), io.Paused)
+    live = c.schedule("hello", every="1h")
+    assert live.series is not None and isinstance(s.trigger(live.series), io.Triggered)
+    assert isinstance(s.trigger(series.series), io.AlreadyEnded)
+    assert isinstance(s.trigger(NO_SUCH_ID), io.NotFound)
+    assert isinstance(s.retry(one.id), io.Retried)
+    assert isinstance(s.retry(live.id), io.NotEnded)
+    assert isinstance(s.retry(NO_SUCH_ID), io.NotFound)
+    assert s.bulk("cancel", [live.id], status="pending", dry_run=True) == io.BulkDone(1)
 
 
 REPLIES: dict[str, type[Any]] = {
@@ -149,6 +157,9 @@ REPLIES: dict[str, type[Any]] = {
     "look": io.LookReply,
     "outbox_ack": io.Acked,
     "pause": io.PauseReply,
+    "trigger": io.TriggerReply,
+    "retry": io.RetryReply,
+    "bulk": io.BulkDone,
 }
 
 
@@ -193,6 +204,9 @@ DOCUMENTED: dict[str, tuple[list[type[msgspec.Struct]], list[type[msgspec.Struct
     "look": ([io.Looked], [io.LeaseLapsed]),
     "outbox_ack": ([io.Acked], []),
     "pause": ([io.Paused], [io.NotFound, io.AlreadyEnded]),
+    "trigger": ([io.Triggered], [io.NotFound, io.AlreadyEnded]),
+    "retry": ([io.Retried], [io.NotFound, io.NotEnded]),
+    "bulk": ([io.BulkDone], []),
 }
 
 

@@ -15,12 +15,12 @@ local function next_series_run(sid, start, skipped, now)
     return nil
   end
   local s = redis.call('HMGET', sk, 'job', 'args', 'slots', 'max_ms', 'last_completed_at', 'key',
-    'retries', 'backoff_ms', 'group', 'priority')
+    'retries', 'backoff_ms', 'group', 'priority', 'tags')
   local id = new_id(now)
   local lane = create_task(id, s[1], s[2], s[3], s[4], start, now,
     {'series', sid, 'last_completed_at', s[5] or '', 'skipped_runs', skipped, 'key', s[6] or '',
      'retries', s[7] or 0, 'backoff_ms', s[8] or 1000, 'group', s[9] or '',
-     'priority', s[10] or 0})
+     'priority', s[10] or 0, 'tags', s[11] or ''})
   index_task(id, start, '', now, lane, sid)
   redis.call('HSET', sk, 'current', id, 'next_start', start)
   if skipped > 0 then

@@ -11,13 +11,13 @@ local function follow_run(sid, parent, now)
     for _, fsid in ipairs(redis.call('SMEMBERS', K.followers(psid))) do
       local fk = K.series(fsid)
       local f = redis.call('HMGET', fk, 'status', 'job', 'args', 'slots', 'max_ms',
-        'last_completed_at', 'key', 'retries', 'backoff_ms', 'group', 'priority')
+        'last_completed_at', 'key', 'retries', 'backoff_ms', 'group', 'priority', 'tags')
       if f[1] == 'active' then
         local fid = new_id(now)
         create_task(fid, f[2], f[3], f[4], f[5], -1, now,
           {'series', fsid, 'start_after', prun, 'last_completed_at', f[6] or '',
            'key', f[7] or '', 'retries', f[8] or 0, 'backoff_ms', f[9] or 1000,
-           'group', f[10] or '', 'priority', f[11] or 0})
+           'group', f[10] or '', 'priority', f[11] or 0, 'tags', f[12] or ''})
         index_task(fid, -1, prun, now)
         redis.call('HSET', fk, 'current', fid)
         emit('scheduled', fid, {'series', fsid, 'after', prun})

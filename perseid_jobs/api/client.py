@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,12 @@ from ..store.partitions import check_count
 from ..store.script_io import AlreadyEnded, NotFound, ScheduleArgs, Scheduled, ScheduleReply
 from ..store.scripts import Scripts
 from . import routing, scheduling
+from .controls import Controls
 from .flow import FlowControls
 from .queries import Queries, definition_decoder
 from .served import NotServedWarning as NotServedWarning
 from .served import warn_if_not_served
+from .tags import encode_tags
 
 
 class CapacityWarning(UserWarning):
@@ -53,10 +56,11 @@ def _check_durable_timeout(durable: bool, timeout: float) -> None:
         )
 
 
-class Client(Queries, FlowControls):
+class Client(Queries, FlowControls, Controls):
     """Schedule, inspect and cancel tasks of one deployment (one Redis, one namespace).
 
-    The read side (get, tasks, wait, series, workers, jobs) is in :mod:`perseid_jobs.api.queries`.
+    The read side (get, tasks, wait, series, workers, jobs) is in :mod:`perseid_jobs.api.queries`;
+    trigger, retry and the bulk actions in :mod:`perseid_jobs.api.controls`.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class Client(Queries, FlowControls):
         durable_timeout: float = 1.0,
         group: str | None = None,
         priority: int = 0,
+        tags: Mapping[str, str] | None = None,
     ) -> Task:
         """Schedule a task (or a recurring series) and return it.
 
@@ -157,7 +162,7 @@ class Client(Queries, FlowControls):
 
         ``group``: the task's group (a customer, a tenant), for the job's group limits
         and fairness between groups; ``priority``: -100 to 100, higher first among due
-        tasks (docs/flow.md).
+        tasks (docs/flow.md). ``tags``: ``{"key": "value"}`` labels (docs/controls.md).
         """
         _check_durable_timeout(durable, durable_timeout)
         group = scheduling.check_group(group)
@@ -169,7 +174,7 @@ class Client(Queries, FlowControls):
         wait_s = durable_timeout if durable else None
         return self._submit(
             job, req, key=key or "", after=after or "", request=request_id, wait_s=wait_s,
-            group=group, priority=priority,
+            group=group, priority=priority, tags=encode_tags(tags),
         )  # fmt: skip
 
     def _submit(
@@ -183,6 +188,7 @@ class Client(Queries, FlowControls):
         wait_s: float | None,
         group: str = "",
         priority: int = 0,
+        tags: str = "",
     ) -> Task:
         """Run the schedule script for a checked request (``wait_s``: durably); the task made."""
         definition = self.job_definition(job)
@@ -213,6 +219,7 @@ class Client(Queries, FlowControls):
             parent_partition=where.parent_partition,
             group=group,
             priority=priority,
+            tags=tags,
         )
         if wait_s is not None:
             reply, acked = self._schedule_durably(scripts, call, wait_s)

@@ -8,6 +8,7 @@ encodes the same way for both.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import TaskNotFound
@@ -49,9 +50,18 @@ def tasks_document(
     job: str | None = None,
     limit: int = 100,
     waiting: str | None = None,
+    tag: str | Iterable[str] | None = None,
+    args_contains: str | None = None,
 ) -> list[Task]:
     """``tasks --json``: tasks by status (pending/running oldest first, ended newest first)."""
-    return client.tasks(status=status, job=job, limit=limit, waiting=waiting)
+    return client.tasks(
+        status=status,
+        job=job,
+        limit=limit,
+        waiting=waiting,
+        tag=tag,
+        args_contains=args_contains,
+    )
 
 
 def series_list_document(client: Client, *, limit: int = 100) -> list[Series]:

@@ -7,6 +7,7 @@ reads (the write side, scheduling and cancelling, is in ``client.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -24,6 +25,7 @@ from ..core.models import (
     task_from_hash,
 )
 from .partitioned import Partitioned
+from .tags import filter_tags, tagged_ids
 
 definition_decoder = msgspec.json.Decoder(JobDefinition)
 
@@ -82,16 +84,38 @@ class Queries(Partitioned):
         job: str | None = None,
         limit: int = 100,
         waiting: str | None = None,
+        tag: str | Iterable[str] | None = None,
+        args_contains: str | None = None,
     ) -> list[Task]:
         """Tasks by status (pending/running: oldest first; ended: newest first).
 
         ``waiting``: only pending tasks whose reason to wait (see ``Client.waiting``)
         contains this text, e.g. ``"paused"`` or ``"concurrency"``; each is filled in.
+        ``tag``: ``"key=value"`` (or several, all required): tasks with the tag, newest
+        first, from its index. ``args_contains``: tasks whose args (JSON text) contain the
+        text. A filtered listing looks at no more than :func:`scan_bound` tasks per state
+        (per tag, with ``tag``) and partition: a bounded scan (docs/controls.md).
         """
         st = TaskStatus(status) if status is not None else None
         if waiting is not None:
             st = TaskStatus.PENDING
-        scan = limit if job is None and waiting is None else max(limit * 20, 1000)
+        tags = filter_tags(tag)
+        filtered = job is not None or waiting is not None or args_contains is not None
+        scan = scan_bound(limit) if filtered or tags else limit
+        if tags:
+            ids = tagged_ids(self.redis, self.partitions(), tags[0], scan)
+        else:
+            ids = self._ids_by_state(st, scan)
+        out = _matching(self._tasks_by_id(ids), st, job, tags, args_contains)
+        if waiting is not None:
+            live = self.workers()
+            for t in out:
+                t.waiting = self.waiting(t, live)  # type: ignore[attr-defined]
+            out = [t for t in out if waiting in (t.waiting or "")]
+        return out[:limit]
+
+    def _ids_by_state(self, st: TaskStatus | None, scan: int) -> list[str]:
+        """The first ``scan`` ids of each state's index (all states for None), per partition."""
         # Read in the order tasks move through the sets (blocked -> held -> due -> running
         # -> finished), so one that moves meanwhile is seen twice rather than not at all.
         sets: list[tuple[str, bool]] = []
@@ -103,18 +127,7 @@ class Queries(Partitioned):
             sets.append(("finished", True))
         found = dict(zip((name for name, _ in sets), self.merged_ranges(sets, scan), strict=True))
         shown = ("running", "due", "held", "blocked", "finished")  # running, pending, ended
-        ids = list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
-        out = [
-            t
-            for t in self._tasks_by_id(ids)
-            if (st is None or t.status == st) and (job is None or t.job == job)
-        ]
-        if waiting is not None:
-            live = self.workers()
-            for t in out:
-                t.waiting = self.waiting(t, live)  # type: ignore[attr-defined]
-            out = [t for t in out if waiting in (t.waiting or "")]
-        return out[:limit]
+        return list(dict.fromkeys(i for name in shown for i in found.get(name, [])))
 
     def wait(self, task_id: str, timeout: float | None = 30.0) -> Task:
         """Block until the task reaches a terminal state; return it.
@@ -248,6 +261,30 @@ class Queries(Partitioned):
             for name, n in zip(names, self.redis.hmget(keys.flow_running, names), strict=True):
                 counts[name] = counts.get(name, 0) + int(n or 0)
         return counts
+
+
+def scan_bound(limit: int) -> int:
+    """How many tasks of each state (or tag) and partition a filtered ``tasks`` looks at."""
+    return max(limit * 20, 1000)
+
+
+def _matching(
+    found: list[Task],
+    st: TaskStatus | None,
+    job: str | None,
+    tags: list[str],
+    args_contains: str | None,
+) -> list[Task]:
+    """The tasks that pass every filter given (tags: "key=value" texts)."""
+    pairs = [tuple(t.split("=", 1)) for t in tags]
+    return [
+        t
+        for t in found
+        if (st is None or t.status == st)
+        and (job is None or t.job == job)
+        and all(t.tags.get(k) == v for k, v in pairs)
+        and (args_contains is None or args_contains in orjson.dumps(t.args).decode())
+    ]
 
 
 def _instance(inst: str, expiry: int, hashes: list[dict[str, str]], counts: list[int]) -> Instance:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from ..api.tags import parse_tags
 from ..store.keys import DEFAULT_NAMESPACE
 from ..worker.settings import DEFAULT_REDIS_URL
 from .cli_common import (
@@ -56,6 +57,10 @@ PriorityOpt = Annotated[
     int,
     typer.Option(metavar="P", help="-100 to 100: higher runs first among due tasks (default 0)."),
 ]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option(metavar="TAG", help="A tag, key=value, to find the task by (repeatable)."),
+]
 CatchUpOpt = Annotated[
     str,
     typer.Option(
@@ -96,6 +101,7 @@ def schedule(
     key: KeyOpt = None,
     group: GroupOpt = None,
     priority: PriorityOpt = 0,
+    tag: TagOpt = None,
     catch_up: CatchUpOpt = "skip",
     catch_up_window: CatchUpWindowOpt = None,
     durable: DurableOpt = False,
@@ -108,6 +114,7 @@ def schedule(
 ) -> None:
     """Schedule a task; prints its id."""
     payload = parse_args_json(args)
+    tags = parse_tags(tag or [])
     client = make_client(redis_url, namespace, jobs_dir, partitions=partitions)
     task = client.schedule(
         job,
@@ -124,6 +131,7 @@ def schedule(
         durable_timeout=durable_timeout,
         group=group,
         priority=priority,
+        tags=tags,
     )
     if json:
         emit_json(task)
@@ -160,9 +168,9 @@ def demo(
 
 def register_commands() -> None:
     """Add the commands defined in other modules to ``app`` (they import cli_common, not this)."""
-    from . import cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker  # ...
+    from . import cli_controls, cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker
 
-    del cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker
+    del cli_controls, cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker  # ...
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import typer
 
 from ..api import documents
 from ..api.client import Client
-from ..core.errors import TaskNotFound
+from ..core.errors import InvalidArgs, TaskNotFound
 from ..core.models import Series, Task, TaskStatus
 from ..store.connection import DEFAULT_REDIS_URL
 from ..store.keys import DEFAULT_NAMESPACE
@@ -24,6 +24,7 @@ from .cli_common import (
     make_client,
     print_rendered,
 )
+from .cli_controls import DryRunOpt, bulk_line
 
 
 @app.command()
@@ -72,23 +73,50 @@ def tasks(
             " rate limit, due at, after, slots).",
         ),
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(metavar="TAG", help="Only tasks with this tag, key=value (repeatable: all)."),
+    ] = None,
+    args_contains: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="Only tasks whose args (JSON) contain TEXT."),
+    ] = None,
     json: JsonOpt = False,
     local_time: LocalOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
     partitions: PartitionsOpt = None,
 ) -> None:
-    """List tasks."""
+    """List tasks.
+
+    A filter (--job, --waiting, --tag, --args-contains) looks through at most 20 x --limit
+    (at least 1,000) tasks per state, or per tag, and partition: a bounded scan.
+    """
     client = make_client(redis_url, namespace, partitions=partitions)
-    found = documents.tasks_document(client, status=status, job=job, limit=limit, waiting=waiting)
+    found = documents.tasks_document(
+        client, status=status, job=job, limit=limit, waiting=waiting, tag=tag,
+        args_contains=args_contains,
+    )  # fmt: skip
     emit_json(found) if json else print_rendered(lambda r: r.task_table(found))
 
 
 @app.command()
 @errors_as_lines
 def cancel(
-    some_id: Annotated[str, typer.Argument(metavar="ID", help="A task id, or a series id.")],
+    some_id: Annotated[
+        str | None,
+        typer.Argument(metavar="ID", help="A task id, or a series id; omit it for the bulk form."),
+    ] = None,
     series: Annotated[bool, typer.Option("--series", help="End the task's whole series.")] = False,
+    status: Annotated[
+        str | None,
+        typer.Option(metavar="STATUS", help="Bulk: cancel tasks in this state: pending, running."),
+    ] = None,
+    job: Annotated[str | None, typer.Option(metavar="JOB", help="Bulk: tasks of this job.")] = None,
+    group: Annotated[
+        str | None, typer.Option(metavar="GROUP", help="Bulk: tasks of this group.")
+    ] = None,
+    dry_run: DryRunOpt = False,
     json: JsonOpt = False,
     redis_url: RedisOpt = DEFAULT_REDIS_URL,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
@@ -97,8 +125,12 @@ def cancel(
     """Cancel a task (pending at once, running by its instance), or end a series.
 
     A series id ends the series and cancels its pending run; a running run finishes.
+    Without an id, --job or --group cancels every matching task and prints the count.
     """
     client = make_client(redis_url, namespace, partitions=partitions)
+    if some_id is None or status is not None or job is not None or group is not None or dry_run:
+        _cancel_many(client, some_id, series, status, job, group, dry_run, json)
+        return
     if client.kind_of(some_id) == "series":
         ended = client.cancel_series(some_id)
         emit_json(ended) if json else typer.echo(series_cancel_line(client, ended))
@@ -124,6 +156,29 @@ def cancel(
         else:
             line += f"; series {before.series} continues (cancel --series ends it)"
     typer.echo(line)
+
+
+def _cancel_many(
+    client: Client,
+    some_id: str | None,
+    series: bool,
+    status: str | None,
+    job: str | None,
+    group: str | None,
+    dry_run: bool,
+    json: bool,
+) -> None:
+    if some_id is not None or series:
+        raise InvalidArgs(
+            "cancel ID takes no --status, --job, --group or --dry-run (the bulk form takes no"
+            " ID or --series): give one"
+        )
+    if job is None and group is None:
+        raise InvalidArgs("cancel: give a task or series id, or --job JOB / --group GROUP")
+    count = client.cancel_many(job=job, status=status or "pending", group=group, dry_run=dry_run)
+    emit_json({"count": count, "dry_run": dry_run}) if json else typer.echo(
+        bulk_line("cancelled", count, dry_run)
+    )
 
 
 def series_cancel_line(client: Client, ended: Series) -> str:

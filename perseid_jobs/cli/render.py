@@ -66,6 +66,10 @@ def task_detail(t: Task) -> Table:
         ("key", t.key),
         ("group", t.group),
         ("priority", t.priority or None),
+        ("tags", " ".join(f"{k}={v}" for k, v in t.tags.items()) or None),
+        ("triggered", "yes: an extra run (trigger)" if t.metadata.get("triggered") else None),
+        ("retry of", t.retry_of),
+        ("retried by", t.retried_by),
         ("waiting", t.waiting),
         ("log", log),
     ]

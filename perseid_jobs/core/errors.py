@@ -23,6 +23,7 @@ class Code(IntEnum):
     PARENT_NOT_FOUND = -4
     KEY_CONFLICT = -5
     STALE = -6
+    NOT_ENDED = -7
 
 
 class PerseidError(Exception):
@@ -122,6 +123,35 @@ class SeriesEnded(PerseidError):
         super().__init__(f"series {series_id} has ended ({status}): nothing to pause or resume")
         self.series_id = series_id
         self.status = status
+
+
+class TriggerEnded(SeriesEnded):
+    """``trigger`` of a series that ended (or was cancelled): it has no runs to add to."""
+
+    def __init__(self, series_id: str, status: str) -> None:
+        PerseidError.__init__(
+            self,
+            f"series {series_id} has ended ({status}): nothing to trigger; schedule the job"
+            " again for new runs (`perseid-jobs schedule JOB --every ...`)",
+        )
+        self.series_id = series_id
+        self.status = status
+
+
+class TaskNotEnded(PerseidError):
+    """``retry`` of a task that is pending or running: it has not failed (yet)."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(
+            f"task {task_id} is {status}, not ended: only an ended task can be retried;"
+            f" wait for it (`perseid-jobs wait {task_id}`) or cancel it first"
+        )
+        self.task_id = task_id
+        self.status = status
+
+
+class InvalidTag(InvalidArgs):
+    """A tag that is not ``key=value`` within the documented limits."""
 
 
 class TaskAlreadyEnded(PerseidError):

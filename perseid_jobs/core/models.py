@@ -54,6 +54,10 @@ class Task(msgspec.Struct, kw_only=True):
     priority: int = 0
     # Why a pending task is not running yet, as shown by `show` (see Client.waiting).
     waiting: str | None = None
+    # Operator controls (docs/controls.md): tags, and the links between a task and its retry.
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    retry_of: str | None = None
+    retried_by: str | None = None
 
 
 class Instance(msgspec.Struct, kw_only=True):
@@ -149,12 +153,21 @@ def _int(value: Any, default: int | None = None) -> int | None:
     return int(value)
 
 
-def task_metadata(last_completed_at: Any, skipped_runs: Any) -> dict[str, Any]:
+def task_metadata(
+    last_completed_at: Any, skipped_runs: Any, triggered: Any = None
+) -> dict[str, Any]:
     """The metadata the scheduler sets on a task (the seed's names)."""
     meta: dict[str, Any] = {"lastCompletedAt": ms_to_dt(last_completed_at)}
     if skipped := _int(skipped_runs, 0):
         meta["skippedRuns"] = skipped
+    if triggered in ("1", 1, True):  # an extra run of its series (`trigger`), off the grid
+        meta["triggered"] = True
     return meta
+
+
+def tags_from_text(text: str | None) -> dict[str, str]:
+    """A task's tags from their stored form, "key=value" lines."""
+    return dict(line.split("=", 1) for line in (text or "").split("\n") if line)
 
 
 def task_from_hash(task_id: str, h: dict[str, str]) -> Task:
@@ -165,7 +178,9 @@ def task_from_hash(task_id: str, h: dict[str, str]) -> Task:
         job=h["job"],
         status=TaskStatus(h["status"]),
         args=orjson.loads(h.get("args") or "{}"),
-        metadata=task_metadata(h.get("last_completed_at"), h.get("skipped_runs")),
+        metadata=task_metadata(
+            h.get("last_completed_at"), h.get("skipped_runs"), h.get("triggered")
+        ),
         start_at=ms_to_dt(start_at) if start_at is not None and start_at >= 0 else None,
         started_at=ms_to_dt(h.get("started_at")),
         ended_at=ms_to_dt(h.get("ended_at")),
@@ -180,6 +195,9 @@ def task_from_hash(task_id: str, h: dict[str, str]) -> Task:
         slots=_int(h.get("slots"), 1) or 1,
         group=_text(h.get("group")),
         priority=_int(h.get("priority"), 0) or 0,
+        tags=tags_from_text(h.get("tags")),
+        retry_of=_text(h.get("retry_of")),
+        retried_by=_text(h.get("retried_by")),
     )
 
 

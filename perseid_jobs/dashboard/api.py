@@ -146,7 +146,8 @@ def _act(
 def _outcome(result: Any) -> str:
     status = getattr(result, "status", None)
     if status is not None:
-        return f"status {getattr(status, 'value', status)}"
+        made = f"task {result.id} " if hasattr(result, "job") else ""
+        return f"{made}status {getattr(status, 'value', status)}"
     return str(result)
 
 
@@ -183,6 +184,50 @@ def _pause_job(pause: bool) -> Callable[[Dashboard, Request], Any]:
     return run
 
 
+def bulk_params(fields: Any) -> tuple[str, dict[str, Any]]:
+    """The bulk action and its filter (job, status, group, since) from a query or a form."""
+    what = str(fields.get("action", ""))
+    if what not in ("cancel", "retry"):
+        raise InvalidArgs(f"bulk action {what!r}: use cancel or retry")
+    how: dict[str, Any] = {"job": str(fields.get("job", "")) or None}
+    default = "pending" if what == "cancel" else "failed"
+    how["status"] = str(fields.get("status", "")) or default
+    if how["status"] in ("any", "ended"):
+        how["status"] = default
+    if what == "cancel":
+        how["group"] = str(fields.get("group", "")) or None
+    elif since := str(fields.get("since_s", "")):
+        try:
+            how["since"] = float(since)
+        except ValueError:
+            raise InvalidArgs(f"since_s {since!r}: give seconds, e.g. 3600") from None
+    return what, how
+
+
+def bulk_count(dash: Dashboard, what: str, how: dict[str, Any]) -> int:
+    """How many tasks the bulk action would touch (a dry run: nothing written)."""
+    run = dash.client.cancel_many if what == "cancel" else dash.client.retry_many
+    return int(run(**how, dry_run=True))
+
+
+async def api_bulk(dash: Dashboard, request: Request) -> Response:
+    """Cancel or retry every task the filter matches (the tasks page's bulk action)."""
+    refused = await _guard(dash, request)
+    if refused is not None:
+        return refused
+    form = await form_of(request)
+    try:
+        what, how = bulk_params(form)
+    except InvalidArgs as exc:
+        return _error(exc, 400)
+    run = dash.client.cancel_many if what == "cancel" else dash.client.retry_many
+    target = " ".join(f"{k}={v}" for k, v in how.items() if v is not None)
+    name = f"bulk {what}"
+    return await asyncio.to_thread(
+        _act, dash, request, name, target, lambda: {"matched": run(**how)}
+    )
+
+
 ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/api/tasks", api_tasks, ["GET"]),
     ("/api/tasks/{task_id}", api_task, ["GET"]),
@@ -217,4 +262,15 @@ ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/api/jobs/{job}/pause", action("pause job", _pause_job(True), "job"), ["POST"]),
     ("/api/jobs/{job}/resume", action("resume job", _pause_job(False), "job"), ["POST"]),
     ("/api/workers/{instance_id}/drain", action("drain", _drain, "instance_id"), ["POST"]),
+    (
+        "/api/tasks/{task_id}/retry",
+        action("retry", lambda d, r: d.client.retry(r.path_params["task_id"]), "task_id"),
+        ["POST"],
+    ),
+    (
+        "/api/series/{series_id}/trigger",
+        action("trigger", lambda d, r: d.client.trigger(r.path_params["series_id"]), "series_id"),
+        ["POST"],
+    ),
+    ("/api/tasks/bulk", api_bulk, ["POST"]),
 ]

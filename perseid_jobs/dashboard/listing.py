@@ -36,6 +36,7 @@ SOURCES: dict[str, list[tuple[str, bool]]] = {
     **{s.value: [("finished", True)] for s in TaskStatus if s.terminal},
 }
 """Per status filter, the sorted sets to walk (name, newest first)."""
+TAG_SOURCE = "tag:"  # a source naming a tag's index (``{ns}:tag:<key>=<value>``)
 
 
 @dataclass
@@ -53,8 +54,10 @@ class TaskFilter:
 
     def matches(self, task: Task, raw_args: str) -> bool:
         """Whether the task passes every field of the filter."""
-        broad = self.status in ("any", "pending", "running", "ended")
-        if not broad and task.status.value != self.status:
+        if self.status == "ended":
+            if not task.status.terminal:
+                return False
+        elif self.status != "any" and task.status.value != self.status:
             return False
         checks = ((self.job, task.job), (self.series, task.series), (self.group, task.group))
         if any(want and want != have for want, have in checks):
@@ -84,8 +87,10 @@ class TaskFilter:
 
 
 def _tags(task: Task) -> list[str]:
-    """A task's tags, for a Task that has them (a field other branches add)."""
-    tags: Any = getattr(task, "tags", None) or []
+    """A task's tags as ``key=value`` and as ``key`` (the filter takes either)."""
+    tags: Any = getattr(task, "tags", None) or {}
+    if isinstance(tags, dict):
+        return [*(f"{k}={v}" for k, v in tags.items()), *tags]
     return [str(t) for t in tags]
 
 
@@ -128,6 +133,8 @@ def task_page(client: Client, flt: TaskFilter, cursor: str = "", limit: int = 50
     sources = SOURCES.get(flt.status)
     if sources is None:
         raise InvalidArgs(f"status {flt.status!r}: use one of {', '.join(SOURCES)}")
+    if "=" in flt.tag:  # the tag's own index holds fewer ids than any status set
+        sources = [(TAG_SOURCE + flt.tag, True)]
     parts = client.partitions()
     at = Cursor.decode(cursor)
     found: list[Task] = []
@@ -160,7 +167,8 @@ def _merged_batch(
     parts = client.partitions()
     pipe = client.redis.pipeline(transaction=False)
     for keys, start in zip(parts, offsets, strict=True):
-        key = getattr(keys, name)
+        key = keys.tagged(name[len(TAG_SOURCE) :]) if name.startswith(TAG_SOURCE) else None
+        key = key or getattr(keys, name)
         if newest_first:
             pipe.zrevrange(key, start, start + BATCH - 1, withscores=True)
         else:

@@ -87,7 +87,24 @@ def tasks(dash: Dashboard, request: Request) -> Response:
         task_id=task_id,
         statuses=statuses,
         cursor=request.query_params.get("cursor", ""),
+        bulk_query={k: v for k, v in flt.query().items() if k in ("job", "status", "group")},
     )
+
+
+def bulk(dash: Dashboard, request: Request) -> Response:
+    """The bulk action's confirmation: how many tasks it would touch (a dry run)."""
+    from .api import bulk_count, bulk_params
+
+    q = request.query_params
+    try:
+        what, how = bulk_params(q)
+        count = bulk_count(dash, what, how)
+    except PerseidError as exc:
+        return dash.page(request, "bulk.html", 400, what=q.get("action", ""), error=str(exc))
+    form = {"action": what, **{k: str(v) for k, v in how.items() if v is not None}}
+    if "since" in form:
+        form["since_s"] = form.pop("since")
+    return dash.page(request, "bulk.html", what=what, how=how, count=count, form=form, error="")
 
 
 def task(dash: Dashboard, request: Request) -> Response:
@@ -194,6 +211,7 @@ def healthz(dash: Dashboard, request: Request) -> Response:
 ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/", home, ["GET"]),
     ("/tasks", tasks, ["GET"]),
+    ("/tasks/bulk", bulk, ["GET"]),
     ("/tasks/{task_id}", task, ["GET"]),
     ("/tasks/{task_id}/log", task_log, ["GET"]),
     ("/series", series_list, ["GET"]),

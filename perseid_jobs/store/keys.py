@@ -45,6 +45,7 @@ stays the only owner of the layout on both sides.
 | ``{ns}:flow_rate``                    | hash   | job, or job\tgroup -> next start a rate allows  |
 | ``{ns}:paused_series``                | hash   | paused series id -> paused at (ms)              |
 | ``{ns}:paused``                       | hash   | "job\t<J>" or "group\t<G>" -> paused at (ms)    |
+| ``{ns}:tag:<key>=<value>``            | zset   | ids of the tasks with this tag, by creation     |
 | ``{ns}:audit``                        | stream | dashboard actions: who, what, when (capped)     |
 
 Each partition has all of the above under its own tag. The namespace's own tag also
@@ -110,6 +111,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "flow_rate": ("flow_rate", None),
     "paused": ("paused", None),
     "paused_series": ("paused_series", None),
+    "tagged": ("tag:{}", "id"),
     "audit": ("audit", None),
 }
 
@@ -292,6 +294,10 @@ class Keys:
     def gate(self, gate: str) -> str:
         """Sorted set: the lanes one gate holds back."""
         return self._k("gate", gate)
+
+    def tagged(self, tag: str) -> str:
+        """Sorted set: the ids of the tasks with tag ``key=value``, by creation (ms)."""
+        return self._k("tagged", tag)
 
     def request(self, request_id: str) -> str:
         """String: the task a schedule request made (kept a short while, for its retries)."""

@@ -39,6 +39,9 @@ SCRIPT_NAMES = (
     "republish",
     "served",
     "pause",
+    "trigger",
+    "retry",
+    "bulk",
 )
 
 _INCLUDE_RE = re.compile(r"^-- include:(.*)$", re.MULTILINE)

@@ -92,6 +92,13 @@ class KeyHeld(Refusal, tag=int(Code.KEY_CONFLICT)):
     series: str
 
 
+class NotEnded(Refusal, tag=int(Code.NOT_ENDED)):
+    """{-7, status}: the task is pending or running (retry.lua)."""
+
+    code = Code.NOT_ENDED
+    status: str
+
+
 class Claimed(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     """claim.lua's reply (also the last part of finish.lua's)."""
 
@@ -226,6 +233,27 @@ class Scheduled(msgspec.Struct, array_like=True, tag=int(Code.OK)):
     parent_status: str  # of the --after task if it had already ended, else ""
 
 
+class Triggered(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """trigger.lua's reply."""
+
+    task_id: str
+    task_hash: list[str]  # flat field/value list
+
+
+class Retried(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """retry.lua's reply."""
+
+    task_id: str
+    existed: int  # 1: the task had been retried already; this is that retry
+    task_hash: list[str]
+
+
+class BulkDone(msgspec.Struct, array_like=True, tag=int(Code.OK)):
+    """bulk.lua's reply."""
+
+    matched: int  # acted on, or (a dry run) that would be
+
+
 class ScheduleArgs(msgspec.Struct, kw_only=True):
     """schedule.lua's ARGV, by name."""
 
@@ -247,6 +275,7 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
     parent_partition: int | None = None  # the --after task's, when in another partition
     group: str = ""
     priority: int = 0
+    tags: str = ""  # "key=value" lines, sorted; "" for none
 
     def argv(self) -> list[str | int]:
         """In the order of schedule.lua's header."""
@@ -255,7 +284,7 @@ class ScheduleArgs(msgspec.Struct, kw_only=True):
                 self.after, self.spec, self.origin, self.retries, self.backoff_ms,
                 self.request_id, "1" if self.with_hash else "0", self.fingerprint,
                 "" if self.parent_partition is None else self.parent_partition,
-                self.group, self.priority]  # fmt: skip
+                self.group, self.priority, self.tags]  # fmt: skip
 
 
 ScheduleReply = Scheduled | ParentUnknown | KeyHeld
@@ -263,3 +292,5 @@ ClaimReply = Claimed | LeaseLapsed
 CancelReply = Cancelled | NotFound | AlreadyEnded
 SeriesCancelReply = SeriesCancelled | NotFound | AlreadyEnded
 PauseReply = Paused | NotFound | AlreadyEnded
+TriggerReply = Triggered | NotFound | AlreadyEnded
+RetryReply = Retried | NotFound | NotEnded

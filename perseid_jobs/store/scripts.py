@@ -23,6 +23,7 @@ from .lua_source import SCRIPT_NAMES as SCRIPT_NAMES
 from .lua_source import script_source as script_source
 from .script_io import (
     Acked,
+    BulkDone,
     CancelReply,
     ClaimReply,
     Delivered,
@@ -38,10 +39,12 @@ from .script_io import (
     Registered,
     Renewed,
     Republished,
+    RetryReply,
     ScheduleArgs,
     ScheduleReply,
     SeriesCancelReply,
     Served,
+    TriggerReply,
 )
 
 if TYPE_CHECKING:
@@ -191,3 +194,29 @@ class Scripts:
     def served(self, job: str) -> Served:
         """Live instances, and how many of them take tasks of ``job``."""
         return decode(self.call("served", job), Served)
+
+    def trigger(self, series_id: str, request_id: str = "") -> TriggerReply:
+        """One extra run of an active series, due now; its grid does not move."""
+        reply = self.call("trigger", series_id, request_id)
+        return decode(reply, TriggerReply)  # type: ignore[arg-type]
+
+    def retry(self, task_id: str, request_id: str = "") -> RetryReply:
+        """A new task like an ended one, linked by ``retry_of`` (its retry, if it had one)."""
+        return decode(self.call("retry", task_id, request_id), RetryReply)  # type: ignore[arg-type]
+
+    def bulk(
+        self,
+        action: str,
+        ids: Sequence[str],
+        *,
+        status: str,
+        job: str = "",
+        group: str = "",
+        since_ms: int | None = None,
+        dry_run: bool = False,
+        reason: str = "",
+    ) -> BulkDone:
+        """Retry or cancel those of ``ids`` that match (one bounded batch); how many did."""
+        since = "" if since_ms is None else since_ms
+        argv = [action, status, job, group, since, "1" if dry_run else "0", reason, *ids]
+        return decode(self.call("bulk", *argv), BulkDone)
