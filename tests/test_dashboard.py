@@ -267,6 +267,7 @@ def test_retry_trigger_and_bulk_actions(redis_server: RedisServer, client: Clien
         assert again["retry_of"] == pending[0].id and again["status"] == "pending"
         r = tc.post(f"/api/series/{every.series}/trigger", headers=headers)
         assert r.status_code == 200 and r.json()["result"]["metadata"]["triggered"] is True
+        assert "triggered=1" in tc.get(f"/series/{every.series}").text  # the run, and why
         assert (
             tc.post("/api/tasks/bulk", data={"action": "drop"}, headers=headers).status_code == 400
         )

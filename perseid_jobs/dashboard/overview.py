@@ -142,11 +142,13 @@ def pools(live: list[Instance]) -> list[dict[str, Any]]:
 
 
 def oldest_due(client: Client) -> Task | None:
-    """The pending task due the longest (lowest start time in ``due`` over every partition)."""
+    """The pending task due the longest (lowest start time in ``due``, if it is past, over
+    every partition)."""
     pipe = client.redis.pipeline(transaction=False)
     for keys in client.partitions():
         pipe.zrange(keys.due, 0, 0, withscores=True)
-    heads = [r[0] for r in pipe.execute() if r]
+    now = client.now_ms()
+    heads = [r[0] for r in pipe.execute() if r and r[0][1] <= now]  # due by now, not later
     if not heads:
         return None
     task_id = min(heads, key=lambda pair: pair[1])[0]

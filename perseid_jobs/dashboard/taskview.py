@@ -153,13 +153,18 @@ def series_extra(client: Client, series: Series) -> dict[str, Any]:
     runs = next_runs(series, spec)
     tz = series.tz or "UTC"
     events = events_of(client, series.id)
-    notable = [e for e in events if e["event"] in ("skipped", "retry", "series_ended", "triggered")]
-    caught = [e for e in events if e["event"] == "scheduled" and e.get("caught_up")]
+    # What the scheduler recorded: a skip (with its count), a trigger, a retry, the end.
+    notable = [
+        e
+        for e in events
+        if e["event"] in ("skipped", "retry", "series_ended", "series_cancelled")
+        or (e["event"] == "scheduled" and (e.get("triggered") or e.get("caught_up")))
+    ]
     return {
         "next_runs": [(dt, _in_zone(dt, tz)) for dt in runs],
         "tz": tz,
         "strip": client.series_runs(series.id, limit=30)[::-1],
-        "notable": notable + caught,
+        "notable": notable,
         "catch_up": "all" if str(spec.get("catch_up_window_ms")) != "None" else "skip",
     }
 
