@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
@@ -20,10 +20,11 @@ import redis
 from starlette.testclient import TestClient
 
 from perseid_jobs import Client, TaskStatus
+from perseid_jobs.api.served import NotServedWarning
 from perseid_jobs.dashboard.app import create_app
 from perseid_jobs.store.redisproc import RedisServer
 
-from .conftest import wait_until
+from .conftest import wait_until, wait_workers
 from .dashboard_support import DashboardProc, start_dashboard
 
 __all__ = ["start_dashboard"]  # a fixture, imported to be found
@@ -273,3 +274,25 @@ def test_retry_trigger_and_bulk_actions(redis_server: RedisServer, client: Clien
         )
         audit = tc.get("/audit").text
         assert "bulk cancel" in audit and "retry" in audit and "trigger" in audit
+
+
+def test_drain_stops_a_worker_claiming_and_is_audited(
+    redis_server: RedisServer, client: Client, start_worker: Callable[..., object]
+) -> None:
+    start_worker(2)
+    wait_workers(client, 1)
+    (inst,) = client.workers()
+    key = client.keys.instance(inst.id)
+    with web(client, redis_server.url) as tc:
+        headers = csrf(tc)
+        assert "claiming" in tc.get("/workers").text
+        assert tc.post("/api/workers/nosuch/drain", headers=headers).status_code == 404
+        r = tc.post(f"/api/workers/{inst.id}/drain", headers=headers)
+        assert r.status_code == 200, r.text
+        beat = client.redis.hget(key, "heartbeat_at")
+        wait_until(lambda: client.redis.hget(key, "heartbeat_at") != beat, 5, "a heartbeat")
+        assert client.redis.hget(key, "draining") == "1"  # the worker's heartbeat keeps it
+        with pytest.warns(NotServedWarning, match="draining"):  # no instance claims it now
+            client.schedule("hello", {})
+        assert "draining" in tc.get("/workers").text
+        assert "drain" in tc.get("/audit").text
