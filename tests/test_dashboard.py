@@ -296,3 +296,21 @@ def test_drain_stops_a_worker_claiming_and_is_audited(
             client.schedule("hello", {})
         assert "draining" in tc.get("/workers").text
         assert "drain" in tc.get("/audit").text
+
+
+def test_every_partition_is_read(redis_server: RedisServer, namespace: str) -> None:
+    """A namespace of 4 partitions on one Redis: pages and counts cover all of them."""
+    from .conftest import JOBS
+
+    client = Client.from_url(redis_server.url, namespace=namespace, jobs_dir=JOBS, partitions=4)
+    try:
+        ids = [client.schedule("hello", {"n": n}, at="+1h").id for n in range(24)]
+        spread = {client.partitions().keys.index(client.keys_of(i)) for i in ids}  # type: ignore[arg-type]
+        assert len(spread) > 1, spread
+        with web(client, redis_server.url) as tc:
+            assert 'data-count="pending">24<' in tc.get("/").text
+            page = tc.get("/tasks", params={"status": "pending"}).text
+            assert all(f'data-task="{i}"' in page for i in ids)
+            assert {t["id"] for t in tc.get("/api/tasks").json()} == set(ids)
+    finally:
+        client.close()

@@ -157,3 +157,20 @@ def test_without_the_token_the_browser_logs_in_first(
         cookies["perseid_session"]["httpOnly"]
         and cookies["perseid_session"]["sameSite"] == "Strict"
     )
+
+
+def test_a_running_tasks_log_is_tailed_live(
+    browser: Any,
+    start_dashboard: Callable[..., DashboardProc],
+    start_worker: Callable[..., Any],
+    client: Client,
+) -> None:
+    worker = start_worker(2)
+    wait_workers(client, 1)
+    dash = start_dashboard("--logs-dir", str(worker.logs_dir))
+    task = client.schedule("sleep", {"seconds": 4})
+    wait_until(lambda: client.get(task.id).status is TaskStatus.RUNNING, 10, "the start")
+    page, trouble = open_page(browser, dash, f"/tasks/{task.id}")
+    page.wait_for_selector("#log:has-text('sleeping')", timeout=5000)  # while it runs
+    page.wait_for_selector("#log:has-text('woke up')", timeout=8000)  # appended, no reload
+    assert not trouble, trouble

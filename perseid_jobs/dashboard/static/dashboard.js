@@ -71,6 +71,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     drawPlots();
     connect();
+    // A running task's log grows without an event: its page looks again every second.
+    setInterval(function () { if (document.querySelector("[data-running]")) { schedule(); } }, 1000);
   });
   document.addEventListener("htmx:afterRequest", function (ev) {
     // An action's answer shows in #action-result; the page itself follows the events.
