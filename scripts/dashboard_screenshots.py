@@ -14,9 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import sync_playwright
 
 from perseid_jobs import Client
@@ -66,9 +67,9 @@ def main() -> int:
         base = f"http://127.0.0.1:{PORT}"
         while True:
             try:
-                if httpx.get(base + "/healthz").status_code == 200:
+                with urllib.request.urlopen(base + "/healthz", timeout=2):
                     break
-            except httpx.HTTPError:
+            except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
         pages = {"overview": "/", "tasks": "/tasks", "task": f"/tasks/{ids['task']}",
                  "series": "/series", "series-one": f"/series/{ids['series']}",

@@ -12,12 +12,13 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from .s3_fixtures import free_port
@@ -40,9 +41,10 @@ class DashboardProc:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the dashboard did not start: {self.output()}")

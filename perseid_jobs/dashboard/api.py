@@ -60,7 +60,8 @@ def api_tasks(dash: Dashboard, request: Request) -> Response:
             raise InvalidArgs(f"limit {limit}: give a number from 1 to 10000")
         return documents.tasks_document(
             dash.client, status=status, job=q.get("job") or None, limit=limit,
-            waiting=q.get("waiting") or None,
+            waiting=q.get("waiting") or None, tag=q.getlist("tag") or None,
+            args_contains=q.get("args_contains") or None,
         )  # fmt: skip
 
     return _read(make)
