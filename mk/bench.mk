@@ -33,6 +33,7 @@ bench: $(STAMP) $(BENCH_ENV_STAMPS) ## perseid-jobs vs RQ, Celery, arq, Dramatiq
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
 	$(BIN)/python -m bench.flow $(FLOW_ARGS)
+	$(BIN)/python -m bench.dashboard $(DASHBOARD_ARGS)
 
 bench-smoke: $(STAMP) ## the benchmark's scenarios, perseid-jobs only, tiny numbers
 	$(BIN)/python -m bench --smoke --out bench/results/smoke
@@ -51,3 +52,10 @@ bench-cluster: $(STAMP) ## spread, overhead, capacity, end to end, memory over p
 FLOW_ARGS ?=
 bench-flow: $(STAMP) ## flow control's cost in the claim: groups, concurrency, pause
 	$(BIN)/python -m bench.flow $(FLOW_ARGS)
+
+# The dashboard's reads (issue #19): the overview and the first tasks page of a 100,000-task
+# namespace, each < 300 ms server-side -> bench/results/DASHBOARD.md (under a minute).
+.PHONY: bench-dashboard
+DASHBOARD_ARGS ?=
+bench-dashboard: $(STAMP) ## the dashboard's overview and tasks page on 100,000 tasks
+	$(BIN)/python -m bench.dashboard $(DASHBOARD_ARGS)

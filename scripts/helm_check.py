@@ -62,6 +62,12 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("no Redis Secret", {"redis": {"existingSecret": ""}}, "/redis/existingSecret"),
     (
+        "a dashboard with no token Secret",
+        {"dashboard": {"enabled": True, "token": {"existingSecret": ""}}},
+        "dashboard.token.existingSecret",
+    ),
+    ("a misspelt dashboard key", {"dashboard": {"enable": True}}, "enable"),
+    (
         "the Redis URL in clear",
         {
             "worker": {
@@ -305,7 +311,11 @@ def validate(obj: dict[str, Any], kube_version: str) -> Iterator[str]:
 def broken_promises(objects: list[dict[str, Any]]) -> Iterator[str]:
     """What the chart promises of every worker Deployment, checked on the output."""
     budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
-    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    for deployment in deployments:
+        if _component(deployment) == "dashboard":
+            yield from dashboard_promises(deployment)
+    for deployment in (d for d in deployments if _component(d) == "worker"):
         name = deployment["metadata"]["name"]
         pod = deployment["spec"]["template"]["spec"]
         (worker,) = (c for c in pod["containers"] if c["name"] == "worker")
@@ -330,6 +340,29 @@ def broken_promises(objects: list[dict[str, Any]]) -> Iterator[str]:
         selector = deployment["spec"]["selector"]["matchLabels"]
         if not any(b["spec"]["selector"]["matchLabels"] == selector for b in budgets):
             yield f"{name}: no PodDisruptionBudget selects its pods"
+
+
+def _component(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", ""))
+
+
+def dashboard_promises(deployment: dict[str, Any]) -> Iterator[str]:
+    """The dashboard's: secrets from Secrets, a token unless --no-auth, non-root, read-only."""
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    (box,) = (c for c in pod["containers"] if c["name"] == "dashboard")
+    env = {e["name"]: e for e in box.get("env", [])}
+    for secret in ("PERSEID_REDIS_URL", "PERSEID_DASHBOARD_TOKEN"):
+        if secret in env and "secretKeyRef" not in env[secret].get("valueFrom", {}):
+            yield f"{name}: {secret} does not come from a Secret"
+    if "PERSEID_DASHBOARD_TOKEN" not in env and "--no-auth" not in box["args"]:
+        yield f"{name}: no token and no --no-auth: the dashboard would refuse to start"
+    if box.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/healthz":
+        yield f"{name}: readinessProbe does not GET /healthz"
+    if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
+        yield f"{name}: the pod may run as root"
+    if box.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+        yield f"{name}: the root filesystem is writable"
 
 
 def check_refused(

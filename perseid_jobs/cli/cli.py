@@ -172,9 +172,9 @@ def demo(
 
 def register_commands() -> None:
     """Add the commands defined in other modules to ``app`` (they import cli_common, not this)."""
-    from . import cli_controls, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker
+    from . import cli_controls, cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker
 
-    del cli_controls, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker  # trigger, retry; ...
+    del cli_controls, cli_dashboard, cli_flow, cli_run, cli_tasks, cli_wait, cli_worker  # ...
 
 
 def main() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated
 
 import typer
 
+from ..api import documents
 from ..api.client import Client
 from ..core.errors import InvalidArgs, TaskNotFound
-from ..core.models import Series, TaskStatus
+from ..core.models import Series, Task, TaskStatus
 from ..store.connection import DEFAULT_REDIS_URL
 from ..store.keys import DEFAULT_NAMESPACE
 from .cli_common import (
@@ -39,21 +39,16 @@ def show(
 ) -> None:
     """Show one task, or one series with its current run and its last ended runs."""
     client = make_client(redis_url, namespace, partitions=partitions)
-    if client.kind_of(some_id) == "task":
-        task = client.get(some_id)
-        task.waiting = client.waiting(task)
-        emit_json(task) if json else print_rendered(lambda r: r.task_detail(task))
+    doc = documents.show_document(client, some_id)
+    if isinstance(doc, Task):
+        emit_json(doc) if json else print_rendered(lambda r: r.task_detail(doc))
         return
-    series = client.get_series(some_id)
-    current = None
-    if series.current:
-        with contextlib.suppress(TaskNotFound):  # ended and trimmed since: there is none
-            current = client.get(series.current)
-    recent = client.series_runs(some_id)
     if json:
-        emit_json({"series": series, "current_run": current, "recent_runs": recent})
+        emit_json(doc)
     else:
-        print_rendered(lambda r: r.series_detail(series, current, recent))
+        print_rendered(
+            lambda r: r.series_detail(doc["series"], doc["current_run"], doc["recent_runs"])
+        )
 
 
 @app.command()
@@ -97,9 +92,11 @@ def tasks(
     A filter (--job, --waiting, --tag, --args-contains) looks through at most 20 x --limit
     (at least 1,000) tasks per state, or per tag, and partition: a bounded scan.
     """
-    found = make_client(redis_url, namespace, partitions=partitions).tasks(
-        status=status, job=job, limit=limit, waiting=waiting, tag=tag, args_contains=args_contains
-    )
+    client = make_client(redis_url, namespace, partitions=partitions)
+    found = documents.tasks_document(
+        client, status=status, job=job, limit=limit, waiting=waiting, tag=tag,
+        args_contains=args_contains,
+    )  # fmt: skip
     emit_json(found) if json else print_rendered(lambda r: r.task_table(found))
 
 
@@ -208,7 +205,7 @@ def workers(
     partitions: PartitionsOpt = None,
 ) -> None:
     """List live worker instances."""
-    found = make_client(redis_url, namespace, partitions=partitions).workers()
+    found = documents.workers_document(make_client(redis_url, namespace, partitions=partitions))
     emit_json(found) if json else print_rendered(lambda r: r.worker_table(found))
 
 
@@ -222,7 +219,7 @@ def jobs(
 ) -> None:
     """List the job catalog and the live instances that can run each job (enough slots)."""
     client = make_client(redis_url, namespace, partitions=partitions)
-    found = client.jobs()
+    found = documents.jobs_document(client)
     if json:
         emit_json(found)
     else:
@@ -243,5 +240,6 @@ def series_cmd(
     partitions: PartitionsOpt = None,
 ) -> None:
     """List recurring schedules: next run, last run and outcome, skipped runs."""
-    found = make_client(redis_url, namespace, partitions=partitions).series(limit=limit)
+    client = make_client(redis_url, namespace, partitions=partitions)
+    found = documents.series_list_document(client, limit=limit)
     emit_json(found) if json else print_rendered(lambda r: r.series_table(found))

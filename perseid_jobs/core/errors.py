@@ -223,3 +223,13 @@ def raise_for_code(code: int, *, task_id: str = "", detail: str = "") -> None:
     if code == Code.PARENT_NOT_FOUND:
         raise ParentNotFound(task_id)
     raise PerseidError(f"unexpected script reply code {code}")
+
+
+class DashboardUnprotected(ConfigError):
+    """``perseid-jobs dashboard`` asked to listen beyond this machine without a token."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"--host {host} listens beyond this machine and no token is set: pass --token T"
+            " (or PERSEID_DASHBOARD_TOKEN), or --no-auth to serve it unprotected on purpose"
+        )

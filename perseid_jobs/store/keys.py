@@ -46,6 +46,7 @@ stays the only owner of the layout on both sides.
 | ``{ns}:paused_series``                | hash   | paused series id -> paused at (ms)              |
 | ``{ns}:paused``                       | hash   | "job\t<J>" or "group\t<G>" -> paused at (ms)    |
 | ``{ns}:tag:<key>=<value>``            | zset   | ids of the tasks with this tag, by creation     |
+| ``{ns}:audit``                        | stream | dashboard actions: who, what, when (capped)     |
 
 Each partition has all of the above under its own tag. The namespace's own tag also
 holds ``{<namespace>}:partitions``, the partition count recorded at first use.
@@ -111,6 +112,7 @@ _LAYOUT: dict[str, tuple[str, str | None]] = {
     "paused": ("paused", None),
     "paused_series": ("paused_series", None),
     "tagged": ("tag:{}", "id"),
+    "audit": ("audit", None),
 }
 
 
@@ -279,6 +281,11 @@ class Keys:
     def paused_series(self) -> str:
         """Hash: paused series id -> when (ms)."""
         return self._k("paused_series")
+
+    @property
+    def audit(self) -> str:
+        """Stream: the dashboard's actions (who, what, when), capped; first partition only."""
+        return self._k("audit")
 
     def lane(self, lane: str) -> str:
         """Sorted set: one lane's pending tasks by start time."""
