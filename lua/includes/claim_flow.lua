@@ -20,13 +20,15 @@ local function priorities()
   return out
 end
 
--- The earliest score from `min` on in the due set and every open lane set, or -1.
+-- The earliest score from `min` on in the due set and every open lane set, or -1 (a lane
+-- parked in place is due at no time).
 local function earliest(min)
   local keys = {K.due(), K.lanes()}
   for _, p in ipairs(priorities()) do keys[#keys + 1] = K.plane(p) end
   local best = -1
   for _, key in ipairs(keys) do
-    local head = redis.call('ZRANGEBYSCORE', key, min, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local head = redis.call('ZRANGEBYSCORE', key, min, '(' .. PARKED, 'WITHSCORES', 'LIMIT',
+      0, 1)
     if #head > 0 and (best < 0 or tonumber(head[2]) < best) then best = tonumber(head[2]) end
   end
   return best

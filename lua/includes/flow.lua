@@ -5,13 +5,25 @@
 -- priority's open set (K.lanes for 0, else K.plane(p), with p listed in K.prios), scored
 -- by when its head may start; a lane a gate holds back (a pause, a full limit) is in that
 -- gate's set instead, so a claim never reads a backlog it could not take. A lane with
--- tasks is in exactly one of the two.
+-- tasks is in exactly one of the two. One gate is cheaper: a lane whose own take filled
+-- its group's limit stays in its open set, parked in place at PARKED + its head's start,
+-- a score no claim reads (they read up to now); the end of a task of that lane (which
+-- is running, so it will end) brings it back by one ZADD.
 -- include: wake_sleepers
 
--- A lane's job, group and priority.
+-- Above any time in ms (year 33658), and PARKED + a time is still an exact double.
+local PARKED = 1e15
+
+-- A lane's job, group and priority (kept per call: a claim meets the same lanes often).
+local PARTS = {}
 local function lane_parts(lane)
-  local job, group, prio = string.match(lane, '^([^\t]*)\t([^\t]*)\t?(-?%d*)$')
-  return job, group, tonumber(prio) or 0
+  local p = PARTS[lane]
+  if not p then
+    local job, group, prio = string.match(lane, '^([^\t]*)\t([^\t]*)\t?(-?%d*)$')
+    p = {job, group, tonumber(prio) or 0}
+    PARTS[lane] = p
+  end
+  return p[1], p[2], p[3]
 end
 
 -- What a group's limits count: its job and group (the lanes of all its priorities).
@@ -46,7 +58,11 @@ end
 local function lane_add(lane, id, start)
   redis.call('ZADD', K.lane(lane), start, id)
   redis.call('ZADD', K.held(), start, id)
-  if redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
+  local _, _, prio = lane_parts(lane)
+  local score = tonumber(redis.call('ZSCORE', open_key(prio), lane))
+  if score and score >= PARKED then  -- parked in place: it stays so, by its earliest head
+    redis.call('ZADD', open_key(prio), 'LT', PARKED + start, lane)
+  elseif score or redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
     lane_open(lane, start, 'LT')
     wake_sleepers(start)
   end
@@ -190,17 +206,34 @@ local function lane_took(lane, now, next_start)
   if not next_start then
     lane_close(lane)
   elseif g > 0 and group ~= '' and in_group >= g then
-    lane_park(lane, 'g\t' .. gk, now)
+    -- Parked in place (see the header): the task just taken brings it back when it ends.
+    local _, _, prio = lane_parts(lane)
+    redis.call('ZADD', open_key(prio), PARKED + next_start, lane)
+    pass_unit_on(job)
   else
     lane_open(lane, math.max(next_start, now))
   end
 end
 
+-- A lane parked in place comes back at its head's start (before the lanes taken from
+-- since, as a reopened lane does).
+local function lane_unpark(lane)
+  local _, _, prio = lane_parts(lane)
+  local score = tonumber(redis.call('ZSCORE', open_key(prio), lane))
+  if score and score >= PARKED then
+    redis.call('ZADD', open_key(prio), score - PARKED, lane)
+    wake_sleepers(score - PARKED)
+  end
+end
+
 -- A laned task stopped running (ended, or back to pending for a retry): its units are
--- free, and one lane each of its group's and its job's gates reopens.
+-- free; its own lane, if parked in place, and one lane each of its group's and its job's
+-- gates reopen.
 local function lane_release(lane)
   if not lane or lane == '' then return end
   local job, group = lane_parts(lane)
+  -- Whatever the limits are now: a lane parked under a limit since removed comes back.
+  if group ~= '' then lane_unpark(lane) end
   local gk = group_key(job, group)
   local c, g = limits_of(job)
   local names = {}

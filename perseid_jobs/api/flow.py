@@ -20,6 +20,9 @@ from .partitioned import Partitioned
 from .scheduling import check_group
 
 Kind = Literal["job", "group", "series"]
+# A lane scored from here on in its open set is parked in place: its group's limit is
+# full (lua/includes/flow.lua's PARKED).
+PARKED = 10**15
 
 
 class FlowControls(Partitioned):
@@ -89,6 +92,8 @@ class FlowControls(Partitioned):
             return f"paused (series {task.series})"
         lane = self.redis.hget(keys.task(task.id), "lane") or ""
         gate = self.redis.hget(keys.lane_gate, lane) if lane else None
+        if lane and not gate and _open_score(self.redis, keys, lane) >= PARKED:
+            gate = "g\t" + "\t".join(lane.split("\t")[:2])
         if gate:
             return _gate_text(self.redis, keys, gate)
         rated = _rate_wait(self.redis, keys, lane, task, self.now_ms())  # type: ignore[attr-defined]
@@ -124,14 +129,20 @@ def _target(job: str | None, group: str | None, series: str | None) -> tuple[Kin
     return "group", check_group(group)
 
 
+def _open_score(redis: Any, keys: Keys, lane: str) -> float:
+    """A lane's score in its priority's open set (-1: not open)."""
+    parts = lane.split("\t")
+    prio = int(parts[2]) if len(parts) > 2 else 0
+    score = redis.zscore(keys.plane(prio) if prio else keys.lanes, lane)
+    return -1.0 if score is None else float(score)
+
+
 def _rate_wait(redis: Any, keys: Keys, lane: str, task: Task, now_ms: int) -> str | None:
     """ "rate limit: next at ..." when the task's open lane waits for its rate (the claim
     scores it by the next start the rate allows, later than the head's own start)."""
-    parts = lane.split("\t")
-    prio = int(parts[2]) if len(parts) > 2 else 0
-    score = redis.zscore(keys.plane(prio) if prio else keys.lanes, lane) if lane else None
+    score = _open_score(redis, keys, lane) if lane else -1.0
     start_ms = int(task.start_at.timestamp() * 1000) if task.start_at else 0
-    if score is None or score <= max(now_ms, start_ms):
+    if score < 0 or score <= max(now_ms, start_ms):
         return None
     return f"rate limit: next at {format_time(ms_to_dt(int(score)))}"
 
