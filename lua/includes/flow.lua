@@ -6,13 +6,23 @@
 -- by when its head may start; a lane a gate holds back (a pause, a full limit) is in that
 -- gate's set instead, so a claim never reads a backlog it could not take. A lane with
 -- tasks is in exactly one of the two. One gate is cheaper: a lane whose own take filled
--- its group's limit stays in its open set, parked in place at PARKED + its head's start,
--- a score no claim reads (they read up to now); the end of a task of that lane (which
--- is running, so it will end) brings it back by one ZADD.
+-- its group's limit stays in its open set, parked in place at PARKED, a score no claim
+-- reads (they read up to now); the end of a task of that lane (which is running, so it
+-- will end) brings it back by one ZADD.
 -- include: wake_sleepers
 
--- Above any time in ms (year 33658), and PARKED + a time is still an exact double.
+-- Above any time in ms (year 33658).
 local PARKED = 1e15
+
+-- Wake the idle instances for a lane due at `at`, once per call: a second wake at a
+-- later time finds no sleeper the first left (only a claim adds one, for itself, at its
+-- end).
+local WOKEN = nil
+local function lane_wake(at)
+  if WOKEN and WOKEN <= at then return end
+  wake_sleepers(at)
+  WOKEN = at
+end
 
 -- A lane's job, group and priority (kept per call: a claim meets the same lanes often).
 local PARTS = {}
@@ -60,11 +70,10 @@ local function lane_add(lane, id, start)
   redis.call('ZADD', K.held(), start, id)
   local _, _, prio = lane_parts(lane)
   local score = tonumber(redis.call('ZSCORE', open_key(prio), lane))
-  if score and score >= PARKED then  -- parked in place: it stays so, by its earliest head
-    redis.call('ZADD', open_key(prio), 'LT', PARKED + start, lane)
-  elseif score or redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
+  if score and score >= PARKED then return end  -- parked in place: it stays so
+  if score or redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
     lane_open(lane, start, 'LT')
-    wake_sleepers(start)
+    lane_wake(start)
   end
 end
 
@@ -159,7 +168,7 @@ local function gate_open(gate, n)
     local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
     if #head > 0 then
       lane_open(lane, head[2])
-      wake_sleepers(tonumber(head[2]))
+      lane_wake(tonumber(head[2]))
     end
   end
   return #popped / 2
@@ -208,32 +217,30 @@ local function lane_took(lane, now, next_start)
   elseif g > 0 and group ~= '' and in_group >= g then
     -- Parked in place (see the header): the task just taken brings it back when it ends.
     local _, _, prio = lane_parts(lane)
-    redis.call('ZADD', open_key(prio), PARKED + next_start, lane)
+    redis.call('ZADD', open_key(prio), PARKED, lane)
     pass_unit_on(job)
   else
     lane_open(lane, math.max(next_start, now))
   end
 end
 
--- A lane parked in place comes back at its head's start (before the lanes taken from
--- since, as a reopened lane does).
-local function lane_unpark(lane)
+-- A lane parked in place comes back, scored now: behind the lanes that waited, as a lane
+-- just taken from goes. One ZADD, which lowers only (LT) a lane that is open (XX): an
+-- open one scored later (its rate, or a head not due yet) is read once more, and scored
+-- again by the claim that reads it.
+local function lane_unpark(lane, now)
   local _, _, prio = lane_parts(lane)
-  local score = tonumber(redis.call('ZSCORE', open_key(prio), lane))
-  if score and score >= PARKED then
-    redis.call('ZADD', open_key(prio), score - PARKED, lane)
-    wake_sleepers(score - PARKED)
-  end
+  if redis.call('ZADD', open_key(prio), 'XX', 'LT', 'CH', now, lane) > 0 then lane_wake(now) end
 end
 
 -- A laned task stopped running (ended, or back to pending for a retry): its units are
 -- free; its own lane, if parked in place, and one lane each of its group's and its job's
 -- gates reopen.
-local function lane_release(lane)
+local function lane_release(lane, now)
   if not lane or lane == '' then return end
   local job, group = lane_parts(lane)
   -- Whatever the limits are now: a lane parked under a limit since removed comes back.
-  if group ~= '' then lane_unpark(lane) end
+  if group ~= '' then lane_unpark(lane, now) end
   local gk = group_key(job, group)
   local c, g = limits_of(job)
   local names = {}
