@@ -155,6 +155,11 @@ local function claim_levels(inst, jobs_key, st, now, out)
     for _ = 1, 4 do
       st.progressed = false
       local cands = candidates(p, math.min(SCAN_LIMIT, st.max - #out + 16), now)
+      local names = {}
+      for _, c in ipairs(cands) do
+        if c[3] then count_names(c[3], names) end
+      end
+      counts_read(names)  -- the counts of every lane's limits, in one call
       for i, c in ipairs(cands) do
         if try(inst, jobs_key, st, c, now, out) then
           st.passed = st.passed or i < #cands
@@ -173,6 +178,7 @@ end
 local function claim_flow(inst, jobs_key, max_count, free, now, out)
   local st = new_state(max_count, free)
   claim_levels(inst, jobs_key, st, now, out)
+  counts_write()
   -- The laned tasks taken leave the held index in one call per 200 (unpack's stack).
   for i = 1, #st.held, 200 do
     redis.call('ZREM', K.held(), unpack(st.held, i, math.min(i + 199, #st.held)))

@@ -9,7 +9,7 @@
 -- stays in its open set, parked in place at PARKED, a score no claim reads (they read up
 -- to now); the group has a task running (its limit is full), and that task's end brings
 -- the group's lanes back, one ZADD per priority in use.
--- include: wake_sleepers
+-- include: wake_sleepers, flow_counts
 
 -- Above any time in ms (year 33658).
 local PARKED = 1e15
@@ -141,7 +141,7 @@ end
 -- Whether the job's concurrency has room for one more.
 local function job_has_room(job)
   local c = limits_of(job)
-  return c == 0 or (tonumber(redis.call('HGET', K.flow_running(), job)) or 0) < c
+  return c == 0 or count_of(job) < c
 end
 
 -- The pause that holds a lane back now, as a gate, or nil; past it, the time its rates
@@ -210,29 +210,31 @@ local function rate_took(name, interval, now)
   redis.call('HSET', K.flow_rate(), name, math.max(last, now) + interval)
 end
 
--- Count the lane's head running, if its limits have room: its group's, then its job's
--- (the count is the check, so a full limit costs an increment taken back, and room costs
--- no read). Only what a limit reads is counted (publish_limits recounts when a limit
--- appears). Returns the gate of a full limit (nothing counted), else nil and the
--- group's count now (0: no group limit).
+-- The counts a lane's limits read (see flow_counts), appended to `names`.
+local function count_names(lane, names)
+  local job, group = lane_parts(lane)
+  local c, g = limits_of(job)
+  if g > 0 and group ~= '' then names[#names + 1] = group_key(job, group) end
+  if c > 0 then names[#names + 1] = job end
+end
+
+-- Count the lane's head running, if its limits have room: its group's, then its job's.
+-- Only what a limit reads is counted (publish_limits recounts when a limit appears).
+-- Returns the gate of a full limit (nothing counted), else nil and the group's count
+-- now (0: no group limit).
 local function reserve(lane)
   local job, group = lane_parts(lane)
   local c, g = limits_of(job)
-  local in_group, gk = 0, nil
+  local gk = nil
   if g > 0 and group ~= '' then
     gk = group_key(job, group)
-    in_group = redis.call('HINCRBY', K.flow_running(), gk, 1)
-    if in_group > g then
-      redis.call('HINCRBY', K.flow_running(), gk, -1)
-      return 'g\t' .. gk
-    end
+    if count_of(gk) >= g then return 'g\t' .. gk end
   end
-  if c > 0 and redis.call('HINCRBY', K.flow_running(), job, 1) > c then
-    redis.call('HINCRBY', K.flow_running(), job, -1)
-    if gk then redis.call('HINCRBY', K.flow_running(), gk, -1) end
-    return 'c\t' .. job
-  end
-  return nil, in_group
+  if c > 0 and count_of(job) >= c then return 'c\t' .. job end
+  if c > 0 then count_up(job) end
+  if not gk then return nil, 0 end
+  count_up(gk)
+  return nil, COUNTS[gk]
 end
 
 -- The lane's head was taken and counted (`in_group`: its group's count, see reserve;
@@ -276,13 +278,7 @@ local function lane_release(lane, now)
   local names = {}
   if c > 0 then names[#names + 1] = job end
   if g > 0 and group ~= '' then names[#names + 1] = gk end
-  for _, name in ipairs(names) do
-    -- A count at 0 stays (one small field per group, as in flow_rate): one call less
-    -- per end, at a limit of 1 at every end.
-    if redis.call('HINCRBY', K.flow_running(), name, -1) < 0 then
-      redis.call('HDEL', K.flow_running(), name)
-    end
-  end
+  for _, name in ipairs(names) do count_down(name) end
   if g > 0 and group ~= '' then group_unpark(gk, now) end
   if c > 0 then gate_open('c\t' .. job, 1) end
 end
@@ -314,6 +310,7 @@ end
 -- there did not count them (lane_took), one that goes away leaves no count behind. A
 -- plain task running now joins its lane, so that its end is counted (lane_release).
 local function recount(job, c, g)
+  counts_forget()
   redis.call('HDEL', K.flow_running(), job)
   local prefix = job .. '\t'
   for _, name in ipairs(redis.call('HKEYS', K.flow_running())) do
