@@ -12,12 +12,12 @@ local inst = ARGV[1]
 local now = now_ms()
 if not lease_ok(inst, now) then return {E_LEASE_LOST} end
 -- The earliest of the due set and of every open lane set (see flow): a lane's head is due
--- as a plain task is.
+-- as a plain task is; a lane parked in place (scored from flow's PARKED, 1e15, on) is not.
 local keys = {K.due(), K.lanes()}
 for _, p in ipairs(redis.call('ZRANGE', K.prios(), 0, -1)) do keys[#keys + 1] = K.plane(p) end
 local next_due, due_now = -1, 0
 for _, key in ipairs(keys) do
-  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGEBYSCORE', key, '-inf', '(1e15', 'WITHSCORES', 'LIMIT', 0, 1)
   if #head > 0 and (next_due < 0 or tonumber(head[2]) < next_due) then
     next_due = tonumber(head[2])
   end

@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from perseid_jobs.api.flow import PARKED
 from perseid_jobs.core.models import JobDefinition, TaskStatus
 from perseid_jobs.store.keys import Keys
 from perseid_jobs.store.script_io import AlreadyEnded, Claimed, ClaimedTask, Paused
@@ -160,7 +161,8 @@ class FlowChecks:
         for name in list(self.allowance):
             if name not in running:
                 del self.allowance[name]
-        counted = {f: int(v) for f, v in self.r.hgetall(self.k.flow_running).items()}
+        # A count at 0 may stay (flow.lua keeps it: one call less per end).
+        counted = {f: int(v) for f, v in self.r.hgetall(self.k.flow_running).items() if v != "0"}
         # Counted is only what a limit reads: per job with a concurrency, per (job, group)
         # with a group limit.
         expected = {
@@ -247,6 +249,16 @@ class FlowChecks:
                 ok = counted[name] >= g or due[name] or name in self.raised
                 assert ok, (name, counted, self.r.zrange(key, 0, -1))
         self.raised = {n for n in self.raised if self.r.exists(self.k.gate("g\t" + n))}
+        self.check_parked_in_place(counted)
+
+    def check_parked_in_place(self, counted: Counter[str]) -> None:
+        """A lane parked in place (its group's limit full) has a task of its group running,
+        whose end brings it back, under a group limit still published."""
+        for key in self.scan("lanes*"):  # every priority's open set
+            for lane in self.r.zrangebyscore(key, PARKED, "+inf"):
+                job, group = lane.split("\t")[:2]
+                name = job + "\t" + group
+                assert limits(job, self.published[job])[1] and counted[name] >= 1, (lane, counted)
 
     # -- claims ----------------------------------------------------------------------------
     def before_claim(self, inst: str, cap: int) -> tuple[int, dict[str, str]]:

@@ -20,13 +20,15 @@ local function priorities()
   return out
 end
 
--- The earliest score from `min` on in the due set and every open lane set, or -1.
+-- The earliest score from `min` on in the due set and every open lane set, or -1 (a lane
+-- parked in place is due at no time).
 local function earliest(min)
   local keys = {K.due(), K.lanes()}
   for _, p in ipairs(priorities()) do keys[#keys + 1] = K.plane(p) end
   local best = -1
   for _, key in ipairs(keys) do
-    local head = redis.call('ZRANGEBYSCORE', key, min, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local head = redis.call('ZRANGEBYSCORE', key, min, '(' .. PARKED, 'WITHSCORES', 'LIMIT',
+      0, 1)
     if #head > 0 and (best < 0 or tonumber(head[2]) < best) then best = tonumber(head[2]) end
   end
   return best
@@ -107,7 +109,7 @@ end
 -- One claim state: what is taken, the slots left, and what the pass saw.
 local function new_state(max_count, free)
   return {max = max_count, free = free, took = 0, passed = false, moved = false,
-    progressed = false}
+    progressed = false, held = {}}
 end
 
 -- Try one candidate ({score, id, lane}); true when the claim is full.
@@ -129,16 +131,44 @@ local function try(inst, jobs_key, st, c, now, out)
     st.passed = true
     return false
   end
+  local in_group = 0
   if lane then
+    local gate
+    gate, in_group = reserve(lane)
+    if gate then lane_park(lane, gate, now) return false end
     redis.call('ZREM', K.lane(lane), id)
-    redis.call('ZREM', K.held(), id)
+    st.held[#st.held + 1] = id
   else
     redis.call('ZREM', K.due(), id)
   end
   take(inst, id, f, now, out)
-  if lane then lane_took(lane, now, after) end
+  if lane then lane_took(lane, now, after, in_group) end
   st.free, st.took, st.progressed = st.free - tonumber(f[1]), st.took + tonumber(f[1]), true
   return #out >= st.max or st.free <= 0
+end
+
+-- Each priority to the end of its passes before the next: a lane taken from is read again
+-- before any lower priority is. A claim full with candidates left unread has passed over
+-- something due (so the caller need not look for it).
+local function claim_levels(inst, jobs_key, st, now, out)
+  for _, p in ipairs(levels_in_order()) do
+    for _ = 1, 4 do
+      st.progressed = false
+      local cands = candidates(p, math.min(SCAN_LIMIT, st.max - #out + 16), now)
+      local names = {}
+      for _, c in ipairs(cands) do
+        if c[3] then count_names(c[3], names) end
+      end
+      counts_read(names)  -- the counts of every lane's limits, in one call
+      for i, c in ipairs(cands) do
+        if try(inst, jobs_key, st, c, now, out) then
+          st.passed = st.passed or i < #cands
+          return
+        end
+      end
+      if not (st.progressed or st.moved) then break end
+    end
+  end
 end
 
 -- Claim where lanes exist, priority by priority (see levels_in_order), each lane through
@@ -147,16 +177,11 @@ end
 -- plain tasks into lanes (then more may be due behind them: the caller says so).
 local function claim_flow(inst, jobs_key, max_count, free, now, out)
   local st = new_state(max_count, free)
-  -- Each priority to the end of its passes before the next: a lane taken from is read
-  -- again before any lower priority is.
-  for _, p in ipairs(levels_in_order()) do
-    for _ = 1, 4 do
-      st.progressed = false
-      for _, c in ipairs(candidates(p, math.min(SCAN_LIMIT, max_count - #out + 16), now)) do
-        if try(inst, jobs_key, st, c, now, out) then return st.took, st.passed, st.moved end
-      end
-      if not (st.progressed or st.moved) then break end
-    end
+  claim_levels(inst, jobs_key, st, now, out)
+  counts_write()
+  -- The laned tasks taken leave the held index in one call per 200 (unpack's stack).
+  for i = 1, #st.held, 200 do
+    redis.call('ZREM', K.held(), unpack(st.held, i, math.min(i + 199, #st.held)))
   end
   return st.took, st.passed, st.moved
 end

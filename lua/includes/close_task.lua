@@ -9,7 +9,7 @@ local function close_task(id, status, reason, code, now)
   if prev == 'running' then  -- a task is in one index, its state's
     redis.call('ZREM', K.running(), id)
     release_slots(id, f[2], tonumber(f[3]))
-    lane_release(lane)
+    lane_release(lane, now)
   else
     redis.call('ZREM', K.due(), id)
     redis.call('ZREM', K.held(), id)

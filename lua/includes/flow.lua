@@ -5,13 +5,35 @@
 -- priority's open set (K.lanes for 0, else K.plane(p), with p listed in K.prios), scored
 -- by when its head may start; a lane a gate holds back (a pause, a full limit) is in that
 -- gate's set instead, so a claim never reads a backlog it could not take. A lane with
--- tasks is in exactly one of the two.
--- include: wake_sleepers
+-- tasks is in exactly one of the two. A group's limit is cheaper: a lane it holds back
+-- stays in its open set, parked in place at PARKED, a score no claim reads (they read up
+-- to now); the group has a task running (its limit is full), and that task's end brings
+-- the group's lanes back, one ZADD per priority in use.
+-- include: wake_sleepers, flow_counts
 
--- A lane's job, group and priority.
+-- Above any time in ms (year 33658).
+local PARKED = 1e15
+
+-- Wake the idle instances for a lane due at `at`, once per call: a second wake at a
+-- later time finds no sleeper the first left (only a claim adds one, for itself, at its
+-- end).
+local WOKEN = nil
+local function lane_wake(at)
+  if WOKEN and WOKEN <= at then return end
+  wake_sleepers(at)
+  WOKEN = at
+end
+
+-- A lane's job, group and priority (kept per call: a claim meets the same lanes often).
+local PARTS = {}
 local function lane_parts(lane)
-  local job, group, prio = string.match(lane, '^([^\t]*)\t([^\t]*)\t?(-?%d*)$')
-  return job, group, tonumber(prio) or 0
+  local p = PARTS[lane]
+  if not p then
+    local job, group, prio = string.match(lane, '^([^\t]*)\t([^\t]*)\t?(-?%d*)$')
+    p = {job, group, tonumber(prio) or 0}
+    PARTS[lane] = p
+  end
+  return p[1], p[2], p[3]
 end
 
 -- What a group's limits count: its job and group (the lanes of all its priorities).
@@ -25,10 +47,20 @@ local function open_key(prio)
   return K.plane(prio)
 end
 
+-- The priorities other than 0 that have open lanes (K.prios), read once per call and
+-- kept as lanes open.
+local PRIOS = nil
+local function prios_in_use()
+  if not PRIOS then PRIOS = redis.call('ZRANGE', K.prios(), 0, -1) end
+  return PRIOS
+end
+
 -- Open a lane at `score` (`mode`: a ZADD flag such as 'LT', or nil).
 local function lane_open(lane, score, mode)
   local _, _, prio = lane_parts(lane)
-  if prio ~= 0 then redis.call('ZADD', K.prios(), prio, prio) end
+  if prio ~= 0 and redis.call('ZADD', K.prios(), prio, prio) == 1 and PRIOS then
+    PRIOS[#PRIOS + 1] = tostring(prio)
+  end
   if mode then
     redis.call('ZADD', open_key(prio), mode, score, lane)
   else
@@ -46,9 +78,12 @@ end
 local function lane_add(lane, id, start)
   redis.call('ZADD', K.lane(lane), start, id)
   redis.call('ZADD', K.held(), start, id)
-  if redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
+  local _, _, prio = lane_parts(lane)
+  local score = tonumber(redis.call('ZSCORE', open_key(prio), lane))
+  if score and score >= PARKED then return end  -- parked in place: it stays so
+  if score or redis.call('HEXISTS', K.lane_gate(), lane) == 0 then
     lane_open(lane, start, 'LT')
-    wake_sleepers(start)
+    lane_wake(start)
   end
 end
 
@@ -106,24 +141,19 @@ end
 -- Whether the job's concurrency has room for one more.
 local function job_has_room(job)
   local c = limits_of(job)
-  return c == 0 or (tonumber(redis.call('HGET', K.flow_running(), job)) or 0) < c
+  return c == 0 or count_of(job) < c
 end
 
--- The gate that holds a lane back now, or nil: a pause, then its group's limit, then its
--- job's. Past the gates, the time its rates allow its next start, if later than now.
+-- The pause that holds a lane back now, as a gate, or nil; past it, the time its rates
+-- allow its next start, if later than now. (Its limits are checked as its head is taken:
+-- see reserve.)
 local function gate_of(lane, now)
   local job, group = lane_parts(lane)
   local paused = pause_of(job, group)
   if paused then return paused end
-  local c, g, r, gr = limits_of(job)
-  if c == 0 and g == 0 and r == 0 and gr == 0 then return nil end
-  local gk = group_key(job, group)
-  if c > 0 or (g > 0 and group ~= '') then
-    local n = redis.call('HMGET', K.flow_running(), job, gk)
-    if g > 0 and group ~= '' and (tonumber(n[2]) or 0) >= g then return 'g\t' .. gk end
-    if c > 0 and (tonumber(n[1]) or 0) >= c then return 'c\t' .. job end
-  end
+  local _, _, r, gr = limits_of(job)
   if r == 0 and (gr == 0 or group == '') then return nil end
+  local gk = group_key(job, group)
   -- A rate is a minimum spacing of starts on Redis time (GCRA without burst): the next
   -- start may come when the last one's slot has passed.
   local at = redis.call('HMGET', K.flow_rate(), job, gk)
@@ -143,7 +173,7 @@ local function gate_open(gate, n)
     local head = redis.call('ZRANGE', K.lane(lane), 0, 0, 'WITHSCORES')
     if #head > 0 then
       lane_open(lane, head[2])
-      wake_sleepers(tonumber(head[2]))
+      lane_wake(tonumber(head[2]))
     end
   end
   return #popped / 2
@@ -158,14 +188,20 @@ local function pass_unit_on(job)
 end
 
 -- A gate holds the lane back: out of its open set, into the gate's set (by priority, then
--- by when). A lane that a job's freed unit had reopened and a pause or its group's limit
--- now holds passes that unit on to the next lane the job's gate holds.
+-- by when); a group's limit parks it in place (see the header). A lane that a job's
+-- freed unit had reopened and a pause or its group's limit now holds passes that unit on
+-- to the next lane the job's gate holds.
 local function lane_park(lane, gate, now)
   local job, _, prio = lane_parts(lane)
-  lane_close(lane)
-  redis.call('ZADD', K.gate(gate), (100 - prio) * 1e13 + now, lane)
-  redis.call('HSET', K.lane_gate(), lane, gate)
-  if string.sub(gate, 1, 1) ~= 'c' then pass_unit_on(job) end
+  local kind = string.sub(gate, 1, 1)
+  if kind == 'g' then
+    redis.call('ZADD', open_key(prio), PARKED, lane)
+  else
+    lane_close(lane)
+    redis.call('ZADD', K.gate(gate), (100 - prio) * 1e13 + now, lane)
+    redis.call('HSET', K.lane_gate(), lane, gate)
+  end
+  if kind ~= 'c' then pass_unit_on(job) end
 end
 
 -- Advance the next start a rate allows, for `name` (a job, or a job and group).
@@ -174,31 +210,67 @@ local function rate_took(name, interval, now)
   redis.call('HSET', K.flow_rate(), name, math.max(last, now) + interval)
 end
 
--- The lane's head was taken (`next_start`: its next head's start, or nil if none is left):
--- count it running, and score the lane by its next head, not before now (so lanes that
--- waited since go first: fairness across groups). A group now at its limit parks at once.
-local function lane_took(lane, now, next_start)
+-- The counts a lane's limits read (see flow_counts), appended to `names`.
+local function count_names(lane, names)
+  local job, group = lane_parts(lane)
+  local c, g = limits_of(job)
+  if g > 0 and group ~= '' then names[#names + 1] = group_key(job, group) end
+  if c > 0 then names[#names + 1] = job end
+end
+
+-- Count the lane's head running, if its limits have room: its group's, then its job's.
+-- Only what a limit reads is counted (publish_limits recounts when a limit appears).
+-- Returns the gate of a full limit (nothing counted), else nil and the group's count
+-- now (0: no group limit).
+local function reserve(lane)
+  local job, group = lane_parts(lane)
+  local c, g = limits_of(job)
+  local gk = nil
+  if g > 0 and group ~= '' then
+    gk = group_key(job, group)
+    if count_of(gk) >= g then return 'g\t' .. gk end
+  end
+  if c > 0 and count_of(job) >= c then return 'c\t' .. job end
+  if c > 0 then count_up(job) end
+  if not gk then return nil, 0 end
+  count_up(gk)
+  return nil, COUNTS[gk]
+end
+
+-- The lane's head was taken and counted (`in_group`: its group's count, see reserve;
+-- `next_start`: its next head's start, or nil if none is left): score the lane by its
+-- next head, not before now (so lanes that waited since go first: fairness across
+-- groups). A group now at its limit parks at once.
+local function lane_took(lane, now, next_start, in_group)
   local job, group = lane_parts(lane)
   local gk = group_key(job, group)
-  local c, g, r, gr = limits_of(job)
-  -- Only what a limit reads is counted (publish_limits recounts when a limit appears).
-  if c > 0 then redis.call('HINCRBY', K.flow_running(), job, 1) end
-  local in_group = 0
-  if g > 0 and group ~= '' then in_group = redis.call('HINCRBY', K.flow_running(), gk, 1) end
+  local _, g, r, gr = limits_of(job)
   if r > 0 then rate_took(job, r, now) end
   if gr > 0 and group ~= '' then rate_took(gk, gr, now) end
   if not next_start then
     lane_close(lane)
   elseif g > 0 and group ~= '' and in_group >= g then
-    lane_park(lane, 'g\t' .. gk, now)
+    lane_park(lane, 'g\t' .. gk, now)  -- in place: the task just taken brings it back
   else
     lane_open(lane, math.max(next_start, now))
   end
 end
 
+-- A group's lanes parked in place come back, scored now: behind the lanes that waited, as
+-- a lane just taken from goes. One ZADD per priority in use, which lowers only (LT) a
+-- lane that is open (XX): an open one scored later (its rate, or a head not due yet) is
+-- read once more, and scored again by the claim that reads it.
+local function group_unpark(gk, now)
+  local back = redis.call('ZADD', K.lanes(), 'XX', 'LT', 'CH', now, gk)
+  for _, p in ipairs(prios_in_use()) do
+    back = back + redis.call('ZADD', K.plane(p), 'XX', 'LT', 'CH', now, gk .. '\t' .. p)
+  end
+  if back > 0 then lane_wake(now) end
+end
+
 -- A laned task stopped running (ended, or back to pending for a retry): its units are
--- free, and one lane each of its group's and its job's gates reopens.
-local function lane_release(lane)
+-- free; its group's lanes parked in place and one lane of its job's gate reopen.
+local function lane_release(lane, now)
   if not lane or lane == '' then return end
   local job, group = lane_parts(lane)
   local gk = group_key(job, group)
@@ -206,12 +278,8 @@ local function lane_release(lane)
   local names = {}
   if c > 0 then names[#names + 1] = job end
   if g > 0 and group ~= '' then names[#names + 1] = gk end
-  for _, name in ipairs(names) do
-    if redis.call('HINCRBY', K.flow_running(), name, -1) <= 0 then
-      redis.call('HDEL', K.flow_running(), name)
-    end
-  end
-  if g > 0 and group ~= '' then gate_open('g\t' .. gk, 1) end
+  for _, name in ipairs(names) do count_down(name) end
+  if g > 0 and group ~= '' then group_unpark(gk, now) end
   if c > 0 then gate_open('c\t' .. job, 1) end
 end
 
@@ -242,6 +310,7 @@ end
 -- there did not count them (lane_took), one that goes away leaves no count behind. A
 -- plain task running now joins its lane, so that its end is counted (lane_release).
 local function recount(job, c, g)
+  counts_forget()
   redis.call('HDEL', K.flow_running(), job)
   local prefix = job .. '\t'
   for _, name in ipairs(redis.call('HKEYS', K.flow_running())) do
@@ -263,6 +332,20 @@ local function recount(job, c, g)
   end
 end
 
+-- A group limit went away: the job's lanes it parked in place come back (no end of a
+-- task would bring them back now).
+local function unpark_job(job)
+  local now = tonumber(redis.call('TIME')[1]) * 1000
+  local keys = {K.lanes()}
+  for _, p in ipairs(prios_in_use()) do keys[#keys + 1] = K.plane(p) end
+  for _, key in ipairs(keys) do
+    for _, lane in ipairs(redis.call('ZRANGEBYSCORE', key, PARKED, '+inf')) do
+      if lane_parts(lane) == job then redis.call('ZADD', key, now, lane) end
+    end
+  end
+  lane_wake(now)
+end
+
 -- A worker published job `name`'s definition (JSON text): keep the claim's copy of its
 -- limits (counting its running tasks again if what is counted changes); a raised job
 -- limit reopens the lanes it held back.
@@ -279,4 +362,5 @@ local function publish_limits(name, def)
   end
   if (old_c > 0) ~= (c > 0) or (old_g > 0) ~= (g > 0) then recount(name, c, g) end
   if c == 0 or job_has_room(name) then gate_open('c\t' .. name, 1000) end
+  if old_g > 0 and g == 0 then unpark_job(name) end
 end

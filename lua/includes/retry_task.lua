@@ -18,7 +18,7 @@ local function retry_task(id, reason, code, now)
   local start = now + (tonumber(f[3]) or 1000) * math.pow(2, attempt - 1)
   redis.call('ZREM', K.running(), id)
   release_slots(id, f[4], tonumber(f[5]))
-  lane_release(f[8])
+  lane_release(f[8], now)
   redis.call('HSET', tk, 'status', 'pending', 'start_at', start, 'last_error', reason,
     'last_exit_code', code)
   index_task(id, start, '', now, f[8] or '', f[7] or '')

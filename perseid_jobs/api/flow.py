@@ -24,6 +24,9 @@ from .partitioned import Partitioned, SyncPartitioned
 from .scheduling import check_group
 
 Kind = Literal["job", "group", "series"]
+# A lane scored from here on in its open set is parked in place: its group's limit is
+# full (lua/includes/flow.lua's PARKED).
+PARKED = 10**15
 
 
 class FlowOps(Partitioned):
@@ -81,6 +84,8 @@ class FlowOps(Partitioned):
             return f"paused (series {task.series})"
         lane = (yield cmd("hget", keys.task(task.id), "lane")) or ""
         gate = (yield cmd("hget", keys.lane_gate, lane)) if lane else None
+        if lane and not gate and (yield from _open_score(keys, lane)) >= PARKED:
+            gate = "g\t" + "\t".join(lane.split("\t")[:2])  # parked in place by its group
         if gate:
             return (yield from _gate_text(keys, gate))
         now_ms = yield from self._now_ms()  # type: ignore[attr-defined]
@@ -157,14 +162,20 @@ def _target(job: str | None, group: str | None, series: str | None) -> tuple[Kin
     return "group", check_group(group)
 
 
+def _open_score(keys: Keys, lane: str) -> Op[float]:
+    """A lane's score in its priority's open set (-1: not open)."""
+    parts = lane.split("	")
+    prio = int(parts[2]) if len(parts) > 2 else 0
+    score = yield cmd("zscore", keys.plane(prio) if prio else keys.lanes, lane)
+    return -1.0 if score is None else float(score)
+
+
 def _rate_wait(keys: Keys, lane: str, task: Task, now_ms: int) -> Op[str | None]:
     """ "rate limit: next at ..." when the task's open lane waits for its rate (the claim
     scores it by the next start the rate allows, later than the head's own start)."""
-    parts = lane.split("\t")
-    prio = int(parts[2]) if len(parts) > 2 else 0
-    score = (yield cmd("zscore", keys.plane(prio) if prio else keys.lanes, lane)) if lane else None
+    score = (yield from _open_score(keys, lane)) if lane else -1.0
     start_ms = int(task.start_at.timestamp() * 1000) if task.start_at else 0
-    if score is None or score <= max(now_ms, start_ms):
+    if score < 0 or score <= max(now_ms, start_ms):
         return None
     return f"rate limit: next at {format_time(ms_to_dt(int(score)))}"
 

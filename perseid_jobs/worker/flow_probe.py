@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..api.flow import PARKED
 from ..store.keys import Keys
 
 # What a gate's first letter (lua/includes/flow.lua) means, as the metric's reason label.
@@ -45,5 +46,16 @@ def held(redis: Any, parts: Iterable[Keys]) -> dict[str, int]:
         sizes = pipe.execute() if parked else []
         for gate, size in zip(parked.values(), sizes, strict=True):
             counts[GATE_REASONS.get(gate[:1], "paused")] += int(size)
+        counts["group_concurrency"] += parked_in_place(redis, keys)
         counts["series_paused"] += int(redis.hlen(keys.paused_series))
     return counts
+
+
+def parked_in_place(redis: Any, keys: Keys) -> int:
+    """The tasks of the lanes parked in place in their open sets (a group's limit full)."""
+    sets = [keys.lanes] + [keys.plane(int(p)) for p in redis.zrange(keys.prios, 0, -1)]
+    lanes = [lane for key in sets for lane in redis.zrangebyscore(key, PARKED, "+inf")]
+    pipe = redis.pipeline(transaction=False)
+    for lane in lanes:
+        pipe.zcard(keys.lane(lane))
+    return sum(int(n) for n in pipe.execute()) if lanes else 0
