@@ -71,3 +71,45 @@ def test_a_group_limit_of_1_costs_few_redis_calls_per_task() -> None:
     finally:
         server.stop()
     assert per["grouped"] - per["plain"] <= 6, per
+
+
+def lane_of(client: Client, task_id: str) -> str:
+    lane = client.redis.hget(client.keys.task(task_id), "lane")
+    assert lane
+    return str(lane)
+
+
+def test_a_lane_an_older_version_put_in_its_groups_gate_set_goes_at_the_groups_end(
+    client: Client,
+) -> None:
+    """A version before parking in place held a full group's lanes in a gate set (in a rolling
+    update, a worker of that version still does): the group's next end opens it too."""
+    offer(client, group_concurrency=1)
+    first, second = (client.schedule("hello", group="A") for _ in range(2))
+    reply = client.scripts.claim("i1", 8)
+    assert isinstance(reply, Claimed) and [t.id for t in reply.tasks] == [first.id]
+    lane, keys = lane_of(client, second.id), client.keys
+    gate = "g\t" + lane
+    client.redis.zrem(keys.lanes, lane)  # the older version's park: out of the open set
+    client.redis.zadd(keys.gate(gate), {lane: 1})
+    client.redis.hset(keys.lane_gate, lane, gate)
+    ended = client.scripts.finish("i1", completed(reply.tasks), claim_most=8)
+    assert isinstance(ended.claim, Claimed)
+    assert [t.id for t in ended.claim.tasks] == [second.id]
+
+
+def test_a_lane_left_parked_with_room_in_its_group_comes_back_when_the_job_is_published(
+    client: Client,
+) -> None:
+    """An end that went by without unparking (a reaper of an older version): the lane would
+    wait for good; the job's next publish (a worker's start) brings it back."""
+    offer(client, group_concurrency=1)
+    first, second = (client.schedule("hello", group="A") for _ in range(2))
+    reply = client.scripts.claim("i1", 8)
+    assert isinstance(reply, Claimed) and [t.id for t in reply.tasks] == [first.id]
+    client.scripts.finish("i1", completed(reply.tasks), claim_most=0)
+    lane = lane_of(client, second.id)
+    client.redis.zadd(client.keys.lanes, {lane: 10**15})  # left parked, its group empty
+    assert claim_ids(client) == []
+    offer(client, group_concurrency=1)
+    assert claim_ids(client) == [second.id]

@@ -260,12 +260,16 @@ end
 -- a lane just taken from goes. One ZADD per priority in use, which lowers only (LT) a
 -- lane that is open (XX): an open one scored later (its rate, or a head not due yet) is
 -- read once more, and scored again by the claim that reads it.
+-- A gate set of the group is what a version before parking in place left (or a worker of
+-- that version still running beside this one, in a rolling update, parks into): it opens
+-- too, or its lanes would wait for an end that no longer reopens them.
 local function group_unpark(gk, now)
   local back = redis.call('ZADD', K.lanes(), 'XX', 'LT', 'CH', now, gk)
   for _, p in ipairs(prios_in_use()) do
     back = back + redis.call('ZADD', K.plane(p), 'XX', 'LT', 'CH', now, gk .. '\t' .. p)
   end
   if back > 0 then lane_wake(now) end
+  gate_open('g\t' .. gk, 1000)
 end
 
 -- A laned task stopped running (ended, or back to pending for a retry): its units are
@@ -332,15 +336,20 @@ local function recount(job, c, g)
   end
 end
 
--- A group limit went away: the job's lanes it parked in place come back (no end of a
--- task would bring them back now).
-local function unpark_job(job)
+-- The job's lanes parked in place whose group has room under `g` (0: the group limit went
+-- away, all of them) come back: no end of a task would bring them back. With a limit, this
+-- repairs a lane whose group's end went by without unparking it (a reaper of a version
+-- before parking in place, in a rolling update); each publish of the job runs it.
+local function unpark_job(job, g)
   local now = tonumber(redis.call('TIME')[1]) * 1000
   local keys = {K.lanes()}
   for _, p in ipairs(prios_in_use()) do keys[#keys + 1] = K.plane(p) end
   for _, key in ipairs(keys) do
     for _, lane in ipairs(redis.call('ZRANGEBYSCORE', key, PARKED, '+inf')) do
-      if lane_parts(lane) == job then redis.call('ZADD', key, now, lane) end
+      local j, group = lane_parts(lane)
+      if j == job and (g == 0 or count_of(group_key(j, group)) < g) then
+        redis.call('ZADD', key, now, lane)
+      end
     end
   end
   lane_wake(now)
@@ -362,5 +371,5 @@ local function publish_limits(name, def)
   end
   if (old_c > 0) ~= (c > 0) or (old_g > 0) ~= (g > 0) then recount(name, c, g) end
   if c == 0 or job_has_room(name) then gate_open('c\t' .. name, 1000) end
-  if old_g > 0 and g == 0 then unpark_job(name) end
+  if old_g > 0 and g == 0 then unpark_job(name, 0) elseif g > 0 then unpark_job(name, g) end
 end
