@@ -221,7 +221,10 @@ def test_three_partitions_merge_as_the_sync_client_does(
 
     async def main() -> None:
         async with aclient(partitions=3) as c:
-            made = [await c.schedule("hello", {"n": i}, at=f"+{i + 1}m") for i in range(12)]
+            made = [  # fixed request ids: the same spread (a hash of each) at every run
+                await c.schedule("hello", {"n": i}, at=f"+{i + 1}m", request_id=f"spread-{i}")
+                for i in range(12)
+            ]
             parts = await c.partitions()
             assert len(parts) == 3
             homes = {parts.keys.index(k) for t in made if (k := await c.keys_of(t.id))}
@@ -433,7 +436,11 @@ def test_tasks_by_tag_and_args_contains_over_three_partitions(
     async def main() -> None:
         async with aclient(partitions=3) as c:
             tags = {"customer": "acme"}
-            acme = [await c.schedule("hello", {"order": f"A-{n}"}, tags=tags) for n in range(9)]
+            # Fixed request ids: the spread (a hash of each) is the same at every run.
+            acme = [
+                await c.schedule("hello", {"order": f"A-{n}"}, tags=tags, request_id=f"acme-{n}")
+                for n in range(9)
+            ]
             prod = await c.schedule("hello", {"order": "B-1"}, tags={**tags, "env": "prod"})
             await c.schedule("hello", {"order": "C-1"}, tags={"customer": "zeta"})
             assert {partition_of_id(t.id) for t in acme} == {0, 1, 2}
