@@ -8,7 +8,7 @@
 --          microseconds past `now`'s millisecond (to time the next due one closely)}
 --          a task record: {id, job, args, attempt, started_at, start_at, max_ms, slots,
 --                          series id, last_completed_at, skipped_runs, series spec,
---                          series grid origin}
+--                          series grid origin, parents (comma-separated, or "")}
 -- Errors   {-1} the instance's lease lapsed or it is unknown: it must fence
 -- Events   running (per task)
 -- include: now, lease_ok, claim_due

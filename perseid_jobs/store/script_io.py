@@ -33,6 +33,9 @@ class ClaimedTask(msgspec.Struct, array_like=True):
     skipped_runs: str | None
     spec: str
     origin: str
+    # Its parents, comma-separated ("": none); None where no claim made the record (an
+    # adopted task: its parents are read from its hash).
+    parents: str | None = None
 
 
 class Need(msgspec.Struct, array_like=True):

@@ -72,21 +72,21 @@ class DataFlow:
 
 def parent_results(scripts: PartitionedScripts, tasks: Iterable[ClaimedTask]) -> dict[str, str]:
     """The parents' results of each claimed task that has parents: task id -> a JSON object
-    (parent id -> its result, null for none). Two pipelined reads: the tasks' parents, then
-    the parents' results, in whatever partitions they live (a parent in another partition is
-    read there; it ended, so its result no longer changes)."""
+    (parent id -> its result, null for none), in one pipelined read of the parents, in
+    whatever partitions they live (a parent in another partition is read there; it ended,
+    so its result no longer changes). A claim's record names the parents; an adopted task's
+    are read from its hash first."""
     tasks = list(tasks)
-    if not tasks:
-        return {}
+    unknown = [t for t in tasks if t.parents is None]
+    named = {t.id: t.parents or "" for t in tasks if t.parents is not None}
     keys_of, client = scripts.each, scripts.client
-    pipe = client.pipeline(transaction=False)
-    for t in tasks:
-        pipe.hmget(keys_of[scripts.index_of(t.id)].keys.task(t.id), ["start_after", "parents"])
-    wanted: dict[str, list[str]] = {}
-    for t, (after, parents) in zip(tasks, pipe.execute(), strict=True):
-        ids = [p for p in (parents or after or "").split(",") if p]
-        if ids:
-            wanted[t.id] = ids
+    if unknown:
+        pipe = client.pipeline(transaction=False)
+        for t in unknown:
+            pipe.hmget(keys_of[scripts.index_of(t.id)].keys.task(t.id), ["start_after", "parents"])
+        for t, (after, parents) in zip(unknown, pipe.execute(), strict=True):
+            named[t.id] = parents or after or ""
+    wanted = {tid: ids for tid, text in named.items() if (ids := [p for p in text.split(",") if p])}
     if not wanted:
         return {}
     pipe = client.pipeline(transaction=False)
