@@ -11,7 +11,7 @@ URL), but an asyncio client: ``redis.asyncio.Redis``, a Sentinel-managed one, or
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -24,14 +24,13 @@ from redis.exceptions import NoPermissionError
 from ..core.errors import ConfigError, RedisUnavailable
 from ..store.connection import (
     _CLUSTER_SCHEMES,
-    _SENTINEL_ONLY,
     _SENTINEL_SCHEMES,
     REDIS_ERRORS,
-    _hosts,
     _options,
-    _query,
     _why,
+    cluster_parts,
     redacted,
+    sentinel_parts,
 )
 
 
@@ -43,28 +42,10 @@ def _async_options(socket_timeout: float | None, retries: int) -> dict[str, Any]
 
 
 def _sentinel(url: str, options: dict[str, Any]) -> Any:
-    parts = urlsplit(url)
-    user, password, hosts = _hosts(parts.netloc, 26379)
-    path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise ValueError("name the primary: redis+sentinel://host:port/master-name")
-    query = _query(parts.query)
-    sentinel_auth = {k[len("sentinel_") :]: query.pop(k) for k in _SENTINEL_ONLY if k in query}
-    db = int(path[1]) if len(path) > 1 else int(query.pop("db", 0))
-    tls = {"ssl": True} if parts.scheme.startswith("rediss") else {}
-    tls_opts = {k: v for k, v in query.items() if k.startswith("ssl_")}
-    sentinel_opts = {
-        "socket_timeout": options["socket_connect_timeout"],
-        "socket_connect_timeout": options["socket_connect_timeout"],
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),  # redis-py's default: 10
-        "decode_responses": True,
-        **tls,
-        **tls_opts,
-        **sentinel_auth,
-    }
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)  # as the sync one's sentinels
+    hosts, sentinel_opts, name, primary = sentinel_parts(url, options, retry)
     manager: Any = Sentinel(hosts, sentinel_kwargs=sentinel_opts)  # type: ignore[no-untyped-call]
-    auth = {"username": user or None, "password": password or None}
-    return manager.master_for(unquote(path[0]), db=db, **options, **auth, **tls, **query)
+    return manager.master_for(name, **primary)
 
 
 def _cluster_client(nodes: list[ClusterNode], options: dict[str, Any], **kw: Any) -> Any:
@@ -74,14 +55,8 @@ def _cluster_client(nodes: list[ClusterNode], options: dict[str, Any], **kw: Any
 
 
 def _cluster(url: str, options: dict[str, Any]) -> Any:
-    parts = urlsplit(url)
-    user, password, hosts = _hosts(parts.netloc, 6379)
-    query = _query(parts.query)
-    query.pop("db", None)
-    tls = {"ssl": True} if parts.scheme.startswith("rediss") else {}
-    nodes = [ClusterNode(h, p) for h, p in hosts]
-    auth = {"username": user or None, "password": password or None}
-    return _cluster_client(nodes, options, **auth, **tls, **query)
+    hosts, kw = cluster_parts(url)
+    return _cluster_client([ClusterNode(h, p) for h, p in hosts], options, **kw)
 
 
 async def _is_cluster_node(client: Any) -> bool:

@@ -141,7 +141,12 @@ def _query(query: str) -> dict[str, Any]:
     return parsed
 
 
-def _sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
+def sentinel_parts(
+    url: str, options: dict[str, Any], retry: Any
+) -> tuple[list[tuple[str, int]], dict[str, Any], str, dict[str, Any]]:
+    """A ``redis+sentinel://`` URL's parts, for the sync and the asyncio Sentinel alike: the
+    sentinels, their options (``retry``: that client's Retry), the primary's name and the
+    primary's connection options."""
     parts = urlsplit(url)
     user, password, hosts = _hosts(parts.netloc, 26379)
     path = [p for p in parts.path.split("/") if p]
@@ -155,29 +160,37 @@ def _sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
     sentinel_opts = {
         "socket_timeout": options["socket_connect_timeout"],
         "socket_connect_timeout": options["socket_connect_timeout"],
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),  # redis-py's default: 10
+        "retry": retry,
         "decode_responses": True,
         **tls,
         **tls_opts,
         **sentinel_auth,
     }
-    manager = Sentinel(hosts, sentinel_kwargs=sentinel_opts)  # type: ignore[no-untyped-call]
     auth = {"username": user or None, "password": password or None}
-    master = manager.master_for(  # type: ignore[no-untyped-call]
-        unquote(path[0]), db=db, **options, **auth, **tls, **query
-    )
-    return cast(redis.Redis, master)
+    return hosts, sentinel_opts, unquote(path[0]), {"db": db, **options, **auth, **tls, **query}
 
 
-def _cluster(url: str, options: dict[str, Any]) -> redis.Redis:
+def cluster_parts(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """A ``redis+cluster://`` URL's nodes and their options (auth, TLS, the query's)."""
     parts = urlsplit(url)
     user, password, hosts = _hosts(parts.netloc, 6379)
     query = _query(parts.query)
     query.pop("db", None)
     tls = {"ssl": True} if parts.scheme.startswith("rediss") else {}
+    return hosts, {"username": user or None, "password": password or None, **tls, **query}
+
+
+def _sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)  # redis-py's default: 10
+    hosts, sentinel_opts, name, primary = sentinel_parts(url, options, retry)
+    manager = Sentinel(hosts, sentinel_kwargs=sentinel_opts)  # type: ignore[no-untyped-call]
+    return cast(redis.Redis, manager.master_for(name, **primary))  # type: ignore[no-untyped-call]
+
+
+def _cluster(url: str, options: dict[str, Any]) -> redis.Redis:
+    hosts, kw = cluster_parts(url)
     nodes = [ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
-    auth = {"username": user or None, "password": password or None}
-    return _cluster_client(nodes, options, **auth, **tls, **query)
+    return _cluster_client(nodes, options, **kw)
 
 
 def _cluster_client(nodes: list[ClusterNode], options: dict[str, Any], **kw: Any) -> redis.Redis:
