@@ -139,6 +139,12 @@ def start_worker(
         w._stderr.close()
 
 
+def namespace_keys(client: Client) -> list[str]:
+    """The keys of a client's namespace, every partition's (a whole-server scan would see
+    other tests' keys come and go: retention, request ids' TTLs)."""
+    return sorted(client.redis.scan_iter(match="{" + client.namespace + "*"))
+
+
 def wait_until(
     cond: Callable[[], object], timeout: float = 10.0, what: str = "condition"
 ) -> object:

@@ -14,7 +14,7 @@ from perseid_jobs.core.errors import InvalidParents
 from perseid_jobs.store.partitions import partition_of_id
 from perseid_jobs.store.redisproc import RedisServer
 
-from .conftest import JOBS, WorkerProc, wait_workers
+from .conftest import JOBS, WorkerProc, namespace_keys, wait_workers
 from .test_cli import cli
 
 
@@ -101,11 +101,11 @@ def test_bad_parents_are_refused_and_write_nothing(client: Client, how: str) -> 
     parents = [a.id, a.id] if how == "twice" else [a.id] * (MAX_PARENTS + 1)
     if how == "too many":
         parents = [f"{a.id[:-3]}{n:03d}" for n in range(MAX_PARENTS + 1)]
-    before = sorted(client.redis.scan_iter(match="*"))
+    before = namespace_keys(client)
     pattern = "given twice" if how == "twice" else f"at most {MAX_PARENTS} parents"
     with pytest.raises(InvalidParents, match=pattern):
         client.schedule("hello", after=parents)
-    assert sorted(client.redis.scan_iter(match="*")) == before
+    assert namespace_keys(client) == before
 
 
 @pytest.mark.parametrize("how", ["twice", "too many"])
@@ -114,7 +114,7 @@ def test_the_command_refuses_bad_parents_in_one_line_writing_nothing(
 ) -> None:
     a = client.schedule("hello", at="+1h")
     ids = [a.id, a.id] if how == "twice" else [a.id] * (MAX_PARENTS + 1)
-    before = sorted(client.redis.scan_iter(match="*"))
+    before = namespace_keys(client)
     argv = ["schedule", "hello", "--jobs", str(JOBS), "--redis", redis_server.url,
             "--namespace", namespace]  # fmt: skip
     for parent in ids:
@@ -125,7 +125,7 @@ def test_the_command_refuses_bad_parents_in_one_line_writing_nothing(
     cause = f"--after {a.id} given twice" if how == "twice" else "a task waits on at most 100"
     assert len(lines) == 1 and cause in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert sorted(client.redis.scan_iter(match="*")) == before
+    assert namespace_keys(client) == before
 
 
 def test_a_fan_in_after_runs_of_series_waits_for_those_runs(

@@ -484,6 +484,7 @@ class ScriptsModel(RuleBasedStateMachine):
                 assert len(runs) <= 1 and all(st_ == "running" for _, st_ in runs), (s, runs)
 
 
+@pytest.mark.timeout(900)  # as the flow model's: a timeout inside Hypothesis reads as flaky
 def test_scripts_keep_their_invariants_under_random_sequences(redis_server: RedisServer) -> None:
     run_model(ScriptsModel, redis_server.url, steps=40)
 

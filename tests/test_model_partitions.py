@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 import msgspec
+import pytest
 import redis
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -377,5 +378,6 @@ class PartitionsModel(RuleBasedStateMachine, checks.Checks):
         self.check_all()
 
 
+@pytest.mark.timeout(900)  # as the flow model's: a timeout inside Hypothesis reads as flaky
 def test_partitions_and_the_outbox_keep_their_invariants(redis_server: RedisServer) -> None:
     run_model(PartitionsModel, redis_server.url, steps=60)

@@ -18,7 +18,7 @@ from perseid_jobs.store.partitions import partition_of_id
 from perseid_jobs.store.redisproc import RedisServer
 from perseid_jobs.worker.outcome import Outcome
 
-from .conftest import JOBS, WorkerProc, wait_until, wait_workers
+from .conftest import JOBS, WorkerProc, namespace_keys, wait_until, wait_workers
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_a_follower_series_with_a_key_elsewhere_is_refused_and_writes_nothing(
 ) -> None:
     series = pc.schedule("hello", every="1h")
     key = key_elsewhere(pc, series.id)
-    before = sorted(pc.redis.scan_iter(match="*"))
+    before = namespace_keys(pc)
     with pytest.raises(ConfigError, match=r"a run of an active series: in a namespace of 4"):
         pc.schedule("hello", after=series.id, key=key)
-    assert sorted(pc.redis.scan_iter(match="*")) == before
+    assert namespace_keys(pc) == before
